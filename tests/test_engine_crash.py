@@ -12,8 +12,8 @@ windows in which a dying driver leaves SQL and Optuna's storage disagreeing.
   searcher finish the study.
 """
 
-# Not in the default run yet: these pin crash-consistency gaps the engine still has
-# (issue 4 stays open until they pass). Run them with `make test-all`.
+# The tests that kill real processes take minutes and are marked slow (`make test-all`);
+# the crash-window tests run by default.
 
 from __future__ import annotations
 
@@ -42,8 +42,6 @@ from studies.storage.models import FINISHED_TRIAL_STATUSES, Metric
 
 pytest.register_assert_rewrite("tests.db_fixtures")
 from tests.db_fixtures import Database, quadratic_spec, wait_for  # noqa: E402
-
-pytestmark = pytest.mark.slow
 
 pytest_plugins = ("tests.db_fixtures",)
 
@@ -168,6 +166,7 @@ CRASH_STEPS = 300
 CRASH_EVAL = 10
 
 
+@pytest.mark.slow
 def test_killed_driver_is_replaced_without_losing_or_repeating_work(
     database_url: str, tmp_path: Path, magma_cache_dir: Path
 ) -> None:
@@ -317,6 +316,7 @@ def trainable_actor_pids() -> list[int]:
     ]
 
 
+@pytest.mark.slow
 def test_killed_trial_process_is_retried_from_its_checkpoint(
     db: Database, tmp_path: Path, ray_local: None
 ) -> None:
@@ -377,6 +377,7 @@ def test_killed_trial_process_is_retried_from_its_checkpoint(
     assert reported == sorted(reported)
 
 
+@pytest.mark.slow
 def test_a_trial_requeued_with_its_final_checkpoint_completes(
     db: Database, tmp_path: Path, ray_local: None
 ) -> None:

@@ -7,6 +7,9 @@ queued trial per seed before it runs. Because the database, not this object, kno
 what exists, a restarted driver neither loses nor duplicates trials, and a grid runs
 each point exactly once. When every seed of a configuration has finished, Optuna is
 told the configuration's mean objective (or that it was pruned or failed).
+
+SQL and Optuna's storage are written in separate transactions, so a driver killed
+between two writes leaves them disagreeing; a new searcher reconciles them first.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class StudySearcher(Unpicklable, Searcher):
     ) -> None:
         super().__init__(metric="objective", mode=spec.objective.mode)
         self.study_id, self.spec, self.sessions = study_id, spec, sessions
+        self.optuna_storage = optuna_storage
         self.optuna = optuna.create_study(
             storage=optuna_storage,
             study_name=optuna_study_name,
@@ -58,6 +62,24 @@ class StudySearcher(Unpicklable, Searcher):
         self.flush = flush  # metric rows before the completion that follows them
         self.handed_out: dict[str, int] = {}  # Tune trial id -> SQL trial id
         self.cancelled = False
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        """Optuna trials asked or enqueued but never recorded in SQL are failed (a grid
+        point enqueued twice would otherwise be handed out twice); configurations whose
+        trials all finished in SQL but were never told are told now."""
+        with transaction(self.sessions) as session:
+            outcomes = repo.configuration_outcomes(session, self.study_id)
+        unfinished = (TrialState.WAITING, TrialState.RUNNING)
+        study_id = self.optuna_storage.get_study_id_from_name(self.optuna.study_name)
+        for orphan in self.optuna.get_trials(deepcopy=False, states=unfinished):
+            if orphan.number not in outcomes:
+                trial_id = self.optuna_storage.get_trial_id_from_study_id_trial_number(
+                    study_id, orphan.number
+                )
+                self.optuna_storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        for configuration, outcome in outcomes.items():
+            self._tell(configuration, outcome)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.cancelled:

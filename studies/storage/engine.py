@@ -26,7 +26,9 @@ def database_url() -> str:
     return os.environ.get("DATABASE_URL", DEFAULT_URL)
 
 
-def make_engine(url: str | None = None) -> Engine:
+def make_engine(url: str | None = None, reads_only: bool = False) -> Engine:
+    """``reads_only`` (SQLite): deferred transactions, so readers such as the API never
+    queue behind the driver's write lock (WAL readers see the last commit)."""
     url = url or database_url()
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -44,9 +46,9 @@ def make_engine(url: str | None = None) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection) -> None:  # type: ignore[no-untyped-def]
-            # Take the write lock up front: a deferred transaction that reads and then
-            # writes fails at once (no busy wait) if another connection wrote between.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front: a deferred transaction that reads and
+            # then writes fails at once (no busy wait) if another connection wrote between.
+            connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

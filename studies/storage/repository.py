@@ -245,6 +245,21 @@ def configuration_trials(session: Session, study_id: int, configuration: int) ->
     )
 
 
+def configuration_outcomes(
+    session: Session, study_id: int
+) -> dict[int, list[tuple[str, float | None]]]:
+    """Each configuration's (status, objective) per seed trial."""
+    outcomes: dict[int, list[tuple[str, float | None]]] = {}
+    rows = session.execute(
+        select(Trial.configuration, Trial.status, Trial.objective)
+        .where(Trial.study_id == study_id)
+        .order_by(Trial.number)
+    )
+    for configuration, status, objective in rows:
+        outcomes.setdefault(configuration, []).append((status, objective))
+    return outcomes
+
+
 def unfinished_count(session: Session, study_id: int) -> int:
     return session.scalar(
         select(func.count())
@@ -280,3 +295,106 @@ def add_metrics(session: Session, rows: list[tuple[int, dict[str, Any]]]) -> Non
     for trial_id, values in rows:
         study_id = next(t.study_id for t in trials if t.id == trial_id)
         add_event(session, study_id, "metric", values, trial_id)
+
+
+# --- reads for the API ------------------------------------------------------------------
+
+
+def study_by_idempotency_key(session: Session, key: str) -> Study | None:
+    return session.scalars(select(Study).where(Study.idempotency_key == key)).first()
+
+
+def list_studies(
+    session: Session, status: str | None, limit: int, offset: int
+) -> tuple[list[Study], int]:
+    """A page of studies, newest first, and the total matching."""
+    where = [Study.status == status] if status else []
+    total = session.scalar(select(func.count()).select_from(Study).where(*where)) or 0
+    page = session.scalars(
+        select(Study).where(*where).order_by(Study.id.desc()).limit(limit).offset(offset)
+    ).all()
+    return list(page), total
+
+
+def trial_status_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
+    counts: dict[int, dict[str, int]] = {study_id: {} for study_id in study_ids}
+    if not study_ids:
+        return counts
+    rows = session.execute(
+        select(Trial.study_id, Trial.status, func.count())
+        .where(Trial.study_id.in_(study_ids))
+        .group_by(Trial.study_id, Trial.status)
+    )
+    for study_id, status, count in rows:
+        counts[study_id][status] = count
+    return counts
+
+
+def study_trials(session: Session, study_id: int) -> list[Trial]:
+    return list(
+        session.scalars(select(Trial).where(Trial.study_id == study_id).order_by(Trial.number))
+    )
+
+
+def trials_page(
+    session: Session,
+    study_id: int,
+    *,
+    sort: str,
+    descending: bool,
+    status: str | None,
+    after: tuple[float | None, int] | None,
+    limit: int,
+) -> list[Trial]:
+    """Keyset pagination: ``after`` is the (sort key, id) of the last row already seen.
+
+    Sorted by ``number`` the key is the id (ids grow with numbers within a study), so
+    a live view asking for rows after its last id gets only trials created since.
+    Sorted by ``objective``, trials without one come last in either direction."""
+    query = select(Trial).where(Trial.study_id == study_id)
+    if status:
+        query = query.where(Trial.status == status)
+    if sort == "number":
+        if after is not None:
+            query = query.where(Trial.id < after[1] if descending else Trial.id > after[1])
+        query = query.order_by(Trial.id.desc() if descending else Trial.id)
+    else:
+        missing = Trial.objective.is_(None)
+        if after is not None:
+            value, last_id = after
+            if value is None:
+                query = query.where(missing, Trial.id > last_id)
+            else:
+                beyond = Trial.objective < value if descending else Trial.objective > value
+                query = query.where(
+                    or_(beyond, (Trial.objective == value) & (Trial.id > last_id), missing)
+                )
+        objective = Trial.objective.desc() if descending else Trial.objective.asc()
+        query = query.order_by(missing, objective, Trial.id)
+    return list(session.scalars(query.limit(limit)))
+
+
+def trial_metrics(session: Session, trial_id: int) -> list[Metric]:
+    return list(
+        session.scalars(
+            select(Metric).where(Metric.trial_id == trial_id).order_by(Metric.step, Metric.id)
+        )
+    )
+
+
+def events_after(session: Session, study_id: int, after: int, limit: int) -> list[Event]:
+    return list(
+        session.scalars(
+            select(Event)
+            .where(Event.study_id == study_id, Event.id > after)
+            .order_by(Event.id)
+            .limit(limit)
+        )
+    )
+
+
+def delete_study(session: Session, study_id: int) -> None:
+    """Metric rows, events and trials go by ``ON DELETE CASCADE``."""
+    study = session.get(Study, study_id)
+    if study is not None:
+        session.delete(study)

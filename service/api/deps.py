@@ -1,0 +1,54 @@
+"""Request dependencies: settings, database sessions, and the API key check.
+
+Reads get a session from a dependency; writes open their own transaction inside the
+route, so the commit has happened (or failed) before the response is built.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from service.core.config import Settings
+from service.core.db import Database
+from service.core.errors import APIError
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.database
+
+
+def read_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    with database.reads() as session, session.begin():
+        yield session
+
+
+_bearer = HTTPBearer(auto_error=False, description="MAGMA_API_KEY, when the server sets one")
+
+
+def require_api_key(
+    settings: Annotated[Settings, Depends(get_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    if not settings.auth_enabled:
+        return
+    expected = settings.api_key.get_secret_value().encode()  # type: ignore[union-attr]
+    given = credentials.credentials.encode() if credentials else b""
+    if not secrets.compare_digest(given, expected):
+        raise APIError(
+            401, "missing or wrong API key", headers={"WWW-Authenticate": 'Bearer realm="magma"'}
+        )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+ReadSession = Annotated[Session, Depends(read_session)]

@@ -1,0 +1,70 @@
+"""ORM rows to response models (the only place that knows both shapes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from service.api.schemas import BestTrial, StudyDetail, StudySummary, Timings
+from studies.best import best_configuration
+from studies.spec import StudySpec
+from studies.storage import repository as repo
+from studies.storage.models import Study, utcnow
+
+
+def planned_runs(study: Study) -> int:
+    spec = StudySpec.model_validate(study.spec)
+    return spec.configurations * spec.seeds
+
+
+def summary(study: Study, progress: dict[str, int]) -> StudySummary:
+    return StudySummary(
+        id=study.id,
+        name=study.name,
+        status=study.status,
+        runs=planned_runs(study),
+        progress=progress,
+        created_at=study.created_at,
+        started_at=study.started_at,
+        finished_at=study.finished_at,
+    )
+
+
+def detail(session: Session, study: Study) -> StudyDetail:
+    trials = repo.study_trials(session, study.id)
+    progress: dict[str, int] = {}
+    for trial in trials:
+        progress[trial.status] = progress.get(trial.status, 0) + 1
+    mode = study.spec.get("objective", {}).get("mode", "min")
+    best = best_configuration(trials, mode)
+    end = study.finished_at or utcnow()
+    return StudyDetail(
+        **summary(study, progress).model_dump(),
+        spec=study.spec,
+        error=study.error,
+        optuna_study_name=study.optuna_study_name,
+        best=BestTrial(
+            configuration=best.configuration,
+            objective=best.objective,
+            objective_std=best.objective_std,
+            trial_ids=best.trial_ids,
+            params=best.params,
+        )
+        if best
+        else None,
+        timings=Timings(
+            queued_seconds=_seconds(study.created_at, study.started_at),
+            running_seconds=_seconds(study.started_at, end) if study.started_at else None,
+        ),
+    )
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    if start.tzinfo is None:  # SQLite returns naive datetimes (stored as UTC)
+        start = start.replace(tzinfo=end.tzinfo)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=start.tzinfo)
+    return (end - start).total_seconds()
