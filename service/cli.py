@@ -1,12 +1,212 @@
-"""The ``magma-bench`` command line."""
+"""The ``magma-bench`` command line.
+
+``serve`` runs the API, ``driver`` the study runner, ``up`` both (with a local Ray) for
+a laptop; ``submit``, ``status``, ``export`` and ``cancel`` talk to the API over HTTP
+(``MAGMA_URL``, ``MAGMA_API_KEY``).
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
 
+import typer
+from tqdm import tqdm
+
+from service.client import APIClientError, Client
+from service.export import FORMATS
 from studies.cli import driver_command
+from studies.storage.models import FINISHED_TRIAL_STATUSES
 from worker.cli import train_command
 
-app = typer.Typer(help="Magma benchmark: train trials, run studies.", no_args_is_help=True)
+app = typer.Typer(
+    help="Magma benchmark: train trials, run studies, serve the API.", no_args_is_help=True
+)
 app.command("train")(train_command)
 app.command("driver")(driver_command)
+
+FINISHED_STUDY = ("complete", "failed", "cancelled")
+
+
+def _fail(exc: APIClientError | Exception) -> typer.Exit:
+    typer.secho(str(exc), fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="default: MAGMA_HOST or 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="default: MAGMA_PORT or 8000")] = None,
+) -> None:
+    """Serve the REST API (and dashboards) with uvicorn."""
+    import uvicorn
+
+    from service.core.config import get_settings
+    from service.main import create_app
+
+    settings = get_settings()
+    host, port = host or settings.host, port if port is not None else settings.port
+    if warning := settings.bind_warning(host):
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    elif not settings.auth_enabled:
+        typer.echo(f"MAGMA_API_KEY is unset: no authentication, listening on {host} only")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command("up")
+def up_command(
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    ready_timeout: Annotated[float, typer.Option(help="seconds to wait for the API")] = 120.0,
+) -> None:
+    """API + driver + a local Ray, on the embedded defaults (SQLite under ./var/).
+
+    Runs until interrupted; if either process exits, the other is stopped too."""
+    env = {**os.environ}
+    exe = [sys.executable, "-m", "service.cli"]
+    children = {
+        "serve": subprocess.Popen(
+            [*exe, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env
+        ),
+        "driver": subprocess.Popen([*exe, "driver"], env=env),
+    }
+
+    def stop() -> None:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        client = Client(url)
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                client.health()
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline or children["serve"].poll() is not None:
+                    raise _fail(RuntimeError(f"the API did not come up at {url}")) from None
+                time.sleep(0.5)
+        typer.echo(f"magma-bench is up: API {url}/api/v1, dashboards {url}/  (Ctrl-C stops)")
+        while all(child.poll() is None for child in children.values()):
+            time.sleep(0.5)
+        exited = [name for name, child in children.items() if child.poll() is not None]
+        raise _fail(RuntimeError(f"{', '.join(exited)} exited; stopping"))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+
+
+@app.command("submit")
+def submit_command(
+    spec: Annotated[Path | None, typer.Argument(help="a study spec, YAML or JSON")] = None,
+    preset: Annotated[str | None, typer.Option(help="submit a bundled preset instead")] = None,
+    overrides: Annotated[
+        str | None, typer.Option(help="JSON merged into the preset, e.g. '{\"seeds\": 3}'")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="follow the study until it finishes")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="retry-safe submission")] = None,
+) -> None:
+    """Submit a study; with ``--wait`` show live progress and the best configuration."""
+    if (spec is None) == (preset is None):
+        raise _fail(ValueError("give either a spec file or --preset NAME"))
+    client = Client()
+    try:
+        if spec is not None:
+            study = client.submit_file(spec, idempotency_key)
+        else:
+            extra = json.loads(overrides) if overrides else None
+            study = client.submit_preset(str(preset), extra, idempotency_key)
+    except (APIClientError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"study {study['id']} ({study['name']}): {study['status']}, {study['runs']} runs")
+    if wait:
+        status = follow(client, study["id"], study["runs"])
+        if status != "complete":
+            raise typer.Exit(1)
+
+
+def follow(client: Client, study_id: int, runs: int) -> str:
+    """A progress bar over finished trials, from the event stream; returns the status."""
+    status = "running"
+    with tqdm(total=runs, unit="trial", desc=f"study {study_id}", dynamic_ncols=True) as bar:
+        for event in client.events(study_id):
+            payload = event.data["payload"]
+            if event.event == "metric":
+                bar.set_postfix(
+                    trial=event.data["trial_id"],
+                    step=payload.get("step"),
+                    objective=f"{payload.get('objective') or float('nan'):.4g}",
+                )
+            elif event.event == "trial" and payload.get("status") in FINISHED_TRIAL_STATUSES:
+                bar.update(1)
+            elif event.event == "study":
+                status = payload.get("status", status)
+    study = client.study(study_id)
+    typer.echo(f"study {study_id}: {study['status']}  {study['progress']}")
+    if study["best"]:
+        best = study["best"]
+        typer.echo(f"best: {best['params']}  objective {best['objective']:.6g}")
+    return study["status"]
+
+
+@app.command("status")
+def status_command(study: Annotated[int, typer.Argument(help="study id")]) -> None:
+    """A study's status, progress per trial status, and best configuration so far."""
+    try:
+        detail = Client().study(study)
+    except APIClientError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"study {detail['id']} ({detail['name']}): {detail['status']}")
+    typer.echo(f"runs: {detail['runs']}  progress: {detail['progress']}")
+    if detail["best"]:
+        typer.echo(f"best: {detail['best']['params']}  objective {detail['best']['objective']:.6g}")
+    if detail["error"]:
+        typer.echo(f"error: {detail['error'].splitlines()[-1]}")
+
+
+@app.command("export")
+def export_command(
+    study: Annotated[int, typer.Argument(help="study id")],
+    format: Annotated[str, typer.Option(help=f"one of {', '.join(FORMATS)}")] = "yaml",
+    output: Annotated[Path | None, typer.Option(help="write here instead of stdout")] = None,
+) -> None:
+    """The study's best configuration with provenance, or a Python snippet."""
+    if format not in FORMATS:
+        raise _fail(ValueError(f"--format must be one of {list(FORMATS)}, got {format!r}"))
+    try:
+        text = Client().best(study, format)
+    except APIClientError as exc:
+        raise _fail(exc) from None
+    if output:
+        output.write_text(text)
+    else:
+        typer.echo(text, nl=False)
+
+
+@app.command("cancel")
+def cancel_command(study: Annotated[int, typer.Argument(help="study id")]) -> None:
+    """Stop a study's running trials and mark it cancelled."""
+    try:
+        detail = Client().cancel(study)
+    except APIClientError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"study {detail['id']}: {detail['status']}")
+
+
+if __name__ == "__main__":
+    app()

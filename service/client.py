@@ -1,0 +1,124 @@
+"""A small HTTP client for the REST API, used by the CLI (``MAGMA_URL``, ``MAGMA_API_KEY``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+class APIClientError(RuntimeError):
+    """The API answered with an error; ``str()`` is its message and field details."""
+
+    def __init__(self, status: int, body: dict[str, Any] | str) -> None:
+        self.status = status
+        if isinstance(body, dict) and "error" in body:
+            error = body["error"]
+            lines = [f"HTTP {status}: {error.get('message', '')}"]
+            lines += [f"  {d['field']}: {d['message']}" for d in error.get("details", [])]
+            message = "\n".join(lines)
+        else:
+            message = f"HTTP {status}: {body}"
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class SSE:
+    id: int | None
+    event: str
+    data: dict[str, Any]
+
+
+class Client:
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0
+    ) -> None:
+        self.url = (url or os.environ.get("MAGMA_URL", DEFAULT_URL)).rstrip("/")
+        key = api_key if api_key is not None else os.environ.get("MAGMA_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=timeout)
+
+    def _check(self, response: httpx.Response) -> httpx.Response:
+        if response.is_error:
+            try:
+                body: dict[str, Any] | str = response.json()
+            except ValueError:
+                body = response.text
+            raise APIClientError(response.status_code, body)
+        return response
+
+    def submit_preset(
+        self,
+        preset: str,
+        overrides: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body = {"preset": preset, "overrides": overrides or {}}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._check(self.http.post("/studies", json=body, headers=headers)).json()
+
+    def submit_file(self, source: Path, idempotency_key: str | None = None) -> dict[str, Any]:
+        """A spec file, sent as YAML or JSON by its suffix (the server validates it)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        content_type = (
+            "application/yaml" if source.suffix.lower() in YAML_SUFFIXES else "application/json"
+        )
+        headers["Content-Type"] = content_type
+        response = self.http.post("/studies", content=source.read_bytes(), headers=headers)
+        return self._check(response).json()
+
+    def study(self, study_id: int) -> dict[str, Any]:
+        return self._check(self.http.get(f"/studies/{study_id}")).json()
+
+    def cancel(self, study_id: int) -> dict[str, Any]:
+        return self._check(self.http.post(f"/studies/{study_id}/cancel")).json()
+
+    def best(self, study_id: int, fmt: str = "json") -> str:
+        response = self.http.get(f"/studies/{study_id}/best", params={"format": fmt})
+        return self._check(response).text
+
+    def health(self) -> dict[str, Any]:
+        return self._check(self.http.get("/health")).json()
+
+    def events(self, study_id: int, after: int = 0) -> Iterator[SSE]:
+        """The study's event stream until it ends (the study finished)."""
+        headers = {"Last-Event-ID": str(after)} if after else {}
+        with self.http.stream(
+            "GET", f"/studies/{study_id}/events", headers=headers, timeout=None
+        ) as response:
+            if response.is_error:
+                response.read()
+                self._check(response)
+            yield from parse_sse(response.iter_lines())
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[SSE]:
+    """The ``text/event-stream`` wire format: fields until a blank line; ``:`` comments."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if "data" in fields:
+                event_id = fields.get("id")
+                yield SSE(
+                    id=int(event_id) if event_id and event_id.isdigit() else None,
+                    event=fields.get("event", "message"),
+                    data=json.loads(fields["data"]),
+                )
+            fields = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        fields[name] = fields[name] + "\n" + value if name == "data" and name in fields else value

@@ -1,0 +1,98 @@
+"""A real ``magma-bench serve`` (uvicorn) on a free loopback port, per database backend.
+
+Test modules load this as a plugin (``pytest_plugins``) next to ``tests.db_fixtures``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.db_fixtures import BACKENDS, fresh_database
+
+MAGMA_BENCH = Path(sys.executable).parent / "magma-bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    database_url: str
+    process: subprocess.Popen
+    log: Path
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api/v1"
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running_server(
+    database_url: str, log: Path, api_key: str | None = None, **env: str
+) -> Iterator[Server]:
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if k != "MAGMA_API_KEY"}
+    environ.update(DATABASE_URL=database_url, PYTHONUNBUFFERED="1", **env)
+    if api_key is not None:
+        environ["MAGMA_API_KEY"] = api_key
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(MAGMA_BENCH), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", database_url, process, log)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the server exited:\n{server.tail()}")
+            try:
+                if httpx.get(f"{server.api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not come up:\n{server.tail()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One server per backend for the module; tests create their own studies."""
+    directory = tmp_path_factory.mktemp(f"server-{request.param}")
+    with (
+        fresh_database(request.param, directory) as url,
+        running_server(url, directory / "server.log") as running,
+    ):
+        yield running
