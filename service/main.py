@@ -63,8 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, plus the submission body's models (parsed by hand, so FastAPI
-    cannot see them)."""
+    """FastAPI's schema, plus the models FastAPI cannot see: the submission body's
+    (parsed by hand) and the error shape (returned by exception handlers)."""
     if app.openapi_schema:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
@@ -73,7 +73,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         title=app.title, version=app.version, summary=app.summary, routes=app.routes
     )
     _, definitions = models_json_schema(
-        [(StudySpec, "validation"), (PresetSubmission, "validation")],
+        [
+            (StudySpec, "validation"),
+            (PresetSubmission, "validation"),
+            (errors.ErrorResponse, "serialization"),
+        ],
         ref_template="#/components/schemas/{model}",
     )
     schema.setdefault("components", {}).setdefault("schemas", {}).update(

@@ -63,8 +63,4 @@ def detail(session: Session, study: Study) -> StudyDetail:
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
-    if start.tzinfo is None:  # SQLite returns naive datetimes (stored as UTC)
-        start = start.replace(tzinfo=end.tzinfo)
-    if end.tzinfo is None:
-        end = end.replace(tzinfo=start.tzinfo)
     return (end - start).total_seconds()

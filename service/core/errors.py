@@ -125,6 +125,16 @@ def install(app: FastAPI) -> None:
         return _response(ErrorBody(status=500, code="internal_error", message="internal error"))
 
 
+ERROR_SCHEMA_REF = "#/components/schemas/ErrorResponse"  # added to the components by main
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries documenting the error shape for the given statuses."""
-    return {status: {"model": ErrorResponse} for status in statuses}
+    """OpenAPI entries documenting the error shape (always JSON, whatever the route's own
+    media type) for the given statuses, plus 422, which every route can answer."""
+    return {
+        status: {
+            "description": STATUS_CODES.get(status, "error").replace("_", " "),
+            "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}},
+        }
+        for status in sorted({*statuses, 422})
+    }

@@ -157,7 +157,8 @@ class StudySearcher(Unpicklable, Searcher):
         if self.optuna.get_trials(deepcopy=False)[configuration].state.is_finished():
             return
         if statuses <= {"complete", "diverged"}:
-            values = [math.inf if value is None else value for _, value in outcome]
+            worst = math.inf if self.spec.objective.mode == "min" else -math.inf
+            values = [worst if value is None else value for _, value in outcome]
             self.optuna.tell(configuration, statistics.fmean(values))
         elif "pruned" in statuses:
             self.optuna.tell(configuration, state=TrialState.PRUNED)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import DatabaseDep, SettingsDep
+from service.api.deps import MAX_EVENT_ID, DatabaseDep, SettingsDep, StudyId
 from service.core.errors import APIError, error_responses, not_found
 from studies.storage import repository as repo
 from studies.storage.engine import transaction
@@ -43,17 +43,20 @@ def _event(event: Event) -> ServerSentEvent:
 
 
 def start_cursor(
-    study_id: int,
+    study_id: StudyId,
     database: DatabaseDep,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="as Last-Event-ID")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_EVENT_ID, description="as Last-Event-ID")
+    ] = None,
 ) -> int:
     """Checked before the stream opens, so a bad request still gets a 4xx status."""
     cursor = after or 0
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
+        value = last_event_id.strip()
+        if not (value.isascii() and value.isdigit() and int(value) <= MAX_EVENT_ID):
             raise APIError(422, "Last-Event-ID: must be an event id (a non-negative integer)")
-        cursor = int(last_event_id)
+        cursor = int(value)
     with transaction(database.reads) as session:
         if session.get(Study, study_id) is None:
             raise not_found("study", study_id)
@@ -66,7 +69,7 @@ def start_cursor(
     responses={200: {"content": {"text/event-stream": {}}}} | error_responses(404, 422),
 )
 async def study_events(
-    study_id: int,
+    study_id: StudyId,
     database: DatabaseDep,
     settings: SettingsDep,
     cursor: Annotated[int, Depends(start_cursor)],

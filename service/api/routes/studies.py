@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from service.api import views
-from service.api.deps import DatabaseDep, ReadSession, SettingsDep
+from service.api.deps import MAX_ID, DatabaseDep, ReadSession, SettingsDep, StudyId
 from service.api.schemas import StudyDetail, StudyPage, TrialPage, TrialSummary
 from service.api.submission import parse_body, to_spec
 from service.core.errors import APIError, error_responses, not_found
@@ -117,7 +117,7 @@ def list_studies(
     session: ReadSession,
     status: Annotated[Literal[STUDY_STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> StudyPage:
     studies, total = repo.list_studies(session, status, limit, offset)
     counts = repo.trial_status_counts(session, [s.id for s in studies])
@@ -126,7 +126,7 @@ def list_studies(
 
 
 @router.get("/{study_id}", response_model=StudyDetail, responses=error_responses(404))
-def get_study(study_id: int, session: ReadSession) -> StudyDetail:
+def get_study(study_id: StudyId, session: ReadSession) -> StudyDetail:
     return views.detail(session, _study(session, study_id))
 
 
@@ -136,7 +136,7 @@ def get_study(study_id: int, session: ReadSession) -> StudyDetail:
     status_code=202,
     responses=error_responses(404, 409),
 )
-def cancel_study(study_id: int, database: DatabaseDep) -> StudyDetail:
+def cancel_study(study_id: StudyId, database: DatabaseDep) -> StudyDetail:
     """Queued studies are cancelled at once; running ones within seconds, by their driver."""
     with transaction(database.writes) as session:
         study = _study(session, study_id)
@@ -147,7 +147,7 @@ def cancel_study(study_id: int, database: DatabaseDep) -> StudyDetail:
 
 
 @router.delete("/{study_id}", status_code=204, responses=error_responses(404, 409))
-def delete_study(study_id: int, database: DatabaseDep) -> Response:
+def delete_study(study_id: StudyId, database: DatabaseDep) -> Response:
     """Only finished studies: a running one must be cancelled first."""
     with transaction(database.writes) as session:
         study = _study(session, study_id)
@@ -171,7 +171,9 @@ def delete_study(study_id: int, database: DatabaseDep) -> Response:
 def _decode_cursor(after: str) -> tuple[float | None, int]:
     try:
         value, last_id = json.loads(base64.urlsafe_b64decode(after.encode()))
-        if not isinstance(last_id, int) or not (value is None or isinstance(value, (int, float))):
+        if not isinstance(last_id, int) or not 0 <= last_id <= MAX_ID:
+            raise ValueError
+        if not (value is None or isinstance(value, (int, float))):
             raise ValueError
         return value, last_id
     except ValueError:
@@ -184,7 +186,7 @@ def _encode_cursor(value: float | None, last_id: int) -> str:
 
 @router.get("/{study_id}/trials", response_model=TrialPage, responses=error_responses(404, 422))
 def list_trials(
-    study_id: int,
+    study_id: StudyId,
     session: ReadSession,
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -220,7 +222,7 @@ CSV_COLUMNS = ("id", "number", "configuration", "seed_index", "status", "objecti
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/csv": {}}}} | error_responses(404),
 )
-def trials_csv(study_id: int, session: ReadSession) -> PlainTextResponse:
+def trials_csv(study_id: StudyId, session: ReadSession) -> PlainTextResponse:
     study = _study(session, study_id)
     trials = repo.study_trials(session, study_id)
     params = sorted({name for t in trials for name in t.params})
@@ -252,7 +254,7 @@ def trials_csv(study_id: int, session: ReadSession) -> PlainTextResponse:
     | error_responses(404, 422),
 )
 def best(
-    study_id: int,
+    study_id: StudyId,
     session: ReadSession,
     format: Annotated[Literal[FORMATS], Query()] = "json",  # type: ignore[valid-type]
 ) -> Response:

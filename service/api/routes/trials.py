@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.deps import ReadSession
+from service.api.deps import ReadSession, TrialId
 from service.api.schemas import MetricRow, TrialDetail, TrialSummary
 from service.core.errors import error_responses, not_found
 from studies.storage import repository as repo
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/trials", tags=["trials"])
 
 
 @router.get("/{trial_id}", response_model=TrialDetail, responses=error_responses(404))
-def get_trial(trial_id: int, session: ReadSession) -> TrialDetail:
+def get_trial(trial_id: TrialId, session: ReadSession) -> TrialDetail:
     trial = session.get(Trial, trial_id)
     if trial is None:
         raise not_found("trial", trial_id)

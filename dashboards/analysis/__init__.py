@@ -1,0 +1,1 @@
+"""Pure analyses of a study's trials and metrics: records in, plain dataclasses out."""

@@ -1,0 +1,135 @@
+"""Trials grouped into arms and configurations, and the best configuration of a group.
+
+A configuration is one point of the search space run once per seed; its score is the
+mean objective of the seeds that completed. A configuration with a diverged seed is not
+a candidate for "best": the study engine scores it as infinitely bad, and a setting that
+diverges on some seeds is not one a practitioner would pick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dashboards.analysis.intervals import Interval, mean_interval
+from dashboards.analysis.objective import Mode, check_mode, rank
+from dashboards.records import Arm, TrialRecord
+
+#: the parameters that name an arm rather than place a configuration within it
+ARM_PARAMS = ("base", "variant")
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One configuration of an arm over its seeds."""
+
+    arm: Arm
+    #: the trials' shared ``configuration`` number
+    number: int
+    #: its seeds, in seed order
+    trials: tuple[TrialRecord, ...]
+    #: mean and interval over the seeds that completed
+    summary: Interval
+    #: how many seeds diverged
+    diverged: int
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The searched values, the same for every seed."""
+        return self.trials[0].params
+
+    @property
+    def finished(self) -> bool:
+        """Whether any seed gave an outcome, a result or a divergence."""
+        return self.summary.n > 0 or self.diverged > 0
+
+    @property
+    def stable(self) -> bool:
+        """Completed on at least one seed and diverged on none: eligible for best."""
+        return self.summary.mean is not None and self.diverged == 0
+
+    @property
+    def trial_ids(self) -> tuple[int, ...]:
+        return tuple(trial.id for trial in self.trials)
+
+    def value(self, name: str) -> Any:
+        return self.trials[0].value(name)
+
+
+def group_by_arm(trials: Iterable[TrialRecord]) -> dict[Arm, list[TrialRecord]]:
+    """Trials per arm, arms in canonical order (bases, then dense, skipupdate, magma)."""
+    groups: dict[Arm, list[TrialRecord]] = {}
+    for trial in trials:
+        groups.setdefault(trial.arm, []).append(trial)
+    return {arm: groups[arm] for arm in sorted(groups, key=lambda arm: arm.order)}
+
+
+def configurations(trials: Iterable[TrialRecord]) -> list[Configuration]:
+    """The configurations of one study's trials, by arm, then configuration number."""
+    groups: dict[int, list[TrialRecord]] = {}
+    for trial in trials:
+        groups.setdefault(trial.configuration, []).append(trial)
+    result = []
+    for number, seeds in groups.items():
+        seeds.sort(key=lambda trial: trial.seed_index)
+        results = [trial.result for trial in seeds if trial.result is not None]
+        result.append(
+            Configuration(
+                arm=seeds[0].arm,
+                number=number,
+                trials=tuple(seeds),
+                summary=mean_interval(results),
+                diverged=sum(trial.diverged for trial in seeds),
+            )
+        )
+    result.sort(key=lambda config: (config.arm.order, config.number))
+    return result
+
+
+def best_configuration(candidates: Iterable[Configuration], mode: Mode) -> Configuration | None:
+    """The stable configuration with the best mean (the lower number on a tie); None when
+    no configuration is stable."""
+    check_mode(mode)
+    stable = [config for config in candidates if config.stable]
+    if not stable:
+        return None
+    return min(stable, key=lambda config: (rank(config.summary.mean, mode), config.number))
+
+
+def best_per_arm(trials: Iterable[TrialRecord], mode: Mode) -> dict[Arm, Configuration | None]:
+    """Each arm's best configuration; None for an arm with no stable configuration, so
+    that an arm which only diverged still shows up."""
+    return {
+        arm: best_configuration(configurations(arm_trials), mode)
+        for arm, arm_trials in group_by_arm(trials).items()
+    }
+
+
+def best_per_cell(
+    trials: Iterable[TrialRecord], x: str, y: str, mode: Mode
+) -> dict[tuple[Any, Any], Configuration | None]:
+    """The best configuration in each (x, y) cell over every other parameter, as in the
+    paper's Figure A1 where each (p, tau) cell shows its best learning rate. A cell that
+    was run but has no stable configuration maps to None."""
+    cells: dict[tuple[Any, Any], list[Configuration]] = {}
+    for config in configurations(trials):
+        if config.finished:
+            cells.setdefault((config.value(x), config.value(y)), []).append(config)
+    return {cell: best_configuration(members, mode) for cell, members in cells.items()}
+
+
+def searched_values(configs: Sequence[Configuration]) -> dict[str, list[Any]]:
+    """Every searched parameter other than the arm's, with its distinct values in order
+    (numbers before strings)."""
+    values: dict[str, set[Any]] = {}
+    for config in configs:
+        for name, value in config.params.items():
+            if name not in ARM_PARAMS:
+                values.setdefault(name, set()).add(value)
+    return {name: sorted(found, key=sort_key) for name, found in sorted(values.items())}
+
+
+def sort_key(value: Any) -> tuple[bool, Any]:
+    """Orders a parameter's values: numbers by size, then strings alphabetically."""
+    return (isinstance(value, str), value)

@@ -1,0 +1,1 @@
+"""Plotly figure builders: analysis results in, ``plotly.graph_objects.Figure`` out."""

@@ -1,0 +1,61 @@
+"""A study at a glance: trial statuses and every trial's learning curve."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from dashboards.analysis.curves import Curve
+from dashboards.figures.style import (
+    STATUS_COLORS,
+    arm_colors,
+    new_figure,
+    objective_title,
+    params_label,
+)
+from dashboards.workload import progress_metric
+
+
+def status_figure(counts: Mapping[str, int]) -> go.Figure:
+    """One bar per status (from ``status_counts``), coloured by status."""
+    fig = new_figure("Trials by status")
+    fig.add_bar(
+        x=list(counts),
+        y=list(counts.values()),
+        marker_color=[STATUS_COLORS.get(status, "#7f7f7f") for status in counts],
+        text=list(counts.values()),
+        textposition="outside",
+        showlegend=False,
+    )
+    fig.update_layout(xaxis_title="status", yaxis_title="trials")
+    return fig
+
+
+def learning_curves_figure(curves: Sequence[Curve], workload: str) -> go.Figure:
+    """Validation metric against tokens (language) or steps (synthetic), one line per trial,
+    coloured by arm with one legend entry per arm; the y axis is logarithmic because
+    curves fall by orders of magnitude early on."""
+    fig = new_figure("Learning curves")
+    colors = arm_colors(curve.trial.arm for curve in curves)
+    shown = set()
+    for curve in curves:
+        arm = curve.trial.arm
+        fig.add_scatter(
+            x=list(curve.x),
+            y=list(curve.y),
+            mode="lines",
+            name=arm.label,
+            legendgroup=arm.label,
+            showlegend=arm not in shown,
+            line={"color": colors[arm], "dash": "dot" if curve.trial.diverged else "solid"},
+            hovertext=(
+                f"trial {curve.trial.number} (seed {curve.trial.seed_index}, "
+                f"{curve.trial.status})<br>{params_label(arm, curve.trial.params)}"
+            ),
+            customdata=[curve.trial.id] * len(curve.x),
+        )
+        shown.add(arm)
+    fig.update_layout(xaxis_title=progress_metric(workload), yaxis_title=objective_title(workload))
+    fig.update_yaxes(type="log")
+    return fig

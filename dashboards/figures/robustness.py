@@ -1,0 +1,127 @@
+"""How robust results are to the seed: per-configuration intervals, divergence rates and
+the paired difference between two arms."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from dashboards.analysis.arms import Configuration
+from dashboards.analysis.intervals import DivergenceRate
+from dashboards.analysis.pairing import PairedComparison
+from dashboards.figures.style import (
+    DIVERGED_SYMBOL,
+    arm_colors,
+    new_figure,
+    objective_title,
+    params_label,
+    params_text,
+)
+from dashboards.records import Arm
+from dashboards.workload import objective_name
+
+
+def intervals_figure(configs: Sequence[Configuration], workload: str) -> go.Figure:
+    """Each configuration's mean over seeds with its 95% interval, lowest first, and every
+    completed seed as a small dot; a configuration with a diverged seed gets the diverged
+    marker. Configurations with no completed seed are left out."""
+    shown = [config for config in configs if config.summary.mean is not None]
+    shown.sort(key=lambda config: config.summary.mean)
+    labels = [params_label(config.arm, config.params) for config in shown]
+    colors = arm_colors(config.arm for config in shown)
+    fig = new_figure(f"{objective_title(workload).capitalize()} over seeds")
+    fig.add_scatter(
+        x=labels,
+        y=[config.summary.mean for config in shown],
+        error_y={"type": "data", "array": [config.summary.half_width for config in shown]},
+        mode="markers",
+        name="mean, 95% interval",
+        marker={
+            "size": 10,
+            "color": [colors[config.arm] for config in shown],
+            "symbol": [DIVERGED_SYMBOL if config.diverged else "circle" for config in shown],
+        },
+        hovertext=[f"n={config.summary.n} seeds, {config.diverged} diverged" for config in shown],
+        customdata=[list(config.trial_ids) for config in shown],
+    )
+    seeds = [
+        (label, trial.result, trial.id)
+        for label, config in zip(labels, shown, strict=True)
+        for trial in config.trials
+        if trial.result is not None
+    ]
+    fig.add_scatter(
+        x=[label for label, _, _ in seeds],
+        y=[value for _, value, _ in seeds],
+        mode="markers",
+        name="seeds",
+        marker={"size": 5, "color": "#444", "opacity": 0.6},
+        customdata=[trial_id for _, _, trial_id in seeds],
+    )
+    fig.update_xaxes(type="category", title="configuration")
+    fig.update_yaxes(title=objective_title(workload))
+    return fig
+
+
+def divergence_figure(rates: Mapping[Arm, DivergenceRate]) -> go.Figure:
+    """Share of each arm's finished trials that diverged, labelled ``k/n``."""
+    colors = arm_colors(rates)
+    fig = new_figure("Divergence rate")
+    fig.add_bar(
+        x=[arm.label for arm in rates],
+        y=[rate.rate for rate in rates.values()],
+        text=[f"{rate.diverged}/{rate.finished}" for rate in rates.values()],
+        textposition="outside",
+        marker_color=[colors[arm] for arm in rates],
+        showlegend=False,
+    )
+    fig.update_yaxes(title="diverged / finished trials", range=[0, 1.05], tickformat=".0%")
+    fig.update_xaxes(title="arm")
+    return fig
+
+
+def paired_difference_figure(comparison: PairedComparison, workload: str) -> go.Figure:
+    """Every pair's difference b - a (one dot per seed and configuration) with the mean
+    and its paired 95% interval as a line and band, and zero marked: the band clear of
+    zero means the arms differ beyond seed noise."""
+    a, b = comparison.a.label, comparison.b.label
+    name = objective_name(workload)
+    fig = new_figure(f"Paired difference in {name}: {b} - {a} (n={len(comparison.pairs)})")
+    fig.add_scatter(
+        x=[params_text(pair.a.params) or "all" for pair in comparison.pairs],
+        y=[pair.difference for pair in comparison.pairs],
+        mode="markers",
+        name="pairs",
+        hovertext=[f"seed {pair.a.seed_index}" for pair in comparison.pairs],
+        customdata=[[pair.a.id, pair.b.id] for pair in comparison.pairs],
+    )
+    fig.add_hline(y=0, line={"color": "#444", "width": 1})
+    difference = comparison.difference
+    if difference.mean is not None:
+        fig.add_hline(
+            y=difference.mean,
+            line={"color": "#d62728", "dash": "dash"},
+            annotation_text=f"mean {difference.mean:+.4g}",
+        )
+    if difference.low is not None:
+        fig.add_hrect(
+            y0=difference.low, y1=difference.high, fillcolor="#d62728", opacity=0.12, line_width=0
+        )
+    dropped = len(comparison.incomplete) + len(comparison.unpaired)
+    if dropped:
+        fig.add_annotation(
+            text=(
+                f"left out: {len(comparison.incomplete)} pairs without a result, "
+                f"{len(comparison.unpaired)} trials without a counterpart"
+            ),
+            xref="paper",
+            yref="paper",
+            x=0,
+            y=1.0,
+            yanchor="bottom",
+            showarrow=False,
+        )
+    fig.update_xaxes(type="category", title="configuration")
+    fig.update_yaxes(title=f"{name} difference ({b} - {a})")
+    return fig

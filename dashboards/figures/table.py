@@ -1,0 +1,37 @@
+"""The Table-1 comparison as a Plotly table (the analysis' ``ComparisonTable`` is also
+the data for an HTML table with links to each cell's trials)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from dashboards.analysis.table import ComparisonTable, TableCell
+from dashboards.figures.style import format_value, new_figure, objective_title
+
+
+def comparison_table_figure(table: ComparisonTable, workload: str) -> go.Figure:
+    """Rows are base optimizers, columns variants; a cell reads the best mean objective,
+    its change against dense and the LR it was reached at."""
+    columns = [
+        list(table.rows),
+        *[[_cell_text(table.rows[base].get(v)) for base in table.rows] for v in table.variants],
+    ]
+    fig = new_figure(f"Best {objective_title(workload)} per optimizer")
+    fig.add_table(
+        header={"values": ["base", *table.variants], "align": "left"},
+        cells={"values": columns, "align": "left"},
+    )
+    return fig
+
+
+def _cell_text(cell: TableCell | None) -> str:
+    if cell is None:
+        return ""
+    if cell.best is None:
+        return cell.reason or ""
+    text = f"{cell.value:.4g}"
+    if cell.relative is not None:
+        text += f" ({cell.relative:+.1%})"
+    if "lr" in cell.best.params:
+        text += f"<br>lr {format_value(cell.best.params['lr'])}"
+    return text

@@ -1,0 +1,157 @@
+"""Plain, read-only views of a study's trials and metric rows.
+
+The service reads rows from SQL and hands them over as dicts; everything in
+``dashboards.analysis`` works on these records only, so the analysis can be tested
+without a database and never issues a query.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+#: every trial status, in lifecycle order (``studies.storage.models.TRIAL_STATUSES``)
+STATUSES = ("queued", "running", "complete", "pruned", "diverged", "failed", "cancelled")
+#: variants in the order the paper's tables read: the baseline first
+VARIANTS = ("dense", "skipupdate", "magma")
+#: base optimizers in the order of ``worker.config.Base``
+BASES = ("adam", "adamw", "rmsprop", "laprop", "muon", "c-adamw", "sgd")
+#: ``TrialConfig`` defaults of the searchable fields: a study's stored config holds only
+#: the values it set, so a field it left alone has its default
+DEFAULTS: Mapping[str, Any] = {
+    "base": "adamw",
+    "variant": "magma",
+    "lr": 1e-3,
+    "p": 0.5,
+    "tau": 2.0,
+    "components": "attention+mlp",
+    "granularity": "block",
+    "weight_decay": 0.0,
+}
+
+
+class Arm(NamedTuple):
+    """A base optimizer run as one variant: the unit every comparison is made between."""
+
+    base: str
+    variant: str
+
+    @property
+    def label(self) -> str:
+        """``adamw`` for the dense baseline, ``adamw+magma`` for a masked variant."""
+        return self.base if self.variant == "dense" else f"{self.base}+{self.variant}"
+
+    @property
+    def order(self) -> tuple[int, str, int, str]:
+        """Sort key: bases and variants in their canonical order, unknown names last."""
+        return (_index(BASES, self.base), self.base, _index(VARIANTS, self.variant), self.variant)
+
+
+def _index(names: tuple[str, ...], name: str) -> int:
+    return names.index(name) if name in names else len(names)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial: one seed of one configuration."""
+
+    id: int
+    number: int
+    #: seeds of one configuration share it
+    configuration: int
+    seed_index: int
+    status: str
+    #: the final objective; None when the trial has none (yet) or it was not finite
+    objective: float | None
+    #: the searched values of this configuration
+    params: dict[str, Any]
+    #: the full trial config (``worker.config.TrialConfig`` fields that the study set)
+    config: dict[str, Any]
+    last_step: int | None = None
+
+    def value(self, name: str) -> Any:
+        """A field's value: searched, else set by the study, else ``TrialConfig``'s default."""
+        if name in self.params:
+            return self.params[name]
+        if name in self.config:
+            return self.config[name]
+        return DEFAULTS.get(name)
+
+    @property
+    def arm(self) -> Arm:
+        return Arm(str(self.value("base")), str(self.value("variant")))
+
+    @property
+    def result(self) -> float | None:
+        """The objective of a trial that completed; diverged, pruned, failed or unfinished
+        trials have no result even when they recorded a number."""
+        return self.objective if self.status == "complete" else None
+
+    @property
+    def diverged(self) -> bool:
+        return self.status == "diverged"
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One reported metric row of a trial (``values`` as the trial reported them; the
+    database stores non-finite numbers as None)."""
+
+    trial_id: int
+    step: int
+    values: dict[str, Any]
+
+
+def trials_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[TrialRecord]:
+    """Records from dicts with the ``magma_trials`` columns ``id``, ``number``,
+    ``configuration``, ``seed_index``, ``status``, ``objective``, ``params``, ``config``
+    and optionally ``last_step``; other keys are ignored."""
+    records = []
+    for row in rows:
+        status = row["status"]
+        if status not in STATUSES:
+            raise ValueError(f"trial {row['id']}: status must be one of {STATUSES}, got {status!r}")
+        records.append(
+            TrialRecord(
+                id=int(row["id"]),
+                number=int(row["number"]),
+                configuration=int(row["configuration"]),
+                seed_index=int(row.get("seed_index") or 0),
+                status=status,
+                objective=_finite(row.get("objective")),
+                params=dict(row.get("params") or {}),
+                config=dict(row.get("config") or {}),
+                last_step=row.get("last_step"),
+            )
+        )
+    return records
+
+
+def metrics_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[MetricPoint]:
+    """Points from dicts with the ``magma_metrics`` columns ``trial_id``, ``step`` and
+    ``values``, in the order they were recorded. A trial resumed after a crash can report
+    a step twice; the later row wins."""
+    latest: dict[tuple[int, int], MetricPoint] = {}
+    for row in rows:
+        point = MetricPoint(int(row["trial_id"]), int(row["step"]), dict(row["values"]))
+        latest[(point.trial_id, point.step)] = point
+    return list(latest.values())
+
+
+def by_trial(metrics: Iterable[MetricPoint]) -> dict[int, list[MetricPoint]]:
+    """Each trial's points, in step order."""
+    grouped: dict[int, list[MetricPoint]] = {}
+    for point in metrics:
+        grouped.setdefault(point.trial_id, []).append(point)
+    for points in grouped.values():
+        points.sort(key=lambda point: point.step)
+    return grouped
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None

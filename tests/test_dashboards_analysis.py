@@ -1,0 +1,507 @@
+"""The dashboards' pure analysis, against answers computed by hand."""
+
+from __future__ import annotations
+
+import math
+import typing
+
+import pytest
+
+from dashboards import records, workload
+from dashboards.analysis.arms import (
+    best_configuration,
+    best_per_arm,
+    best_per_cell,
+    configurations,
+    group_by_arm,
+    searched_values,
+)
+from dashboards.analysis.curves import learning_curves
+from dashboards.analysis.importance import parameter_importance
+from dashboards.analysis.intervals import divergence_rates, mean_interval
+from dashboards.analysis.lr_window import lr_windows
+from dashboards.analysis.mechanism import mechanism_series
+from dashboards.analysis.pairing import paired_comparison
+from dashboards.analysis.status import status_counts
+from dashboards.analysis.table import comparison_table
+from dashboards.records import Arm, metrics_from_rows, trials_from_rows
+from tests.dashboards_fixtures import Rows
+
+DENSE = Arm("adamw", "dense")
+MAGMA = Arm("adamw", "magma")
+SKIP = Arm("adamw", "skipupdate")
+# Student t quantiles t_{0.975, df}: closed forms for df 1 (Cauchy) and 2, a table for 3
+T975 = {
+    1: math.tan(math.pi * (0.975 - 0.5)),
+    2: (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025),
+    3: 3.182446305284,
+}
+
+
+# --- records ---------------------------------------------------------------------------
+
+
+def test_constants_mirror_the_worker_and_the_schema():
+    from studies.storage.models import TRIAL_STATUSES
+    from worker.config import Base, TrialConfig, Variant, Workload
+
+    assert TRIAL_STATUSES == records.STATUSES
+    assert typing.get_args(Base) == records.BASES
+    assert typing.get_args(Variant) == records.VARIANTS
+    assert typing.get_args(Workload) == workload.WORKLOADS
+    for name, default in records.DEFAULTS.items():
+        assert TrialConfig.model_fields[name].default == default, name
+
+
+def test_trials_from_rows_reads_columns_and_falls_back_to_defaults():
+    [trial] = trials_from_rows(
+        [
+            {
+                "id": 7,
+                "number": 3,
+                "configuration": 2,
+                "seed_index": 1,
+                "status": "complete",
+                "objective": 21.5,
+                "params": {"lr": 0.003},
+                "config": {"lr": 0.003, "base": "rmsprop", "tau": 4.0},
+                "study_id": 1,  # other columns are ignored
+            }
+        ]
+    )
+    assert (trial.id, trial.number, trial.configuration, trial.seed_index) == (7, 3, 2, 1)
+    assert trial.result == 21.5 and trial.last_step is None
+    assert trial.value("lr") == 0.003  # searched
+    assert trial.value("tau") == 4.0  # set by the study
+    assert trial.value("p") == 0.5  # TrialConfig's default
+    assert trial.arm == Arm("rmsprop", "magma") and trial.arm.label == "rmsprop+magma"
+    assert Arm("rmsprop", "dense").label == "rmsprop"
+
+
+def test_non_finite_or_missing_objectives_are_no_result():
+    rows = Rows()
+    rows.add(float("inf"), variant="dense", lr=1e-3)
+    rows.add(float("nan"), variant="dense", lr=1e-2)
+    rows.add(None, variant="dense", lr=1e-1)
+    rows.add(30.0, variant="dense", lr=1.0, status="diverged")
+    assert [t.objective for t in rows.trials()] == [None, None, None, 30.0]
+    assert [t.result for t in rows.trials()] == [None, None, None, None]
+
+
+def test_unknown_status_is_rejected():
+    rows = Rows()
+    rows.add(1.0, status="exploded", variant="dense")
+    with pytest.raises(ValueError, match="trial 100: status must be one of"):
+        rows.trials()
+
+
+def test_a_step_reported_twice_keeps_the_later_row():
+    points = metrics_from_rows(
+        [
+            {"trial_id": 1, "step": 20, "values": {"val_loss": 2.0}},
+            {"trial_id": 1, "step": 10, "values": {"val_loss": 3.0}},
+            {"trial_id": 1, "step": 20, "values": {"val_loss": 1.5}},
+        ]
+    )
+    assert [(p.step, p.values["val_loss"]) for p in records.by_trial(points)[1]] == [
+        (10, 3.0),
+        (20, 1.5),
+    ]
+
+
+def test_workload_names():
+    assert workload.objective_name("llama-c4") == "perplexity"
+    assert workload.objective_name("quadratic") == "loss"
+    assert workload.curve_metric("llama-c4") == "val_ppl"
+    assert workload.curve_metric("linear-transformer") == "val_loss"
+    assert workload.progress_metric("llama-c4") == "tokens"
+    assert workload.progress_metric("quadratic") == "step"
+    with pytest.raises(ValueError, match="workload must be one of"):
+        workload.objective_name("llama")
+
+
+# --- intervals -------------------------------------------------------------------------
+
+
+def test_t_interval_matches_hand_computation():
+    # [1, 2, 3, 4]: mean 2.5, s = sqrt(5/3), sem = s / 2, df 3
+    interval = mean_interval([1.0, 2.0, 3.0, 4.0])
+    half = T975[3] * math.sqrt(5 / 3) / 2
+    assert interval.mean == 2.5 and interval.n == 4
+    assert interval.low == pytest.approx(2.5 - half, rel=1e-11)
+    assert interval.high == pytest.approx(2.5 + half, rel=1e-11)
+    assert interval.half_width == pytest.approx(2.0542603, rel=1e-7)
+    # two seeds: s = sqrt(2), sem = 1
+    two = mean_interval([10.0, 12.0])
+    assert (two.low, two.high) == pytest.approx((11 - T975[1], 11 + T975[1]), rel=1e-12)
+    # 90%: t_{0.95, 3} = 2.353363
+    narrower = mean_interval([1.0, 2.0, 3.0, 4.0], confidence=0.9)
+    assert narrower.half_width == pytest.approx(2.353363435 * math.sqrt(5 / 3) / 2, rel=1e-8)
+
+
+def test_one_value_has_no_interval_and_none_has_no_mean():
+    one = mean_interval([21.0])
+    assert (one.mean, one.low, one.high, one.n, one.half_width) == (21.0, None, None, 1, None)
+    empty = mean_interval([])
+    assert (empty.mean, empty.low, empty.high, empty.n) == (None, None, None, 0)
+    same = mean_interval([3.0, 3.0, 3.0])
+    assert (same.low, same.high) == (3.0, 3.0)
+    with pytest.raises(ValueError, match="confidence"):
+        mean_interval([1.0, 2.0], confidence=1.0)
+
+
+def test_divergence_rate_counts_only_trials_that_ran_to_their_end():
+    rows = Rows()
+    for seed in range(3):
+        rows.add(20.0 + seed, seed=seed, variant="dense", lr=1e-3)
+    rows.add(None, variant="dense", lr=1e-1, status="diverged")
+    rows.add(None, variant="dense", lr=1e-2, status="pruned")
+    rows.add(None, variant="dense", lr=3e-2, status="failed")
+    rows.add(None, variant="magma", lr=1e-1, status="diverged")
+    rows.add(None, variant="magma", lr=1e-1, seed=1, status="diverged")
+    rows.add(None, variant="skipupdate", lr=1e-3, status="running")
+    rates = divergence_rates(rows.trials())
+    assert list(rates) == [DENSE, SKIP, MAGMA]
+    assert (rates[DENSE].diverged, rates[DENSE].finished, rates[DENSE].rate) == (1, 4, 0.25)
+    assert rates[MAGMA].rate == 1.0
+    assert rates[SKIP].rate is None and rates[SKIP].finished == 0
+
+
+# --- arms ------------------------------------------------------------------------------
+
+
+def test_configurations_summarise_completed_seeds_and_count_divergences():
+    rows = Rows()
+    rows.add(22.0, seed=1, variant="magma", lr=1e-3)
+    rows.add(20.0, seed=0, variant="magma", lr=1e-3)
+    rows.add(None, seed=2, variant="magma", lr=1e-3)  # complete without objective
+    rows.add(25.0, seed=0, variant="magma", lr=1e-2)
+    rows.add(None, seed=1, variant="magma", lr=1e-2, status="diverged")
+    rows.add(None, seed=0, variant="dense", lr=1e-3, status="running")
+    first, second, dense = sorted(configurations(rows.trials()), key=lambda c: c.number)
+    assert [t.seed_index for t in first.trials] == [0, 1, 2]
+    assert (first.summary.mean, first.summary.n, first.diverged) == (21.0, 2, 0)
+    assert first.stable and first.trial_ids == (101, 100, 102)
+    assert first.params == {"variant": "magma", "lr": 1e-3}
+    assert (second.summary.mean, second.diverged, second.stable) == (25.0, 1, False)
+    assert dense.arm == DENSE and not dense.finished and not dense.stable
+    # canonical order: dense before magma
+    assert [c.arm for c in configurations(rows.trials())] == [DENSE, MAGMA, MAGMA]
+
+
+def test_best_skips_configurations_with_a_diverged_seed():
+    rows = Rows()
+    rows.add(18.0, seed=0, variant="dense", lr=1e-2)  # best seed, but the other diverged
+    rows.add(None, seed=1, variant="dense", lr=1e-2, status="diverged")
+    rows.add(21.0, seed=0, variant="dense", lr=1e-3)
+    rows.add(23.0, seed=1, variant="dense", lr=1e-3)
+    rows.add(24.0, seed=0, variant="dense", lr=1e-4)
+    rows.add(None, seed=0, variant="magma", lr=1e-2, status="diverged")
+    best = best_per_arm(rows.trials(), "min")
+    assert best[DENSE].params["lr"] == 1e-3 and best[DENSE].summary.mean == 22.0
+    assert best[MAGMA] is None  # all diverged: the arm is there, without a best
+    assert best_per_arm(rows.trials(), "max")[DENSE].params["lr"] == 1e-4
+    with pytest.raises(ValueError, match="mode"):
+        best_per_arm(rows.trials(), "minimise")
+    assert best_configuration([], "min") is None
+
+
+def test_best_per_cell_takes_each_cells_best_lr():
+    rows = Rows()
+    values = {
+        (0.25, 1.0): (24.0, 23.0),
+        (0.25, 2.0): (22.5, 22.0),
+        (0.5, 1.0): (21.0, 21.5),
+        (0.5, 2.0): (20.0, None),
+    }
+    for (p, tau), (low_lr, high_lr) in values.items():
+        rows.add(low_lr, variant="magma", p=p, tau=tau, lr=1e-3)
+        status = "complete" if high_lr is not None else "diverged"
+        rows.add(high_lr, variant="magma", p=p, tau=tau, lr=1e-2, status=status)
+    rows.add(None, variant="magma", p=0.75, tau=1.0, lr=1e-3, status="diverged")
+    rows.add(None, variant="magma", p=0.75, tau=2.0, lr=1e-3, status="queued")
+    cells = best_per_cell(rows.trials(), "p", "tau", "min")
+    got = {cell: (c.summary.mean, c.params["lr"]) for cell, c in cells.items() if c is not None}
+    assert got == {
+        (0.25, 1.0): (23.0, 1e-2),
+        (0.25, 2.0): (22.0, 1e-2),
+        (0.5, 1.0): (21.0, 1e-3),
+        (0.5, 2.0): (20.0, 1e-3),
+    }
+    assert cells[(0.75, 1.0)] is None  # ran, only diverged
+    assert (0.75, 2.0) not in cells  # never finished
+
+
+def test_group_by_arm_and_searched_values():
+    rows = Rows()
+    rows.add(1.0, variant="magma", base="rmsprop", lr=1e-3, components="mlp")
+    rows.add(1.0, variant="dense", base="rmsprop", lr=1e-2, components="attention")
+    rows.add(1.0, variant="dense", base="adamw", lr=1e-3, components="mlp")
+    assert list(group_by_arm(rows.trials())) == [
+        DENSE,
+        Arm("rmsprop", "dense"),
+        Arm("rmsprop", "magma"),
+    ]
+    assert searched_values(configurations(rows.trials())) == {
+        "components": ["attention", "mlp"],
+        "lr": [1e-3, 1e-2],
+    }
+
+
+# --- LR window -------------------------------------------------------------------------
+
+
+def test_window_width_is_the_decades_of_lrs_within_delta_of_the_best():
+    rows = Rows()
+    for lr, value in [(1e-4, 30.0), (1e-3, 20.5), (3e-3, 20.0), (1e-2, 20.9), (3e-2, 40.0)]:
+        rows.add(value, variant="dense", lr=lr)
+    window = lr_windows(rows.trials())[DENSE]
+    assert window.best.lr == 3e-3 and window.threshold == 21.0
+    assert (window.low, window.high) == (1e-3, 1e-2)
+    assert window.width == pytest.approx(1.0, abs=1e-12)
+    assert window.max_stable_lr == 3e-2
+    assert [p.lr for p in window.points] == [1e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+    # a wider delta takes in 1e-4 too (30 <= 1.5 * 20), but never the 40 at 3e-2
+    assert lr_windows(rows.trials(), delta=0.5)[DENSE].width == pytest.approx(2.0, abs=1e-12)
+
+
+def test_window_stops_at_a_gap_and_the_threshold_is_inclusive():
+    rows = Rows()
+    rows.add(20.5, variant="magma", lr=1e-4)  # qualifies, but beyond the gap
+    rows.add(25.0, variant="magma", lr=3e-4)  # the gap
+    rows.add(20.0, variant="magma", lr=1e-3)
+    rows.add(19.0, seed=0, variant="magma", lr=3e-3)  # mean exactly 21 = 1.05 * 20
+    rows.add(23.0, seed=1, variant="magma", lr=3e-3)
+    rows.add(None, variant="magma", lr=1e-2, status="diverged")
+    rows.add(20.1, variant="magma", lr=3e-2)  # qualifies, beyond the diverged LR
+    window = lr_windows(rows.trials())[MAGMA]
+    assert (window.low, window.high) == (1e-3, 3e-3)
+    assert window.width == pytest.approx(math.log10(3), abs=1e-12)
+    assert [p.lr for p in window.points if p.diverged] == [1e-2]
+    assert window.max_stable_lr == 3e-2
+
+
+def test_window_for_maximised_objectives_and_partial_divergence():
+    rows = Rows()
+    for lr, value in [(1e-3, 0.90), (3e-3, 1.00), (1e-2, 0.96), (3e-2, 0.99)]:
+        rows.add(value, variant="dense", lr=lr)
+    rows.add(1.5, seed=0, variant="dense", lr=1e-1)  # one seed great, the other diverged
+    rows.add(None, seed=1, variant="dense", lr=1e-1, status="diverged")
+    window = lr_windows(rows.trials(), mode="max")[DENSE]
+    assert window.best.lr == 3e-3 and window.threshold == pytest.approx(0.95)
+    assert (window.low, window.high) == (3e-3, 3e-2)
+    assert window.points[-1].diverged and window.max_stable_lr == 3e-2
+
+
+def test_window_of_one_lr_all_diverged_and_best_over_other_params():
+    rows = Rows()
+    rows.add(20.0, variant="dense", lr=1e-3)
+    rows.add(None, variant="magma", lr=1e-3, status="diverged")
+    rows.add(None, variant="magma", lr=1e-2, status="diverged")
+    rows.add(None, variant="skipupdate", lr=1e-3, status="running")
+    rows.add(22.0, variant="skipupdate", lr=1e-2, tau=1.0)
+    rows.add(21.0, variant="skipupdate", lr=1e-2, tau=2.0)
+    windows = lr_windows(rows.trials())
+    single = windows[DENSE]
+    assert (single.width, single.low, single.high, single.max_stable_lr) == (0.0, 1e-3, 1e-3, 1e-3)
+    diverged = windows[MAGMA]
+    assert diverged.best is None and diverged.width is None and diverged.max_stable_lr is None
+    assert [p.diverged for p in diverged.points] == [True, True]
+    skip = windows[SKIP]
+    assert [p.lr for p in skip.points] == [1e-2]  # the running LR has no outcome yet
+    assert skip.best.mean == 21.0 and skip.best.configuration.params["tau"] == 2.0
+    with pytest.raises(ValueError, match="delta"):
+        lr_windows(rows.trials(), delta=-0.1)
+    with pytest.raises(ValueError, match="mode"):
+        lr_windows([], mode="maximise")
+
+
+# --- pairing ---------------------------------------------------------------------------
+
+
+def test_paired_difference_and_its_t_interval():
+    rows = Rows()
+    for seed, (dense, magma) in enumerate([(20.0, 19.0), (22.0, 20.0), (21.0, 18.0)]):
+        rows.add(dense, seed=seed, variant="dense", lr=1e-3)
+        rows.add(magma, seed=seed, variant="magma", lr=1e-3)
+    comparison = paired_comparison(rows.trials(), DENSE, MAGMA)
+    assert [p.difference for p in comparison.pairs] == [-1.0, -2.0, -3.0]
+    # differences -1, -2, -3: mean -2, s = 1, sem = 1 / sqrt(3), df 2
+    half = T975[2] / math.sqrt(3)
+    assert comparison.difference.mean == -2.0 and comparison.difference.n == 3
+    assert comparison.difference.low == pytest.approx(-2.0 - half, rel=1e-12)
+    assert comparison.difference.high == pytest.approx(-2.0 + half, rel=1e-12)
+    assert comparison.unpaired == () and comparison.incomplete == ()
+
+
+def test_pairing_drops_and_reports_missing_seeds_and_results():
+    rows = Rows()
+    d0 = rows.add(20.0, seed=0, variant="dense", lr=1e-3)
+    m0 = rows.add(19.5, seed=0, variant="magma", lr=1e-3)
+    d1 = rows.add(21.0, seed=1, variant="dense", lr=1e-3)  # its magma seed never ran
+    d2 = rows.add(None, seed=2, variant="dense", lr=1e-3, status="diverged")
+    m2 = rows.add(20.0, seed=2, variant="magma", lr=1e-3)
+    m3 = rows.add(22.0, seed=0, variant="magma", lr=1e-2)  # no dense at this LR
+    d4 = rows.add(30.0, seed=0, variant="dense", lr=1e-1)
+    m4 = rows.add(29.0, seed=0, variant="magma", lr=1e-1)
+    rows.add(10.0, seed=0, base="rmsprop", variant="dense", lr=1e-3)  # another arm: ignored
+    comparison = paired_comparison(rows.trials(), DENSE, MAGMA)
+    assert [(p.a.id, p.b.id) for p in comparison.pairs] == [(d0, m0), (d4, m4)]
+    assert comparison.difference.mean == pytest.approx(-0.75)
+    assert comparison.incomplete == ((d2, m2),)
+    assert comparison.unpaired == (d1, m3)
+
+
+def test_pairing_across_bases_one_pair_and_none():
+    rows = Rows()
+    rows.add(20.0, base="adamw", variant="dense", lr=1e-3)
+    rows.add(18.0, base="c-adamw", variant="dense", lr=1e-3)
+    one = paired_comparison(rows.trials(), DENSE, Arm("c-adamw", "dense"))
+    assert one.difference.mean == -2.0 and one.difference.low is None
+    none = paired_comparison(rows.trials(), DENSE, MAGMA)
+    assert none.pairs == () and none.difference.mean is None and none.unpaired == (100,)
+    with pytest.raises(ValueError, match="two different arms"):
+        paired_comparison(rows.trials(), DENSE, DENSE)
+
+
+# --- table -----------------------------------------------------------------------------
+
+
+def test_table_relative_change_against_dense():
+    rows = Rows()
+    best_dense = rows.add(20.0, variant="dense", lr=1e-3)
+    rows.add(24.0, variant="dense", lr=1e-2)
+    rows.add(18.0, variant="magma", lr=1e-2)
+    rows.add(19.0, variant="skipupdate", lr=1e-3)
+    rows.add(None, base="rmsprop", variant="dense", lr=1e-2, status="diverged")
+    rows.add(15.0, base="rmsprop", variant="magma", lr=1e-3)
+    rows.add(None, base="muon", variant="magma", lr=1e-3, status="running")
+    table = comparison_table(rows.trials())
+    assert table.variants == ("dense", "skipupdate", "magma")
+    assert list(table.rows) == ["adamw", "rmsprop", "muon"]
+    adamw = table.rows["adamw"]
+    assert adamw["dense"].value == 20.0 and adamw["dense"].relative is None
+    assert adamw["dense"].trial_ids == (best_dense,)
+    assert adamw["magma"].relative == pytest.approx(-0.1, abs=1e-15)
+    assert adamw["skipupdate"].relative == pytest.approx(-0.05, abs=1e-15)
+    rmsprop = table.rows["rmsprop"]
+    assert rmsprop["dense"].best is None and rmsprop["dense"].reason == "diverged"
+    assert rmsprop["magma"].value == 15.0 and rmsprop["magma"].relative is None
+    assert "skipupdate" not in rmsprop
+    muon = table.rows["muon"]["magma"]
+    assert muon.value is None and muon.reason == "no complete trials" and muon.trial_ids == ()
+
+
+def test_table_of_no_trials_is_empty():
+    table = comparison_table([])
+    assert table.variants == () and table.rows == {}
+
+
+# --- mechanism -------------------------------------------------------------------------
+
+
+def test_mechanism_means_over_an_arms_trials_per_step():
+    rows = Rows()
+    a = rows.add(20.0, seed=0, variant="magma", lr=1e-3)
+    b = rows.add(21.0, seed=1, variant="magma", lr=1e-3)
+    dense = rows.add(22.0, variant="dense", lr=1e-3)
+    rows.metric(a, 10, **{"alignment/attention": 0.6, "survival/attention": 0.5, "tokens": 5})
+    rows.metric(b, 10, **{"alignment/attention": 0.8, "survival/attention": 0.4})
+    rows.metric(a, 20, **{"alignment/attention": 0.7, "alignment/mlp": None})
+    rows.metric(dense, 10, val_ppl=30.0)
+    rows.metric(999, 10, **{"alignment/attention": 0.0})  # not one of the trials
+    series = mechanism_series(rows.trials(), rows.metrics())
+    assert [(s.arm, s.quantity, s.component) for s in series] == [
+        (MAGMA, "alignment", "attention"),
+        (MAGMA, "survival", "attention"),
+    ]
+    alignment, survival = series
+    assert alignment.steps == (10, 20) and alignment.trials == (2, 1)
+    assert alignment.mean == pytest.approx((0.7, 0.7))
+    assert survival.steps == (10,) and survival.mean == pytest.approx((0.45,))
+    assert mechanism_series([], rows.metrics()) == []
+
+
+# --- importance ------------------------------------------------------------------------
+
+
+def test_importance_ranks_the_parameter_that_decides_the_objective():
+    rows = Rows()
+    for p in (0.25, 0.5, 0.75):
+        for tau in (0.5, 1.0, 2.0, 4.0):
+            # p decides the objective; tau barely moves it
+            rows.add(20 + 100 * (p - 0.5) ** 2 + 0.01 * tau, variant="magma", p=p, tau=tau)
+    rows.add(None, variant="magma", p=0.9, tau=0.1, status="diverged")
+    result = parameter_importance(rows.trials())[MAGMA]
+    assert result.reason is None and result.configurations == 12
+    assert list(result.importances) == ["p", "tau"]
+    assert sum(result.importances.values()) == pytest.approx(1.0)
+    assert result.importances["p"] > 0.9
+
+
+def test_importance_with_log_lr_and_categorical_components():
+    rows = Rows()
+    for lr in (1e-4, 1e-3, 1e-2):
+        for components in ("attention", "mlp", "attention+mlp", "all"):
+            value = 20 + abs(math.log10(lr) + 3) * 5 + 0.01 * len(components)
+            rows.add(value, variant="magma", lr=lr, components=components)
+    result = parameter_importance(rows.trials())[MAGMA]
+    assert list(result.importances) == ["lr", "components"]
+
+
+def test_importance_is_empty_with_a_reason_when_it_cannot_be_computed():
+    rows = Rows()
+    for lr in (1e-3, 1e-2, 1e-1):
+        rows.add(20.0 + lr, variant="magma", lr=lr)
+    for seed in range(4):
+        rows.add(None, seed=seed, variant="dense", lr=1e-3, status="diverged")
+    result = parameter_importance(rows.trials())
+    assert result[MAGMA].importances == {} and result[MAGMA].configurations == 3
+    assert result[MAGMA].reason == "needs 10 stable configurations, has 3"
+    assert result[DENSE].reason == "needs 10 stable configurations, has 0"
+    single = parameter_importance(rows.trials(), min_configurations=1)
+    assert single[MAGMA].importances == {"lr": 1.0}
+    same = Rows()
+    for seed in range(2):
+        same.add(20.0, seed=seed, variant="dense", lr=1e-3)
+    only = parameter_importance(same.trials(), min_configurations=1)[DENSE]
+    assert only.importances == {} and only.reason == "no searched parameter varies"
+
+
+# --- overview --------------------------------------------------------------------------
+
+
+def test_status_counts_include_every_status_in_order():
+    rows = Rows()
+    rows.add(1.0, variant="dense")
+    rows.add(None, variant="magma", status="diverged")
+    rows.add(None, variant="magma", lr=1.0, status="diverged")
+    counts = status_counts(rows.trials())
+    assert list(counts) == list(records.STATUSES)
+    assert counts == {
+        "queued": 0,
+        "running": 0,
+        "complete": 1,
+        "pruned": 0,
+        "diverged": 2,
+        "failed": 0,
+        "cancelled": 0,
+    }
+
+
+def test_learning_curves_skip_missing_values():
+    rows = Rows()
+    a = rows.add(None, variant="magma", status="diverged")
+    b = rows.add(20.0, variant="dense")
+    rows.add(None, variant="dense", lr=1.0, status="queued")  # no metrics: no curve
+    rows.metric(b, 20, val_ppl=25.0, tokens=2000)
+    rows.metric(b, 10, val_ppl=40.0, tokens=1000)
+    rows.metric(a, 10, val_ppl=45.0, tokens=1000)
+    rows.metric(a, 20, val_ppl=None, tokens=2000)  # non-finite, stored as null
+    curves = learning_curves(rows.trials(), rows.metrics(), "val_ppl", "tokens")
+    assert [(c.trial.id, c.x, c.y) for c in curves] == [
+        (a, (1000.0,), (45.0,)),
+        (b, (1000.0, 2000.0), (40.0, 25.0)),
+    ]
+    by_step = learning_curves(rows.trials(), rows.metrics(), "val_ppl")
+    assert by_step[1].x == (10.0, 20.0)

@@ -1,0 +1,302 @@
+"""The dashboards' Plotly figures: built from analysis results, with the traces, values and
+axes each view promises."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+
+from dashboards.analysis.arms import best_per_cell, configurations
+from dashboards.analysis.curves import learning_curves
+from dashboards.analysis.importance import parameter_importance
+from dashboards.analysis.intervals import divergence_rates
+from dashboards.analysis.lr_window import lr_windows
+from dashboards.analysis.mechanism import mechanism_series
+from dashboards.analysis.pairing import paired_comparison
+from dashboards.analysis.status import status_counts
+from dashboards.analysis.table import comparison_table
+from dashboards.figures.lr_window import lr_window_figure
+from dashboards.figures.mechanism import mechanism_figure
+from dashboards.figures.overview import learning_curves_figure, status_figure
+from dashboards.figures.robustness import (
+    divergence_figure,
+    intervals_figure,
+    paired_difference_figure,
+)
+from dashboards.figures.sensitivity import heatmap_figure, importance_figure, slice_figure
+from dashboards.figures.style import STATUS_COLORS, format_value, params_label
+from dashboards.figures.table import comparison_table_figure
+from dashboards.records import STATUSES, Arm
+from tests.dashboards_fixtures import Rows
+
+DENSE = Arm("adamw", "dense")
+MAGMA = Arm("adamw", "magma")
+
+
+@pytest.fixture
+def lr_sweep() -> Rows:
+    """Figure A3 in small: dense has a one-decade window and diverges at 3e-2; magma
+    stays within 5% of its best from 1e-3 to 3e-2. Two seeds each."""
+    rows = Rows()
+    dense = {1e-3: (20.5, 20.5), 3e-3: (19.0, 21.0), 1e-2: (20.8, 21.0), 3e-2: None}
+    magma = {1e-3: (19.5, 19.9), 3e-3: (19.0, 19.4), 1e-2: (19.2, 19.4), 3e-2: (19.8, 20.0)}
+    for variant, curve in (("dense", dense), ("magma", magma)):
+        for lr, values in curve.items():
+            for seed in range(2):
+                if values is None:
+                    rows.add(None, seed=seed, variant=variant, lr=lr, status="diverged")
+                else:
+                    rows.add(values[seed], seed=seed, variant=variant, lr=lr)
+    return rows
+
+
+def test_status_figure_has_a_bar_per_status():
+    rows = Rows()
+    rows.add(1.0, variant="dense")
+    rows.add(None, variant="magma", status="running")
+    fig = status_figure(status_counts(rows.trials()))
+    [bar] = fig.data
+    assert isinstance(bar, go.Bar)
+    assert list(bar.x) == list(STATUSES)
+    assert list(bar.y) == [0, 1, 1, 0, 0, 0, 0]
+    assert bar.marker.color[STATUSES.index("complete")] == STATUS_COLORS["complete"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "x_title", "y_title"),
+    [("llama-c4", "tokens", "validation perplexity"), ("quadratic", "step", "validation loss")],
+)
+def test_learning_curves_figure(kind: str, x_title: str, y_title: str):
+    rows = Rows()
+    trials = [
+        rows.add(20.0, seed=0, variant="dense", lr=1e-3),
+        rows.add(21.0, seed=1, variant="dense", lr=1e-3),
+        rows.add(None, variant="magma", lr=1e-3, status="diverged"),
+    ]
+    for trial_id in trials:
+        rows.metric(trial_id, 10, val_ppl=40.0, val_loss=3.7, tokens=640)
+        rows.metric(trial_id, 20, val_ppl=30.0, val_loss=3.4, tokens=1280)
+    curves = learning_curves(rows.trials(), rows.metrics(), "val_ppl", "tokens")
+    fig = learning_curves_figure(curves, kind)
+    assert len(fig.data) == 3
+    assert [trace.showlegend for trace in fig.data] == [True, False, True]
+    assert [trace.name for trace in fig.data] == ["adamw", "adamw", "adamw+magma"]
+    assert fig.data[2].line.dash == "dot"  # the diverged trial
+    assert list(fig.data[0].x) == [640.0, 1280.0] and list(fig.data[0].y) == [40.0, 30.0]
+    assert fig.layout.yaxis.type == "log"
+    assert fig.layout.xaxis.title.text == x_title
+    assert fig.layout.yaxis.title.text == y_title
+
+
+def test_lr_window_figure(lr_sweep: Rows):
+    windows = lr_windows(lr_sweep.trials())
+    fig = lr_window_figure(windows, "llama-c4")
+    assert fig.layout.xaxis.type == "log"
+    assert fig.layout.yaxis.title.text == "validation perplexity"
+    names = [trace.name for trace in fig.data]
+    assert names == [
+        "adamw (window 1.00 decades)",
+        "adamw diverged",
+        f"adamw+magma (window {math.log10(30):.2f} decades)",
+    ]
+    dense, diverged, magma = fig.data
+    assert list(dense.x) == [1e-3, 3e-3, 1e-2]
+    assert list(dense.y) == pytest.approx([20.5, 20.0, 20.9])
+    # seed intervals: a zero-width one at 1e-3, t_{0.975,1} * 1 at 3e-3
+    assert dense.error_y.array[0] == 0.0
+    assert dense.error_y.array[1] == pytest.approx(math.tan(math.pi * 0.475))
+    assert list(diverged.x) == [3e-2] and diverged.marker.symbol == "x"
+    # drawn at the worst plotted value: the top of dense's error bar at 3e-3
+    assert diverged.y[0] == pytest.approx(20.0 + math.tan(math.pi * 0.475))
+    assert dense.mode == "lines+markers" and diverged.mode == "markers"
+    assert list(magma.x) == [1e-3, 3e-3, 1e-2, 3e-2]
+    spans = [(shape.x0, shape.x1) for shape in fig.layout.shapes]
+    assert spans == [(1e-3, 1e-2), (1e-3, 3e-2)]
+
+
+def test_lr_window_figure_of_an_arm_that_only_diverged():
+    rows = Rows()
+    rows.add(None, variant="magma", lr=1e-1, status="diverged")
+    fig = lr_window_figure(lr_windows(rows.trials()), "quadratic")
+    stable, diverged = fig.data
+    assert list(stable.x) == [] and list(diverged.x) == [0.1]
+    assert fig.layout.shapes == ()
+    assert stable.name == "adamw+magma (no window)"
+
+
+def test_heatmap_figure():
+    rows = Rows()
+    rows.add(21.0, variant="magma", p=0.25, tau=1.0, lr=1e-3)
+    rows.add(22.0, variant="magma", p=0.25, tau=1.0, lr=1e-2)
+    rows.add(20.0, variant="magma", p=0.5, tau=1.0, lr=1e-2)
+    rows.add(None, variant="magma", p=0.5, tau=2.0, lr=1e-2, status="diverged")
+    rows.add(19.0, variant="magma", p=0.25, tau=2.0, lr=3e-3)
+    cells = best_per_cell(rows.trials(), "p", "tau", "min")
+    fig = heatmap_figure(cells, "p", "tau", "llama-c4")
+    [heatmap] = fig.data
+    assert list(heatmap.x) == ["0.25", "0.5"] and list(heatmap.y) == ["1", "2"]
+    assert [list(row) for row in heatmap.z] == [[21.0, 20.0], [19.0, None]]
+    assert [list(row) for row in heatmap.text] == [
+        ["21<br>lr=0.001", "20<br>lr=0.01"],
+        ["19<br>lr=0.003", "diverged"],
+    ]
+    assert fig.layout.xaxis.type == "category" and fig.layout.xaxis.title.text == "p"
+    assert heatmap.colorbar.title.text == "validation perplexity"
+
+
+def test_importance_figure_shows_bars_and_reasons():
+    rows = Rows()
+    for p in (0.25, 0.5, 0.75):
+        for tau in (0.5, 1.0, 2.0, 4.0):
+            rows.add(20 + 100 * (p - 0.5) ** 2 + 0.01 * tau, variant="magma", p=p, tau=tau)
+    rows.add(20.0, variant="dense", p=0.5, tau=1.0)
+    fig = importance_figure(parameter_importance(rows.trials()))
+    [bar] = fig.data
+    assert bar.name == "adamw+magma" and bar.orientation == "h"
+    assert list(bar.y) == ["p", "tau"] and sum(bar.x) == pytest.approx(1.0)
+    [note] = fig.layout.annotations
+    assert note.text == "adamw: needs 10 stable configurations, has 1"
+
+
+def test_slice_figure_uses_a_log_axis_for_lr(lr_sweep: Rows):
+    lr_sweep.add(22.0, seed=0, variant="magma", lr=1e-1)
+    lr_sweep.add(None, seed=1, variant="magma", lr=1e-1, status="diverged")
+    configs = configurations(lr_sweep.trials())
+    fig = slice_figure(configs, ["lr", "variant"], "llama-c4")
+    assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == "lr"
+    assert fig.layout.xaxis2.type is None  # the categorical panel keeps its own axis
+    lr_traces = [trace for trace in fig.data if trace.xaxis == "x"]
+    assert [trace.name for trace in lr_traces] == ["adamw", "adamw+magma"]
+    magma = lr_traces[1]
+    assert list(magma.x) == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+    assert list(magma.marker.symbol) == ["circle"] * 4 + ["x"]
+    assert [trace.showlegend for trace in fig.data] == [True, True, False, False]
+    with pytest.raises(ValueError, match="at least one parameter"):
+        slice_figure(configs, [], "llama-c4")
+
+
+def test_intervals_figure_sorts_configurations_and_shows_seeds(lr_sweep: Rows):
+    configs = configurations(lr_sweep.trials())
+    fig = intervals_figure(configs, "llama-c4")
+    means, seeds = fig.data
+    assert list(means.y) == sorted(means.y) and len(means.y) == 7  # 3e-2 dense diverged
+    assert means.x[0] == "adamw+magma lr=0.003" and means.y[0] == pytest.approx(19.2)
+    assert means.error_y.array[0] == pytest.approx(0.2 * math.tan(math.pi * 0.475))
+    assert len(seeds.y) == 14 and fig.layout.xaxis.type == "category"
+
+
+def test_divergence_figure(lr_sweep: Rows):
+    fig = divergence_figure(divergence_rates(lr_sweep.trials()))
+    [bar] = fig.data
+    assert list(bar.x) == ["adamw", "adamw+magma"]
+    assert list(bar.y) == [0.25, 0.0] and list(bar.text) == ["2/8", "0/8"]
+    assert fig.layout.yaxis.tickformat == ".0%"
+
+
+def test_paired_difference_figure(lr_sweep: Rows):
+    comparison = paired_comparison(lr_sweep.trials(), DENSE, MAGMA)
+    fig = paired_difference_figure(comparison, "llama-c4")
+    [pairs] = fig.data
+    assert len(pairs.y) == 6 == len(comparison.pairs)
+    assert list(pairs.y) == pytest.approx([-1.0, -0.6, 0.0, -1.6, -1.6, -1.6])
+    zero, mean = (shape for shape in fig.layout.shapes if shape.type == "line")
+    assert zero.y0 == 0 and mean.y0 == pytest.approx(comparison.difference.mean)
+    [band] = (shape for shape in fig.layout.shapes if shape.type == "rect")
+    assert (band.y0, band.y1) == (comparison.difference.low, comparison.difference.high)
+    notes = [a.text for a in fig.layout.annotations]
+    assert "left out: 2 pairs without a result, 0 trials without a counterpart" in notes
+    assert fig.layout.yaxis.title.text == "perplexity difference (adamw+magma - adamw)"
+
+
+def test_paired_difference_figure_with_a_single_pair_has_no_band():
+    rows = Rows()
+    rows.add(2.0, variant="dense", lr=1e-2)
+    rows.add(1.5, variant="magma", lr=1e-2)
+    fig = paired_difference_figure(paired_comparison(rows.trials(), DENSE, MAGMA), "quadratic")
+    assert [shape.type for shape in fig.layout.shapes] == ["line", "line"]
+    assert fig.layout.yaxis.title.text == "loss difference (adamw+magma - adamw)"
+
+
+def test_comparison_table_figure():
+    rows = Rows()
+    rows.add(20.0, variant="dense", lr=1e-3)
+    rows.add(18.0, variant="magma", lr=1e-2)
+    rows.add(None, base="rmsprop", variant="dense", lr=1e-3, status="diverged")
+    fig = comparison_table_figure(comparison_table(rows.trials()), "llama-c4")
+    [table] = fig.data
+    assert list(table.header.values) == ["base", "dense", "magma"]
+    assert [list(column) for column in table.cells.values] == [
+        ["adamw", "rmsprop"],
+        ["20<br>lr 0.001", "diverged"],
+        ["18 (-10.0%)<br>lr 0.01", ""],
+    ]
+
+
+def test_mechanism_figure():
+    rows = Rows()
+    magma = rows.add(20.0, variant="magma")
+    skip = rows.add(20.0, variant="skipupdate")
+    for step, alignment in ((10, 0.6), (20, 0.7)):
+        rows.metric(
+            magma,
+            step,
+            **{"alignment/attention": alignment, "survival/attention": 0.5, "survival/mlp": 0.5},
+        )
+        rows.metric(skip, step, **{"survival/attention": 0.5})
+    fig = mechanism_figure(mechanism_series(rows.trials(), rows.metrics()))
+    placed = [(trace.name, trace.xaxis, trace.showlegend) for trace in fig.data]
+    assert placed == [
+        ("adamw+skipupdate attention", "x2", True),
+        ("adamw+magma attention", "x", True),
+        ("adamw+magma attention", "x2", False),
+        ("adamw+magma mlp", "x2", True),
+    ]
+    assert list(fig.data[1].y) == [0.6, 0.7]
+    assert fig.data[3].line.dash == "dash"
+    assert [a.text for a in fig.layout.annotations] == ["alignment", "survival"]
+    assert tuple(fig.layout.yaxis.range) == (0, 1)
+
+
+def test_labels():
+    assert format_value(0.0030000000000000001) == "0.003"
+    assert format_value(1e-5) == "1e-05"
+    assert format_value("attention+mlp") == "attention+mlp"
+    assert params_label(MAGMA, {"variant": "magma", "lr": 1e-3, "p": 0.5}) == (
+        "adamw+magma lr=0.001 p=0.5"
+    )
+    assert params_label(DENSE, {"variant": "dense"}) == "adamw"
+
+
+def test_every_figure_serialises_to_strict_json(lr_sweep: Rows):
+    """The service embeds figures as JSON: every builder's output must serialise to
+    strict JSON."""
+    trials = lr_sweep.trials()
+    for trial in trials:
+        lr_sweep.metric(trial.id, 10, val_ppl=40.0, tokens=640, **{"survival/mlp": 0.5})
+    configs = configurations(trials)
+    figures = [
+        status_figure(status_counts(trials)),
+        learning_curves_figure(
+            learning_curves(trials, lr_sweep.metrics(), "val_ppl", "tokens"), "llama-c4"
+        ),
+        lr_window_figure(lr_windows(trials), "llama-c4"),
+        heatmap_figure(best_per_cell(trials, "lr", "variant", "min"), "lr", "variant", "llama-c4"),
+        importance_figure(parameter_importance(trials)),
+        slice_figure(configs, ["lr"], "llama-c4"),
+        intervals_figure(configs, "llama-c4"),
+        divergence_figure(divergence_rates(trials)),
+        paired_difference_figure(paired_comparison(trials, DENSE, MAGMA), "llama-c4"),
+        comparison_table_figure(comparison_table(trials), "llama-c4"),
+        mechanism_figure(mechanism_series(trials, lr_sweep.metrics())),
+    ]
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"{constant} in figure JSON")
+
+    for fig in figures:
+        data = json.loads(pio.to_json(fig), parse_constant=reject)
+        assert data["layout"]["title"]["text"] == fig.layout.title.text
