@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from studies.engine.driver import Driver
-
 
 def driver_command(
     once: Annotated[bool, typer.Option(help="exit when no study is waiting")] = False,
     poll: Annotated[float, typer.Option(help="seconds between polls for new studies")] = 2.0,
 ) -> None:
     """Claim queued studies (DATABASE_URL) and run them on Ray (RAY_ADDRESS, else local)."""
+    from studies.engine.driver import Driver  # Ray, Optuna and torch: only when it runs
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     Driver(poll_seconds=poll).run(once=once)

@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from worker.config import TrialConfig
-from worker.trainer import Metrics, SaveCheckpoint, train
+if TYPE_CHECKING:  # torch and transformers load only when a trial runs: the CLI starts fast
+    from worker.trainer import Metrics, SaveCheckpoint
 
 
 def _option(help_text: str) -> Any:
@@ -67,6 +67,8 @@ def train_command(
     if config_file is not None:
         fields = {**yaml.safe_load(config_file.read_text()), **fields}
     try:
+        from worker.config import TrialConfig
+
         config = TrialConfig(**fields)
     except ValidationError as exc:
         for error in exc.errors():
@@ -87,6 +89,8 @@ def train_command(
 
     resume = checkpoint_dir if checkpoint_dir and (checkpoint_dir / "trial.pt").exists() else None
     try:
+        from worker.trainer import train
+
         metrics = train(config, resume_from=resume, report=report, progress=progress)
     except ValueError as exc:
         bar.close()

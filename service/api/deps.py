@@ -34,16 +34,37 @@ def read_session(database: Annotated[Database, Depends(get_database)]) -> Iterat
 
 _bearer = HTTPBearer(auto_error=False, description="MAGMA_API_KEY, when the server sets one")
 
+#: the cookie the dashboards' login form sets; a browser sends it with every request
+API_KEY_COOKIE = "magma_api_key"
+#: requests that change nothing, the only ones the cookie authorises on the API (a
+#: cross-site form cannot make a browser send one with the cookie's SameSite=Strict, and
+#: could not read the answer anyway)
+SAFE_METHODS = ("GET", "HEAD")
+
+
+def api_key_matches(settings: Settings, given: str | None) -> bool:
+    """Whether ``given`` is the server's key (always, when none is set); in constant time."""
+    if not settings.auth_enabled:
+        return True
+    expected = settings.api_key.get_secret_value().encode()  # type: ignore[union-attr]
+    return secrets.compare_digest((given or "").encode(), expected)
+
+
+def presented_key(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The key a request carries: its Bearer token, else (reads only) the login cookie."""
+    if credentials is not None:
+        return credentials.credentials
+    if request.method in SAFE_METHODS:
+        return request.cookies.get(API_KEY_COOKIE)
+    return None
+
 
 def require_api_key(
+    request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    if not settings.auth_enabled:
-        return
-    expected = settings.api_key.get_secret_value().encode()  # type: ignore[union-attr]
-    given = credentials.credentials.encode() if credentials else b""
-    if not secrets.compare_digest(given, expected):
+    if not api_key_matches(settings, presented_key(request, credentials)):
         raise APIError(
             401, "missing or wrong API key", headers={"WWW-Authenticate": 'Bearer realm="magma"'}
         )

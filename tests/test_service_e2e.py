@@ -1,0 +1,164 @@
+"""The whole path a user takes, with real processes on each backend: ``magma-bench serve``
+(uvicorn) and ``magma-bench driver`` (with its own local Ray), driven by the CLI over HTTP:
+``submit --wait`` (live progress from the event stream), ``status``, ``export`` in three
+formats (the Python snippet runs), and ``cancel`` of a running study."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import magma
+
+pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
+from tests.db_fixtures import Database, quadratic_spec, wait_for  # noqa: E402
+from tests.service_fixtures import MAGMA_BENCH, Server  # noqa: E402
+
+pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
+
+
+@pytest.fixture(scope="module")
+def driver(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``magma-bench driver`` in its own session with a private local Ray."""
+    directory = tmp_path_factory.mktemp("driver")
+    ray_tmpdir = tempfile.mkdtemp(prefix="mbrt", dir="/tmp")  # short: socket paths
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(
+        DATABASE_URL=server.database_url,
+        MAGMA_STORAGE=str(directory / "ray"),
+        MAGMA_CACHE_DIR=str(directory / "cache"),
+        RAY_TMPDIR=ray_tmpdir,
+        PYTHONUNBUFFERED="1",
+    )
+    log = directory / "driver.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(MAGMA_BENCH), "driver", "--poll", "0.5"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    yield log
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    subprocess.run(["pkill", "-KILL", "-f", ray_tmpdir], check=False)
+    shutil.rmtree(ray_tmpdir, ignore_errors=True)
+
+
+def cli(server: Server, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MAGMA_URL": server.url}
+    env.pop("MAGMA_API_KEY", None)
+    return subprocess.run(
+        [str(MAGMA_BENCH), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_submit_wait_status_export_and_cancel(server: Server, driver: Path, tmp_path: Path) -> None:
+    spec = quadratic_spec(
+        name="e2e",
+        search={"lr": [0.1, 0.01], "variant": ["dense", "magma"]},
+        fixed={"threads": 1},
+    )
+    spec_file = tmp_path / "e2e.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+
+    submitted = cli(server, "submit", str(spec_file), "--wait")
+    assert submitted.returncode == 0, (submitted.stdout, submitted.stderr, driver.read_text())
+    study_id = int(submitted.stdout.split()[1])
+    assert "4 runs" in submitted.stdout
+    assert f"study {study_id}: complete" in submitted.stdout
+    assert "best: {" in submitted.stdout
+    assert "4/4" in submitted.stderr  # tqdm's bar reached every trial, from the events
+
+    db = Database(server.database_url)
+    try:
+        trials = db.trials(study_id)
+        assert [t.status for t in trials] == ["complete"] * 4
+        assert all(len(db.metrics(t.id)) == 4 for t in trials)  # 40 steps, every 10
+    finally:
+        db.dispose()
+
+    status = cli(server, "status", str(study_id))
+    assert status.returncode == 0 and "complete" in status.stdout
+    assert "'complete': 4" in status.stdout
+
+    exported: dict[str, Any] = {}
+    for fmt in ("json", "yaml", "python"):
+        out = cli(server, "export", str(study_id), "--format", fmt)
+        assert out.returncode == 0, out.stderr
+        exported[fmt] = out.stdout
+    document = json.loads(exported["json"])
+    assert yaml.safe_load(exported["yaml"]) == document
+    best = min((t for t in trials), key=lambda t: t.objective)
+    assert document["trial_ids"] == [best.id] and document["params"] == best.params
+    assert document["objective"] == pytest.approx(best.objective)
+
+    from worker.models import build_model
+
+    namespace: dict[str, Any] = {"model": build_model("llama-nano", seed=0)}
+    exec(compile(exported["python"], "<export>", "exec"), namespace)  # noqa: S102
+    (optimizer,) = namespace["optimizers"]
+    if best.params["variant"] == "magma":
+        assert isinstance(optimizer, magma.Magma)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(best.params["lr"])
+
+    bad = cli(server, "export", str(study_id), "--format", "toml")
+    assert bad.returncode == 1 and "json" in bad.stderr
+    missing = cli(server, "status", "999999")
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+    # Cancel a running study from the CLI: its trials stop within seconds.
+    long_spec = tmp_path / "long.yaml"
+    long_spec.write_text(
+        yaml.safe_dump(
+            quadratic_spec(
+                name="e2e-cancel",
+                workload={"steps": 100_000, "eval_interval": 50},
+                search={"lr": [0.1, 0.01]},
+                fixed={"threads": 1, "variant": "dense"},
+            ).model_dump(mode="json")
+        )
+    )
+    started = cli(server, "submit", str(long_spec))
+    assert started.returncode == 0, started.stderr
+    long_id = int(started.stdout.split()[1])
+    db = Database(server.database_url)
+    try:
+        wait_for(
+            lambda: any(t.status == "running" and t.last_step for t in db.trials(long_id)),
+            timeout=180,
+            what="a running trial",
+        )
+        began = time.monotonic()
+        cancelled = cli(server, "cancel", str(long_id))
+        assert cancelled.returncode == 0 and "cancelling" in cancelled.stdout
+        wait_for(lambda: db.study(long_id).status == "cancelled", timeout=30, what="cancelled")
+        took = time.monotonic() - began
+        print(f"cancelled {took:.1f} s after `magma-bench cancel` started")
+        assert took < 15
+        assert {t.status for t in db.trials(long_id)} == {"cancelled"}
+    finally:
+        db.dispose()
+
+
+def test_the_cli_knows_the_finished_trial_statuses() -> None:
+    from service.cli import FINISHED_TRIALS
+    from studies.storage.models import FINISHED_TRIAL_STATUSES
+
+    assert FINISHED_TRIALS == FINISHED_TRIAL_STATUSES
