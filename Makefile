@@ -1,5 +1,5 @@
 # magma-bench developer entry points. Everything runs inside $(VENV).
-#   make demo | make test | make test-all | make lint | make bench | make clean
+#   make demo | make test | make test-all | make demo-optimizer | make lint | make bench | make clean
 # Override the torch build, e.g.:  make test TORCH="torch==2.14.1"  (or a URL / wheel path)
 
 PYTHON ?= python3
@@ -13,7 +13,7 @@ SPEC  := $(VENV)/.install-spec
 # package that gains its __init__.py later (e.g. magma/) needs a reinstall to be importable.
 PKGS  := $(sort $(wildcard */__init__.py))
 
-.PHONY: install lint test test-all demo bench clean FORCE
+.PHONY: install lint test test-all demo demo-optimizer bench clean FORCE
 
 install: $(STAMP)
 
@@ -48,6 +48,9 @@ test-all: install lint
 	$(call run_pytest,-m "")
 
 demo: install
+	BIN=$(BIN) bash examples/service_demo.sh
+
+demo-optimizer: install
 	$(BIN)/python examples/optimizer_demo.py
 
 bench: install

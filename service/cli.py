@@ -43,6 +43,7 @@ def _fail(exc: APIClientError | Exception) -> typer.Exit:
 def serve_command(
     host: Annotated[str | None, typer.Option(help="default: MAGMA_HOST or 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="default: MAGMA_PORT or 8000")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
 ) -> None:
     """Serve the REST API (and dashboards) with uvicorn."""
     import uvicorn
@@ -56,7 +57,17 @@ def serve_command(
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     elif not settings.auth_enabled:
         typer.echo(f"MAGMA_API_KEY is unset: no authentication, listening on {host} only")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    else:  # each worker process builds its own app (and database engines)
+        uvicorn.run(
+            "service.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+        )
 
 
 @app.command("up")

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from service.api.schemas import BestTrial, StudyDetail, StudySummary, Timings
-from studies.best import best_configuration
+from studies.best import BestConfiguration, best_configuration
 from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.models import Study, utcnow
@@ -31,13 +31,17 @@ def summary(study: Study, progress: dict[str, int]) -> StudySummary:
     )
 
 
-def detail(session: Session, study: Study) -> StudyDetail:
-    trials = repo.study_trials(session, study.id)
-    progress: dict[str, int] = {}
-    for trial in trials:
-        progress[trial.status] = progress.get(trial.status, 0) + 1
+def best_of(session: Session, study: Study) -> BestConfiguration | None:
     mode = study.spec.get("objective", {}).get("mode", "min")
-    best = best_configuration(trials, mode)
+    number = repo.best_configuration_number(session, study.id, mode)
+    if number is None:
+        return None
+    return best_configuration(repo.configuration_trials(session, study.id, number), mode)
+
+
+def detail(session: Session, study: Study) -> StudyDetail:
+    progress = repo.trial_status_counts(session, [study.id])[study.id]
+    best = best_of(session, study)
     end = study.finished_at or utcnow()
     return StudyDetail(
         **summary(study, progress).model_dump(),

@@ -78,6 +78,7 @@ class Trial(Base):
         Index("ix_trials_study_number", "study_id", "number", unique=True),
         Index("ix_trials_study_status", "study_id", "status"),
         Index("ix_trials_study_objective", "study_id", "objective"),
+        Index("ix_trials_study_configuration", "study_id", "configuration"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

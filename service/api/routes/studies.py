@@ -19,7 +19,6 @@ from service.api.schemas import StudyDetail, StudyPage, TrialPage, TrialSummary
 from service.api.submission import parse_body, to_spec
 from service.core.errors import APIError, error_responses, not_found
 from service.export import FORMATS, best_document, render
-from studies.best import best_configuration
 from studies.storage import repository as repo
 from studies.storage.engine import transaction
 from studies.storage.models import STUDY_STATUSES, TRIAL_STATUSES, Study
@@ -261,8 +260,7 @@ def best(
     """The best configuration over complete trials (mean over seeds), with its metrics
     and provenance; ``format=python`` gives a snippet that builds the optimizer."""
     study = _study(session, study_id)
-    mode = study.spec.get("objective", {}).get("mode", "min")
-    found = best_configuration(repo.study_trials(session, study_id), mode)
+    found = views.best_of(session, study)
     if found is None:
         raise APIError(404, f"study {study_id} has no configuration whose trials all completed")
     text = render(best_document(study, found), format)

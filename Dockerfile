@@ -1,0 +1,106 @@
+# syntax=docker/dockerfile:1
+#
+# magma-bench image: the API (`serve`), the study driver (`driver`, run through
+# magma-ray-join when it talks to a Ray cluster), one-off `train` runs and, with
+# `--entrypoint ray`, the Ray head and worker nodes. One image for all of them, so that every
+# Ray node runs the same Python, Ray and package versions.
+#
+#   docker build -t magma-bench .                                        # CPU torch
+#   docker build -t magma-bench:cuda --build-arg TORCH_VARIANT=cuda .    # CUDA torch
+#   docker build --build-arg TORCH_VARIANT=cuda --build-arg TORCH_CUDA=cu126 ...
+#
+# The bundled C4 sample and T5 tokenizer (worker/assets) are package data, so they are
+# installed with the package: the image needs no network at run time.
+
+ARG PYTHON_VERSION=3.11
+
+# --------------------------------------------------------------------------------------
+# builder: a virtual environment in /opt/venv with torch, the dependencies and the package
+# --------------------------------------------------------------------------------------
+FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
+
+# cpu: torch from the PyTorch CPU index (small, no CUDA libraries).
+# cuda: torch from the PyTorch CUDA index named by TORCH_CUDA (a tag the chosen torch
+#       version is published for, e.g. cu126, cu128, cu130); needs the NVIDIA driver and
+#       the NVIDIA Container Toolkit on the host, nothing CUDA-specific in the image.
+ARG TORCH_VARIANT=cpu
+ARG TORCH_SPEC=torch==2.13.0
+ARG TORCH_CUDA=cu128
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --upgrade pip setuptools wheel
+
+# torch first, from its own index, so that the dependencies below find it satisfied.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    case "$TORCH_VARIANT" in \
+      cpu)  index="https://download.pytorch.org/whl/cpu" ;; \
+      cuda) index="https://download.pytorch.org/whl/${TORCH_CUDA}" ;; \
+      *)    echo "TORCH_VARIANT must be cpu or cuda, not '${TORCH_VARIANT}'" >&2; exit 1 ;; \
+    esac \
+    && pip install --index-url "$index" "$TORCH_SPEC"
+
+# The dependencies alone (read from pyproject.toml), in a layer that source edits keep.
+COPY pyproject.toml /src/pyproject.toml
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+
+# The package itself (not editable: the image carries no source tree).
+COPY README.md /src/README.md
+COPY magma /src/magma
+COPY worker /src/worker
+COPY studies /src/studies
+COPY service /src/service
+COPY dashboards /src/dashboards
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --no-deps /src \
+    && python -c "import torch, ray, magma, worker, studies, service; print('torch', torch.__version__, 'ray', ray.__version__)"
+
+# --------------------------------------------------------------------------------------
+# runtime: the virtual environment on a slim Python, run as an unprivileged user
+# --------------------------------------------------------------------------------------
+FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+
+ARG TORCH_VARIANT=cpu
+ARG UID=1000
+ARG GID=1000
+LABEL org.opencontainers.image.title="magma-bench" \
+      org.opencontainers.image.description="Magma optimizer benchmark: API, study driver and Ray nodes" \
+      org.magma-bench.torch-variant="${TORCH_VARIANT}"
+
+# /data is the shared volume of docker-compose.yml (Ray Tune storage, token cache): created
+# here owned by the user, so that a new named volume mounted on it starts writable.
+RUN groupadd --gid "${GID}" magma \
+    && useradd --uid "${UID}" --gid magma --create-home --home-dir /home/magma \
+        --shell /usr/sbin/nologin magma \
+    && mkdir -p /data/ray /data/cache/tokens \
+    && chown -R magma:magma /data
+
+COPY --from=builder /opt/venv /opt/venv
+COPY --chmod=0755 docker/magma-ray-join /usr/local/bin/magma-ray-join
+
+# Defaults for a single container (e.g. `docker run -v magma-data:/data magma-bench train
+# ...`); docker-compose.yml sets its own. Paths are absolute: Ray Tune runs each trial in its
+# own working directory, where a relative path would point somewhere else.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DATABASE_URL=sqlite:////data/magma-bench.db \
+    MAGMA_STORAGE=/data/ray \
+    MAGMA_CACHE_DIR=/data/cache/tokens
+
+USER magma
+WORKDIR /data
+EXPOSE 8000
+
+# No HEALTHCHECK here: the same image runs the API, the driver and Ray nodes, which are
+# checked differently; docker-compose.yml defines a check per service.
+ENTRYPOINT ["magma-bench"]
+CMD ["--help"]
