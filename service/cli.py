@@ -72,6 +72,7 @@ def serve_command(
 
 @app.command("up")
 def up_command(
+    host: Annotated[str, typer.Option(help="API address (0.0.0.0 in a container)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port")] = 8000,
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for the API")] = 120.0,
 ) -> None:
@@ -81,9 +82,7 @@ def up_command(
     env = {**os.environ}
     exe = [sys.executable, "-m", "service.cli"]
     children = {
-        "serve": subprocess.Popen(
-            [*exe, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env
-        ),
+        "serve": subprocess.Popen([*exe, "serve", "--host", host, "--port", str(port)], env=env),
         "driver": subprocess.Popen([*exe, "driver"], env=env),
     }
 

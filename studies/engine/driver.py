@@ -24,6 +24,7 @@ from studies.engine.runner import run_study
 from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.engine import database_url, make_engine, migrate, session_factory, transaction
+from worker.data.token_cache import default_cache_dir
 
 log = logging.getLogger("magma_bench.driver")
 
@@ -54,7 +55,12 @@ class Driver:
         """Serve studies until interrupted (``once``: until no study is waiting)."""
         if not ray.is_initialized():
             address = os.environ.get("RAY_ADDRESS")
-            ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address=address or None,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": {"MAGMA_CACHE_DIR": str(default_cache_dir())}},
+            )
         while True:
             with transaction(self.sessions) as session:
                 study = repo.claim_study(session, self.owner, self.stale_after)

@@ -25,7 +25,9 @@ CHUNK_DOCUMENTS = 512
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("MAGMA_CACHE_DIR", "var/cache/tokens"))
+    """Absolute, so that trials (which Ray Tune runs in their own working directories)
+    share one cache; the driver hands its value to every trial it starts."""
+    return Path(os.environ.get("MAGMA_CACHE_DIR", "var/cache/tokens")).resolve()
 
 
 @dataclass(frozen=True)
