@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,61 +41,11 @@ from studies.storage.models import FINISHED_TRIAL_STATUSES, Metric
 
 pytest.register_assert_rewrite("tests.db_fixtures")
 from tests.db_fixtures import Database, quadratic_spec, wait_for  # noqa: E402
+from tests.processes import Proc, alive, session_processes  # noqa: E402
 
 pytest_plugins = ("tests.db_fixtures",)
 
 MAGMA_BENCH = Path(sys.executable).parent / "magma-bench"
-
-
-# --- processes ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    session: int
-    state: str
-    command: str
-
-
-def _proc(pid: int) -> Proc | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return Proc(pid, int(fields[3]), fields[0], command.strip())
-
-
-def _environ_has(pid: int, marker: bytes) -> bool:
-    try:
-        return marker in Path(f"/proc/{pid}/environ").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-
-
-def driver_processes(session: int, ray_tmpdir: str) -> list[Proc]:
-    """Live (non-zombie) processes of a driver: its session, or anything running with
-    its private RAY_TMPDIR (in case a Ray process left the session)."""
-    found = []
-    marker = ray_tmpdir.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        proc = _proc(int(entry))
-        if proc is None or proc.state == "Z":
-            continue
-        ours = proc.session == session or ray_tmpdir in proc.command
-        if ours or _environ_has(proc.pid, marker):
-            found.append(proc)
-    return found
-
-
-def alive(proc: Proc) -> bool:
-    """Still the same process (pid not reused), and not a zombie."""
-    now = _proc(proc.pid)
-    return now is not None and now.state != "Z" and now.command == proc.command
 
 
 class DriverProcess:
@@ -117,7 +66,7 @@ class DriverProcess:
         self.raylets: list[Proc] = []
 
     def processes(self) -> list[Proc]:
-        return driver_processes(self.pid, self.ray_tmpdir)
+        return session_processes(self.pid, self.ray_tmpdir)
 
     def kill(self) -> list[Proc]:
         """SIGKILL the driver's process group, then every process left of its session
