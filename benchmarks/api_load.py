@@ -123,7 +123,7 @@ def populate(url: str, trials: int, per_trial: int, rebuild: bool) -> int:
                 batch = []
         if batch:
             connection.execute(insert(Metric), batch)
-    with engine.connect() as connection:
+    with engine.begin() as connection:  # planner statistics for the new rows
         connection.execute(text("ANALYZE"))
     engine.dispose()
     print(

@@ -12,10 +12,26 @@ from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.models import Study, utcnow
 
+# A study's spec never changes and a finished study's trials never change, so both derived
+# values are cached per process, keyed by what identifies the row's content (ids alone can
+# be reused by SQLite after a delete).
+_runs: dict[tuple[int, datetime], int] = {}
+_finished_best: dict[tuple[int, datetime, datetime], BestConfiguration | None] = {}
+CACHE_LIMIT = 4096
+
+
+def _remember(cache: dict, key: tuple, value: object) -> None:
+    if len(cache) >= CACHE_LIMIT:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
 
 def planned_runs(study: Study) -> int:
-    spec = StudySpec.model_validate(study.spec)
-    return spec.configurations * spec.seeds
+    key = (study.id, study.created_at)
+    if key not in _runs:
+        spec = StudySpec.model_validate(study.spec)  # validation is slow: once per study
+        _remember(_runs, key, spec.configurations * spec.seeds)
+    return _runs[key]
 
 
 def summary(study: Study, progress: dict[str, int]) -> StudySummary:
@@ -32,11 +48,19 @@ def summary(study: Study, progress: dict[str, int]) -> StudySummary:
 
 
 def best_of(session: Session, study: Study) -> BestConfiguration | None:
+    key = (study.id, study.created_at, study.finished_at) if study.finished_at else None
+    if key is not None and key in _finished_best:
+        return _finished_best[key]
     mode = study.spec.get("objective", {}).get("mode", "min")
     number = repo.best_configuration_number(session, study.id, mode)
-    if number is None:
-        return None
-    return best_configuration(repo.configuration_trials(session, study.id, number), mode)
+    best = (
+        None
+        if number is None
+        else best_configuration(repo.configuration_trials(session, study.id, number), mode)
+    )
+    if key is not None:
+        _remember(_finished_best, key, best)
+    return best
 
 
 def detail(session: Session, study: Study) -> StudyDetail:

@@ -6,12 +6,12 @@ Kept in one place so the queries the indexes serve are easy to see.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Row, case, func, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from studies.storage.models import (
     FINISHED_TRIAL_STATUSES,
@@ -348,16 +348,19 @@ def trials_page(
 ) -> list[Trial]:
     """Keyset pagination: ``after`` is the (sort key, id) of the last row already seen.
 
-    Sorted by ``number`` the key is the id (ids grow with numbers within a study), so
-    a live view asking for rows after its last id gets only trials created since.
-    Sorted by ``objective``, trials without one come last in either direction."""
-    query = select(Trial).where(Trial.study_id == study_id)
+    Sorted by ``number`` (unique in a study, the order trials were created in; served by
+    ``ix_trials_study_number``), a live view asking for rows after its last one gets only
+    trials created since. Sorted by ``objective``, trials without one come last in either
+    direction."""
+    # A page lists trials; their full configs (the bulk of a row) are not needed
+    query = select(Trial).options(defer(Trial.config)).where(Trial.study_id == study_id)
     if status:
         query = query.where(Trial.status == status)
     if sort == "number":
         if after is not None:
-            query = query.where(Trial.id < after[1] if descending else Trial.id > after[1])
-        query = query.order_by(Trial.id.desc() if descending else Trial.id)
+            last = int(after[0] or 0)
+            query = query.where(Trial.number < last if descending else Trial.number > last)
+        query = query.order_by(Trial.number.desc() if descending else Trial.number)
     else:
         missing = Trial.objective.is_(None)
         if after is not None:
@@ -382,13 +385,18 @@ def trial_metrics(session: Session, trial_id: int) -> list[Metric]:
     )
 
 
-def study_metric_rows(session: Session, study_id: int) -> list[Row[tuple[int, int, Any]]]:
+def study_metric_rows(
+    session: Session, study_id: int, keys: Sequence[str] | None = None
+) -> list[Row[tuple[Any, ...]]]:
     """Every metric row of a study's trials as ``(trial_id, step, values)``, by trial and
     step (a step reported twice, by a resumed trial, in the order written), for the
-    dashboards: one query on ``ix_metrics_trial_step``, no ORM objects."""
+    dashboards: one query on ``ix_metrics_trial_step``, no ORM objects. With ``keys``,
+    ``(trial_id, step, *floats)`` instead: only those entries of ``values`` (None where a
+    row lacks one), extracted by the database, so no JSON document is parsed here."""
+    columns = [Metric.values] if keys is None else [Metric.values[k].as_float() for k in keys]
     return list(
         session.execute(
-            select(Metric.trial_id, Metric.step, Metric.values)
+            select(Metric.trial_id, Metric.step, *columns)
             .join(Trial, Metric.trial_id == Trial.id)
             .where(Trial.study_id == study_id)
             .order_by(Metric.trial_id, Metric.step, Metric.id)

@@ -207,7 +207,8 @@ def list_trials(
     items = [TrialSummary.model_validate(t) for t in trials]
     if items:
         last = trials[-1]
-        next_cursor = _encode_cursor(last.objective if sort == "objective" else None, last.id)
+        key = last.objective if sort == "objective" else last.number
+        next_cursor = _encode_cursor(key, last.id)
     else:  # nothing new yet: a live view keeps polling from where it was
         next_cursor = after
     return TrialPage(items=items, next_cursor=next_cursor)
