@@ -17,7 +17,8 @@ fi
 
 "$BIN/magma-bench" up --port "$PORT" > var/demo-up.log 2>&1 &
 UP=$!
-stop() { kill -INT "$UP" 2>/dev/null || true; wait "$UP" 2>/dev/null || true; }
+# SIGTERM: a background job of a script ignores SIGINT
+stop() { kill -TERM "$UP" 2>/dev/null || true; wait "$UP" 2>/dev/null || true; }
 trap stop EXIT
 
 echo "starting the API, the driver and a local Ray (log: var/demo-up.log) ..."

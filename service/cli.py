@@ -87,9 +87,11 @@ def up_command(
     }
 
     def stop() -> None:
+        # SIGTERM, not SIGINT: started from a script in the background, these processes
+        # inherit an ignored SIGINT (POSIX shells do that to background jobs).
         for child in children.values():
             if child.poll() is None:
-                child.send_signal(signal.SIGINT)
+                child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
         for child in children.values():
             try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from typing import Annotated
 
 import typer
@@ -15,5 +17,8 @@ def driver_command(
     """Claim queued studies (DATABASE_URL) and run them on Ray (RAY_ADDRESS, else local)."""
     from studies.engine.driver import Driver  # Ray, Optuna and torch: only when it runs
 
+    # SIGTERM (docker stop, `magma-bench up` stopping) exits through Python, so atexit
+    # shuts the local Ray down; a study left running resumes under the next driver.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     Driver(poll_seconds=poll).run(once=once)

@@ -162,3 +162,41 @@ def test_the_cli_knows_the_finished_trial_statuses() -> None:
     from studies.storage.models import FINISHED_TRIAL_STATUSES
 
     assert FINISHED_TRIALS == FINISHED_TRIAL_STATUSES
+
+
+def test_up_runs_the_laptop_stack_and_stops_cleanly(tmp_path: Path) -> None:
+    """``magma-bench up`` on the embedded defaults (SQLite under ./var/ of its working
+    directory): a study submitted to it completes; SIGTERM stops every process it started,
+    Ray's included."""
+    from tests.processes import session_processes, stop_session
+    from tests.service_fixtures import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MAGMA_", "DATABASE"))}
+    env.update(PYTHONUNBUFFERED="1", RAY_TMPDIR=tempfile.mkdtemp(prefix="mbup", dir="/tmp"))
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen(
+            [str(MAGMA_BENCH), "up", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", "", up, log)
+    try:
+        wait_for(lambda: "magma-bench is up" in log.read_text(), timeout=120, what="up")
+        spec = quadratic_spec(name="up", search={"lr": [0.1]}, fixed={"threads": 1})
+        spec_file = tmp_path / "up.yaml"
+        spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+        done = cli(server, "submit", str(spec_file), "--wait")
+        assert done.returncode == 0, (done.stdout, done.stderr, log.read_text()[-3000:])
+        assert (tmp_path / "var" / "magma-bench.db").is_file()
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+        wait_for(lambda: not session_processes(up.pid), timeout=30, what="up's processes")
+    finally:
+        leftovers = stop_session(up.pid)
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    assert leftovers == [], f"processes outlived up: {leftovers}"
