@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from pydantic.json_schema import models_json_schema
 
+import dashboards.pages
 from service.api.deps import require_api_key
 from service.api.routes import events, health, presets, studies, trials
 from service.api.schemas import PresetSubmission
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         protected.include_router(module.router)
     api.include_router(protected)
     app.include_router(api)
+    app.include_router(dashboards.pages.router)  # pages, figure exports, plotly.js, /login
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 
 from dashboards.analysis.curves import Curve
 from dashboards.figures.style import (
     STATUS_COLORS,
+    TEMPLATE,
     arm_colors,
     new_figure,
     objective_title,
@@ -36,26 +38,42 @@ def learning_curves_figure(curves: Sequence[Curve], workload: str) -> go.Figure:
     """Validation metric against tokens (language) or steps (synthetic), one line per trial,
     coloured by arm with one legend entry per arm; the y axis is logarithmic because
     curves fall by orders of magnitude early on."""
-    fig = new_figure("Learning curves")
+    return go.Figure(learning_curves_spec(curves, workload))
+
+
+def learning_curves_spec(curves: Sequence[Curve], workload: str) -> dict[str, Any]:
+    """``learning_curves_figure`` as the plain figure dict it is built from, for a page to
+    draw without Plotly's validation, which costs about 0.3 ms per trace: a third of a
+    second for a study of a thousand trials."""
     colors = arm_colors(curve.trial.arm for curve in curves)
     shown = set()
+    traces = []
     for curve in curves:
         arm = curve.trial.arm
-        fig.add_scatter(
-            x=list(curve.x),
-            y=list(curve.y),
-            mode="lines",
-            name=arm.label,
-            legendgroup=arm.label,
-            showlegend=arm not in shown,
-            line={"color": colors[arm], "dash": "dot" if curve.trial.diverged else "solid"},
-            hovertext=(
-                f"trial {curve.trial.number} (seed {curve.trial.seed_index}, "
-                f"{curve.trial.status})<br>{params_label(arm, curve.trial.params)}"
-            ),
-            customdata=[curve.trial.id] * len(curve.x),
+        traces.append(
+            {
+                "type": "scatter",
+                "x": list(curve.x),
+                "y": list(curve.y),
+                "mode": "lines",
+                "name": arm.label,
+                "legendgroup": arm.label,
+                "showlegend": arm not in shown,
+                "line": {"color": colors[arm], "dash": "dot" if curve.trial.diverged else "solid"},
+                "hovertext": (
+                    f"trial {curve.trial.number} (seed {curve.trial.seed_index}, "
+                    f"{curve.trial.status})<br>{params_label(arm, curve.trial.params)}"
+                ),
+                "customdata": [curve.trial.id] * len(curve.x),
+            }
         )
         shown.add(arm)
-    fig.update_layout(xaxis_title=progress_metric(workload), yaxis_title=objective_title(workload))
-    fig.update_yaxes(type="log")
-    return fig
+    return {
+        "data": traces,
+        "layout": {
+            "title": {"text": "Learning curves"},
+            "template": TEMPLATE,
+            "xaxis": {"title": {"text": progress_metric(workload)}},
+            "yaxis": {"title": {"text": objective_title(workload)}, "type": "log"},
+        },
+    }

@@ -34,7 +34,12 @@ def intervals_figure(configs: Sequence[Configuration], workload: str) -> go.Figu
     fig.add_scatter(
         x=labels,
         y=[config.summary.mean for config in shown],
-        error_y={"type": "data", "array": [config.summary.half_width for config in shown]},
+        # an explicit colour: by default error bars take the marker's, a list here
+        error_y={
+            "type": "data",
+            "array": [config.summary.half_width for config in shown],
+            "color": "#444",
+        },
         mode="markers",
         name="mean, 95% interval",
         marker={

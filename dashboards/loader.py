@@ -1,0 +1,145 @@
+"""SQL rows to the plain records ``dashboards.analysis`` works on: the only module of the
+dashboards that reads the database (through ``studies.storage.repository``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from dashboards.analysis.objective import Mode, check_mode
+from dashboards.records import MetricPoint, TrialRecord, metrics_from_rows, trials_from_rows
+from dashboards.workload import WORKLOADS, curve_metric, progress_metric
+from studies.spec import StudySpec
+from studies.storage import repository as repo
+from studies.storage.models import FINISHED_TRIAL_STATUSES, Study, Trial
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """One study as the dashboards see it."""
+
+    id: int
+    name: str
+    status: str
+    spec: dict[str, Any]
+    #: the workload kind (``llama-c4``, ``quadratic``, ``linear-transformer``)
+    workload: str
+    mode: Mode
+    #: trials the study will run: configurations x seeds
+    runs: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    trials: list[TrialRecord]
+    #: as ``load_study`` was asked: none, the learning curves' values only, or all
+    metrics: list[MetricPoint] = field(default_factory=list)
+    #: the latest event id when the rows were read: where a live view's stream starts
+    last_event_id: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("complete", "failed", "cancelled")
+
+    @property
+    def finished_trials(self) -> int:
+        return sum(trial.status in FINISHED_TRIAL_STATUSES for trial in self.trials)
+
+
+def trial_row(trial: Trial) -> dict[str, Any]:
+    return {
+        "id": trial.id,
+        "number": trial.number,
+        "configuration": trial.configuration,
+        "seed_index": trial.seed_index,
+        "status": trial.status,
+        "objective": trial.objective,
+        "params": trial.params,
+        "config": trial.config,
+        "last_step": trial.last_step,
+    }
+
+
+def load_study(
+    session: Session, study_id: int, metrics: Literal["none", "curves", "all"] = "none"
+) -> StudyData | None:
+    """A study's trials and, by ``metrics``, none of its metric rows, only what learning
+    curves need (the validation metric and its x axis, extracted by the database), or all
+    of them; None when there is no such study. The event cursor is read first, so a live
+    view that streams from it sees every change made after the rows it was rendered from
+    (some, possibly, twice)."""
+    study = session.get(Study, study_id)
+    if study is None:
+        return None
+    cursor = repo.last_event_id(session, study_id)
+    trials = trials_from_rows(trial_row(t) for t in repo.study_trials(session, study_id))
+    workload = str(study.spec.get("workload", {}).get("kind", "llama-c4"))
+    workload = workload if workload in WORKLOADS else "llama-c4"
+    points = _metrics(session, study_id, workload, metrics)
+    spec = study.spec
+    return StudyData(
+        id=study.id,
+        name=study.name,
+        status=study.status,
+        spec=spec,
+        workload=workload,
+        mode=check_mode(spec.get("objective", {}).get("mode", "min")),
+        runs=_runs(spec, len(trials)),
+        error=study.error,
+        created_at=study.created_at,
+        started_at=study.started_at,
+        finished_at=study.finished_at,
+        trials=trials,
+        metrics=points,
+        last_event_id=cursor,
+    )
+
+
+def _metrics(session: Session, study_id: int, workload: str, which: str) -> list[MetricPoint]:
+    if which == "none":
+        return []
+    if which == "all":
+        rows = repo.study_metric_rows(session, study_id)
+        return metrics_from_rows(
+            {"trial_id": trial_id, "step": step, "values": values}
+            for trial_id, step, values in rows
+        )
+    keys = [k for k in (curve_metric(workload), progress_metric(workload)) if k != "step"]
+    rows = repo.study_metric_rows(session, study_id, keys)
+    return metrics_from_rows(
+        {"trial_id": row[0], "step": row[1], "values": dict(zip(keys, row[2:], strict=True))}
+        for row in rows
+    )
+
+
+def study_list(session: Session, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """A page of studies, newest first, each with its trial counts; and the total."""
+    studies, total = repo.list_studies(session, None, limit, offset)
+    counts = repo.trial_status_counts(session, [study.id for study in studies])
+    rows = []
+    for study in studies:
+        progress = counts[study.id]
+        rows.append(
+            {
+                "id": study.id,
+                "name": study.name,
+                "status": study.status,
+                "workload": study.spec.get("workload", {}).get("kind", "llama-c4"),
+                "runs": _runs(study.spec, sum(progress.values())),
+                "progress": progress,
+                "finished": sum(n for s, n in progress.items() if s in FINISHED_TRIAL_STATUSES),
+                "created_at": study.created_at,
+            }
+        )
+    return rows, total
+
+
+def _runs(spec: dict[str, Any], created: int) -> int:
+    try:
+        parsed = StudySpec.model_validate(spec)
+    except ValueError:  # a spec this version no longer accepts: count what exists
+        return created
+    return parsed.configurations * parsed.seeds
