@@ -9,15 +9,16 @@ The trial, metric-curve, count and best-trial reads are of the first study. Then
 each read is timed ``--repeats`` times on one open session (median and p95 reported):
 
 * ``trials by objective``: a page of 100 trials of the study sorted by objective
-  (nulls last, id tie-break), first page and page 6 (OFFSET 500);
-* ``trials after cursor``: keyset pagination, the 100 trials with id > a cursor;
+  (nulls last, id tie-break), first page and page 6 (keyset: after page 5's last row);
+* ``trials after cursor``: sorted by number, the 100 trials after the middle one;
 * ``metric curve``: one trial's rows (step, objective, values) in step order;
 * ``progress counts``: trials per status (GROUP BY);
 * ``events after id``: the SSE poll, events of a study with id > cursor, the cursor 100
   events behind that study's head: for the *live* study (the newest events in the
   table, as for a running study) and for the *older* one (a client catching up on a
   study after which another study logged its 102,000 events);
-* ``best trial``: the finished trial with the lowest objective.
+* ``best configuration``: the configuration with the best mean over complete seeds;
+* ``dashboard metric rows``: every metric row of the study, as the dashboards load them.
 
 Two baselines, each named in the output:
 
@@ -53,6 +54,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, func, insert, make_url, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from studies.storage import repository as repo
 from studies.storage.engine import make_engine, migrate, session_factory
 from studies.storage.models import Event, Metric, Study, Trial, utcnow
 
@@ -225,72 +227,46 @@ def drop_secondary_indexes(engine: Engine) -> None:
 
 
 def queries(info: dict[str, Any]) -> dict[str, Callable[[Session], list[Any]]]:
+    """The repository functions the API and dashboards call, as they call them."""
     study_id = info["study_id"]
     trial_ids = info["trial_ids"]
     curve_trial = trial_ids[len(trial_ids) // 2]
-    trial_cursor = trial_ids[len(trial_ids) // 2]
+    middle = len(trial_ids) // 2  # trial numbers run 0.. in id order
     event_cursor = info["event_head"] - 100
     live_id, live_cursor = info["live"]["study_id"], info["live"]["event_head"] - 100
-    by_objective = (
-        select(Trial)
-        .where(Trial.study_id == study_id)
-        .order_by(Trial.objective.asc().nulls_last(), Trial.id)
-        .limit(PAGE)
-    )
+
+    def page(sort: str, after: tuple[float | None, int] | None = None) -> Callable:
+        return lambda s: repo.trials_page(
+            s, study_id, sort=sort, descending=False, status=None, after=after, limit=PAGE
+        )
+
+    cursor: list[tuple[float | None, int]] = []  # page 5's last row, found once
+
+    def objective_cursor(s: Session) -> tuple[float | None, int]:
+        if not cursor:
+            last = repo.trials_page(
+                s,
+                study_id,
+                sort="objective",
+                descending=False,
+                status=None,
+                after=None,
+                limit=5 * PAGE,
+            )[-1]
+            cursor.append((last.objective, last.id))
+        return cursor[0]
+
     return {
         "SELECT 1": lambda s: list(s.execute(text("SELECT 1"))),
-        "trials by objective, page 1": lambda s: list(s.scalars(by_objective)),
-        "trials by objective, page 6": lambda s: list(s.scalars(by_objective.offset(5 * PAGE))),
-        "trials after cursor": lambda s: list(
-            s.scalars(
-                select(Trial)
-                .where(Trial.study_id == study_id, Trial.id > trial_cursor)
-                .order_by(Trial.id)
-                .limit(PAGE)
-            )
-        ),
-        "metric curve (1 trial)": lambda s: list(
-            s.execute(
-                select(Metric.step, Metric.objective, Metric.values)
-                .where(Metric.trial_id == curve_trial)
-                .order_by(Metric.step)
-            )
-        ),
-        "progress counts": lambda s: list(
-            s.execute(
-                select(Trial.status, func.count())
-                .where(Trial.study_id == study_id)
-                .group_by(Trial.status)
-            )
-        ),
-        "events after id, live study": lambda s: list(
-            s.scalars(
-                select(Event)
-                .where(Event.study_id == live_id, Event.id > live_cursor)
-                .order_by(Event.id)
-                .limit(500)
-            )
-        ),
-        "events after id, older study": lambda s: list(
-            s.scalars(
-                select(Event)
-                .where(Event.study_id == study_id, Event.id > event_cursor)
-                .order_by(Event.id)
-                .limit(500)
-            )
-        ),
-        "best trial": lambda s: list(
-            s.scalars(
-                select(Trial)
-                .where(
-                    Trial.study_id == study_id,
-                    Trial.status == "complete",
-                    Trial.objective.is_not(None),
-                )
-                .order_by(Trial.objective, Trial.id)
-                .limit(1)
-            )
-        ),
+        "trials by objective, page 1": page("objective"),
+        "trials by objective, page 6": lambda s: page("objective", objective_cursor(s))(s),
+        "trials after cursor": page("number", (middle, trial_ids[middle])),
+        "metric curve (1 trial)": lambda s: repo.trial_metrics(s, curve_trial),
+        "progress counts": lambda s: list(repo.trial_status_counts(s, [study_id]).items()),
+        "events after id, live study": lambda s: repo.events_after(s, live_id, live_cursor, 500),
+        "events after id, older study": lambda s: repo.events_after(s, study_id, event_cursor, 500),
+        "best configuration": lambda s: [repo.best_configuration_number(s, study_id, "min")],
+        "dashboard metric rows": lambda s: repo.study_metric_rows(s, study_id),
     }
 
 
