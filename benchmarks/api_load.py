@@ -8,6 +8,7 @@ against the 50 ms target (ratio < 1 meets it).
 
     python benchmarks/api_load.py                      # PostgreSQL at 127.0.0.1:5432
     python benchmarks/api_load.py --workers 2 --clients 50 --seconds 30
+    python benchmarks/api_load.py --wrk     # also with wrk, a load generator in C
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import signal
 import socket
 import statistics
@@ -75,7 +77,8 @@ def populate(url: str, trials: int, per_trial: int, rebuild: bool) -> int:
     started = time.perf_counter()
     with transaction(sessions) as session:
         study_id = repo.create_study(session, SPEC).id
-        session.get(Study, study_id).status = "complete"
+        study = session.get(Study, study_id)
+        study.status, study.started_at, study.finished_at = "complete", utcnow(), utcnow()
     with engine.begin() as connection:
         rows = []
         for number in range(trials):
@@ -167,6 +170,29 @@ async def load(
     return latencies
 
 
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, connections: int, seconds: float) -> tuple[float, float, float]:
+    """Requests/s, p50 and p99 ms from ``wrk --latency``: a load generator in C, so the
+    Python client's own CPU does not count against a 2-core server."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def millis(label: str) -> float:
+        match = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out)
+        assert match, out
+        return float(match[1]) * WRK_UNITS[match[2]]
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rate, out
+    return float(rate[1]), millis("50%"), millis("99%")
+
+
 def percentile(values: list[float], q: float) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[q - 1]
@@ -188,6 +214,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument(
+        "--wrk", action="store_true", help="also measure with wrk (must be on the PATH)"
+    )
     args = parser.parse_args()
 
     url = database_url(args.server)
@@ -234,6 +263,11 @@ def main() -> None:
         }
         asyncio.run(load(base, endpoints, min(args.clients, 4), 3))  # warm up
         latencies = asyncio.run(load(base, endpoints, args.clients, args.seconds))
+        with_wrk = (
+            {name: wrk(base + path, args.clients, args.seconds) for name, path in endpoints.items()}
+            if args.wrk
+            else {}
+        )
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
@@ -248,6 +282,14 @@ def main() -> None:
     for name, values in latencies.items():
         p50, p99 = percentile(values, 50), percentile(values, 99)
         print(f"{name:42} {len(values):6d} {p50:8.1f} {p99:8.1f} {p99 / TARGET_P99_MS:12.2f}")
+    if with_wrk:
+        print(
+            f"\nwrk (C load generator, one endpoint at a time, {args.clients} connections, "
+            f"{args.seconds:.0f} s each)"
+        )
+        print(f"{'endpoint':42} {'req/s':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 / 50 ms':>12}")
+        for name, (rate, p50, p99) in with_wrk.items():
+            print(f"{name:42} {rate:6.0f} {p50:8.1f} {p99:8.1f} {p99 / TARGET_P99_MS:12.2f}")
 
 
 if __name__ == "__main__":
