@@ -20,16 +20,11 @@ server (through its ``postgres`` database) and dropped at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, make_url, text
+from scratch_db import temporary_database
 
 from dashboards.sample import study_sessions, write_study
 from dashboards.views import PAGES
@@ -49,27 +44,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-@contextlib.contextmanager
-def temporary_database(url: str | None) -> Iterator[str]:
-    if url is None or url.startswith("sqlite"):
-        with tempfile.TemporaryDirectory(prefix="magma-bench-") as directory:
-            yield f"sqlite:///{Path(directory) / 'dashboard-render.db'}"
-        return
-    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    name = f"magma_bench_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def main() -> None:
     args = parse_args()
-    with temporary_database(args.database_url) as url:
+    with temporary_database(args.database_url, "dashboard-render.db") as url:
         engine, sessions = study_sessions(url)
         try:
             started = time.perf_counter()

@@ -40,18 +40,15 @@ database itself is not touched. SQLite runs on a fresh file in a temporary direc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
 import statistics
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, func, insert, make_url, select, text
+from scratch_db import temporary_database
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from studies.storage import repository as repo
@@ -82,24 +79,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # --- the database --------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def temporary_database(url: str | None) -> Iterator[str]:
-    if url is None or url.startswith("sqlite"):
-        with tempfile.TemporaryDirectory(prefix="magma-bench-") as directory:
-            yield f"sqlite:///{Path(directory) / 'storage-read.db'}"
-        return
-    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    name = f"magma_bench_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def build(engine: Engine, trials: int, metrics: int, rng: random.Random) -> dict[str, Any]:
@@ -300,7 +279,7 @@ def time_queries(
 def main() -> None:
     args = parse_args()
     rng = random.Random(args.seed)
-    with temporary_database(args.database_url) as url:
+    with temporary_database(args.database_url, "storage-read.db") as url:
         engine = make_engine(url)
         try:
             migrate(engine)

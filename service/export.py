@@ -7,7 +7,6 @@ gives the optimizer that produced the exported numbers.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import platform
@@ -18,10 +17,9 @@ import yaml
 
 from studies.best import BestConfiguration
 from studies.storage.models import Study
-from worker.config import TrialConfig
-from worker.data.corpus import fingerprint, resolve_sources
+from worker.config import COMPONENT_NAMES, TrialConfig
+from worker.data.corpus import file_sha256, fingerprint, resolve_sources
 from worker.data.tokenizer import T5_SPIECE
-from worker.workloads.llama_c4 import COMPONENT_NAMES
 
 FORMATS = ("json", "yaml", "python")
 PACKAGES = ("magma-bench", "torch", "transformers", "ray", "optuna")
@@ -53,19 +51,22 @@ def package_versions() -> dict[str, str | None]:
 
 
 @lru_cache(maxsize=32)
-def _data_fingerprint(train: tuple[str, ...] | None, validation: tuple[str, ...] | None) -> dict:
+def _hashes(
+    train: tuple[str, ...] | None, validation: tuple[str, ...] | None, tokenizer: str
+) -> dict[str, Any]:
+    """Computed once per process for each data set: the files do not change under a study."""
     try:
-        return {
+        hashes: dict[str, Any] = {
             "train_sha256": fingerprint(resolve_sources(list(train or ()), "train")),
             "validation_sha256": fingerprint(resolve_sources(list(validation or ()), "validation")),
         }
     except (OSError, ValueError) as exc:  # the data moved since the study ran
-        return {"unavailable": str(exc)}
-
-
-@lru_cache(maxsize=8)
-def _file_sha256(path: str) -> str:
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()  # noqa: SIM115 - small file
+        hashes = {"unavailable": str(exc)}
+    try:
+        hashes["tokenizer_sha256"] = file_sha256(tokenizer).hex()
+    except OSError:
+        hashes["tokenizer_sha256"] = None  # a hub tokenizer, identified by name
+    return hashes
 
 
 def data_provenance(config: dict[str, Any]) -> dict[str, Any]:
@@ -75,18 +76,12 @@ def data_provenance(config: dict[str, Any]) -> dict[str, Any]:
         return {"workload": trial.workload, "generated": "synthetic data from the trial seed"}
     train = tuple(trial.train_files) if trial.train_files else None
     validation = tuple(trial.validation_files) if trial.validation_files else None
-    tokenizer = trial.tokenizer or str(T5_SPIECE)
-    try:
-        tokenizer_hash = _file_sha256(tokenizer)
-    except OSError:
-        tokenizer_hash = None  # a hub tokenizer, identified by name
     return {
         "workload": trial.workload,
         "train_files": list(train) if train else "bundled C4 sample",
         "validation_files": list(validation) if validation else "bundled C4 sample",
-        **_data_fingerprint(train, validation),
         "tokenizer": trial.tokenizer or "bundled T5 spiece.model",
-        "tokenizer_sha256": tokenizer_hash,
+        **_hashes(train, validation, trial.tokenizer or str(T5_SPIECE)),
     }
 
 

@@ -12,12 +12,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from magma.components import COMPONENTS
 from worker.models import model_names
 
 Workload = Literal["llama-c4", "quadratic", "linear-transformer"]
 Base = Literal["adam", "adamw", "rmsprop", "laprop", "muon", "c-adamw", "sgd"]
 Variant = Literal["dense", "skipupdate", "magma"]
 Components = Literal["attention", "mlp", "attention+mlp", "all"]
+#: the ``magma.components`` names each ``components`` setting masks
+COMPONENT_NAMES: dict[str, tuple[str, ...]] = {
+    "attention": ("attention",),
+    "mlp": ("mlp",),
+    "attention+mlp": ("attention", "mlp"),
+    "all": COMPONENTS,
+}
 Granularity = Literal["block", "row", "column", "element"]
 
 

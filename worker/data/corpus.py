@@ -56,7 +56,7 @@ def fingerprint(sources: list[str]) -> str:
             continue
         stat = os.stat(source)
         if stat.st_size <= CONTENT_HASH_LIMIT:
-            digest.update(_file_hash(source))
+            digest.update(file_sha256(source))
         else:
             digest.update(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
@@ -74,7 +74,7 @@ def documents(sources: list[str], split: str, limit: int | None = None) -> Itera
             yield text
 
 
-def _file_hash(path: str) -> bytes:
+def file_sha256(path: str) -> bytes:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -11,20 +11,13 @@ import torch
 from torch import Tensor, nn
 
 import magma
-from worker.config import TrialConfig
+from worker.config import COMPONENT_NAMES, TrialConfig
 from worker.data import corpus
 from worker.data.batches import IGNORE_INDEX, Rows, TrainOrder
 from worker.data.token_cache import default_cache_dir, tokenized_split
 from worker.data.tokenizer import load_tokenizer
 from worker.models import build_model
 from worker.workloads.base import Workload
-
-COMPONENT_NAMES = {
-    "attention": ("attention",),
-    "mlp": ("mlp",),
-    "attention+mlp": ("attention", "mlp"),
-    "all": tuple(c for c in magma.COMPONENTS),
-}
 
 
 class LlamaC4Workload(Workload):

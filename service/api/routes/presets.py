@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from fastapi import APIRouter
 
 from service.api.schemas import Preset
@@ -12,6 +14,12 @@ router = APIRouter(prefix="/presets", tags=["presets"])
 
 @router.get("", response_model=list[Preset])
 def list_presets() -> list[Preset]:
+    return _presets()
+
+
+@cache
+def _presets() -> list[Preset]:
+    """Validated once per process: the preset files ship with the package."""
     presets = []
     for name in preset_names():
         spec = load_preset(name)

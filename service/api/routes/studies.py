@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io
 import json
 from typing import Annotated, Any, Literal
 
+import optuna
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from service.api import views
@@ -48,7 +51,7 @@ SUBMISSION_BODY = {
 MEDIA_TYPES = {"json": "application/json", "yaml": "application/yaml", "python": "text/x-python"}
 
 
-def _study(session: Any, study_id: int) -> Study:
+def _study(session: Session, study_id: int) -> Study:
     study = session.get(Study, study_id)
     if study is None:
         raise not_found("study", study_id)
@@ -102,7 +105,7 @@ async def submit_study(
     return study
 
 
-def _replay(session: Any, study: Study, spec: dict[str, Any]) -> StudyDetail:
+def _replay(session: Session, study: Study, spec: dict[str, Any]) -> StudyDetail:
     if study.spec != spec:
         raise APIError(
             409,
@@ -158,12 +161,8 @@ def delete_study(study_id: StudyId, database: DatabaseDep) -> Response:
             )
         optuna_name = study.optuna_study_name
         repo.delete_study(session, study_id)
-    try:
-        import optuna
-
+    with contextlib.suppress(KeyError):  # never reached a driver: Optuna never saw it
         optuna.delete_study(study_name=optuna_name, storage=database.optuna_storage)
-    except KeyError:  # never reached the driver: Optuna never saw it
-        pass
     return Response(status_code=204)
 
 
