@@ -262,6 +262,7 @@ def main() -> None:
             "GET /health": "/api/v1/health",
         }
         asyncio.run(load(base, endpoints, min(args.clients, 4), 3))  # warm up
+        alone = asyncio.run(load(base, endpoints, 1, min(args.seconds, 5)))  # the baseline
         latencies = asyncio.run(load(base, endpoints, args.clients, args.seconds))
         with_wrk = (
             {name: wrk(base + path, args.clients, args.seconds) for name, path in endpoints.items()}
@@ -278,10 +279,18 @@ def main() -> None:
         f"{args.trials} trials / {args.trials * args.metrics_per_trial} metric rows "
         f"(PostgreSQL), {total / args.seconds:.0f} requests/s"
     )
-    print(f"{'endpoint':42} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 / 50 ms':>12}")
+    print(
+        f"{'endpoint':42} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 / 50 ms':>12} "
+        f"{'1-client p50':>12} {'p50 x alone':>11}"
+    )
     for name, values in latencies.items():
         p50, p99 = percentile(values, 50), percentile(values, 99)
-        print(f"{name:42} {len(values):6d} {p50:8.1f} {p99:8.1f} {p99 / TARGET_P99_MS:12.2f}")
+        single = percentile(alone[name], 50)
+        print(
+            f"{name:42} {len(values):6d} {p50:8.1f} {p99:8.1f} {p99 / TARGET_P99_MS:12.2f} "
+            f"{single:12.1f} {p50 / single:11.1f}"
+        )
+    print("baseline: '1-client p50' = the same endpoint with one client, measured in this run")
     if with_wrk:
         print(
             f"\nwrk (C load generator, one endpoint at a time, {args.clients} connections, "
