@@ -1,16 +1,73 @@
-"""The best configuration of a study, as the API exports it.
+"""The one rule for scoring a configuration and picking a study's best, used by the API's
+``/best``, ``magma-bench status``, the export, the dashboards and the searcher (which tells
+Optuna the same score). ``repository.best_configuration_number`` is its SQL twin.
 
-Only configurations whose every seed trial finished ``complete`` compete (a pruned,
-diverged or failed seed disqualifies it: the objective of a configuration is its mean
-over seeds, and a mean over the seeds that happened to survive would flatter it).
+A configuration is one point of the search space, run once per seed. Its outcome, from its
+seed trials' statuses (first match wins):
+
+- **pending**: a seed is still queued or running. Not scored yet.
+- **diverged**: a seed diverged. Scored worst (``+inf`` when minimising, ``-inf`` when
+  maximising): a setting that blows up on some seeds is not one a practitioner would pick,
+  and a mean over the seeds that survived would flatter it.
+- **pruned**: a seed was stopped early by the scheduler (ASHA), which judged it worse than
+  its peers at a rung. Not scored: it has no final value.
+- **failed**: a seed's process failed (or it was cancelled). Not scored: the run says
+  nothing about the configuration.
+- **complete**: every seed completed. Scored by the mean objective over the seeds.
+
+Only complete configurations compete for best; the best has the lowest (``min``) or highest
+(``max``) mean, ties going to the earliest configuration.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+from worker.contract import Mode, TrialStatus
+
+Outcome = Literal["pending", "diverged", "pruned", "failed", "complete"]
+#: trial statuses that leave a configuration unscored, by the outcome they give
+_UNSCORED: tuple[tuple[Outcome, tuple[str, ...]], ...] = (
+    ("pending", (TrialStatus.queued.value, TrialStatus.running.value)),
+    ("diverged", (TrialStatus.diverged.value,)),
+    ("pruned", (TrialStatus.pruned.value,)),
+    ("failed", (TrialStatus.failed.value, TrialStatus.cancelled.value)),
+)
+
+
+@dataclass(frozen=True)
+class Score:
+    """A configuration's outcome and, where it has one, its score."""
+
+    outcome: Outcome
+    #: the mean objective (complete), the worst value (diverged), else None
+    value: float | None
+
+    @property
+    def eligible(self) -> bool:
+        """Whether it competes for best: every seed completed."""
+        return self.outcome == "complete"
+
+
+def worst(mode: Mode) -> float:
+    return math.inf if mode == "min" else -math.inf
+
+
+def score(seeds: Sequence[tuple[str, float | None]], mode: Mode) -> Score:
+    """The score of one configuration from its seeds' ``(status, objective)``."""
+    statuses = {status for status, _ in seeds}
+    for outcome, members in _UNSCORED:
+        if statuses & set(members):
+            return Score(outcome, worst(mode) if outcome == "diverged" else None)
+    values = [objective for _, objective in seeds]
+    if not seeds or any(v is None or not math.isfinite(v) for v in values):
+        # a completed trial always reports a finite objective; one that did not is unusable
+        return Score("failed", None)
+    return Score("complete", statistics.fmean(float(v) for v in values))  # type: ignore[arg-type]
 
 
 class TrialLike(Protocol):
@@ -33,31 +90,30 @@ class BestConfiguration:
     config: dict[str, Any]  # the first seed's full trial config
 
 
-def best_configuration(
-    trials: Iterable[TrialLike], mode: Literal["min", "max"] = "min"
-) -> BestConfiguration | None:
+def best_configuration(trials: Iterable[TrialLike], mode: Mode = "min") -> BestConfiguration | None:
+    """The best complete configuration among ``trials`` (any number of configurations)."""
     by_configuration: dict[int, list[TrialLike]] = {}
     for trial in trials:
         by_configuration.setdefault(trial.configuration, []).append(trial)
     candidates = []
     for configuration, group in by_configuration.items():
-        if not all(t.status == "complete" and t.objective is not None for t in group):
+        group = sorted(group, key=lambda t: t.id)
+        result = score([(t.status, t.objective) for t in group], mode)
+        if not result.eligible:
             continue
         objectives = [float(t.objective) for t in group]  # type: ignore[arg-type]
-        group = sorted(group, key=lambda t: t.id)
         candidates.append(
             BestConfiguration(
                 configuration=configuration,
-                objective=statistics.fmean(objectives),
+                objective=float(result.value),  # type: ignore[arg-type]
                 objective_std=statistics.stdev(objectives) if len(objectives) > 1 else None,
                 trial_ids=[t.id for t in group],
-                objectives=[float(t.objective) for t in group],  # type: ignore[arg-type]
+                objectives=objectives,
                 params=dict(group[0].params),
                 config=dict(group[0].config),
             )
         )
     if not candidates:
         return None
-    candidates.sort(key=lambda c: c.configuration)  # ties go to the earliest
-    pick = min if mode == "min" else max
-    return pick(candidates, key=lambda c: c.objective)
+    sign = 1.0 if mode == "min" else -1.0
+    return min(candidates, key=lambda c: (sign * c.objective, c.configuration))

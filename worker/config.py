@@ -8,34 +8,40 @@ engine all build trials through it).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from magma.components import COMPONENTS
+from worker.contract import (
+    DEFAULT_METRIC,
+    BaseName,
+    ComponentsName,
+    GranularityName,
+    VariantName,
+    WorkloadName,
+    check_metric,
+    mask_seed,
+)
 from worker.models import model_names
-
-Workload = Literal["llama-c4", "quadratic", "linear-transformer"]
-Base = Literal["adam", "adamw", "rmsprop", "laprop", "muon", "c-adamw", "sgd"]
-Variant = Literal["dense", "skipupdate", "magma"]
-Components = Literal["attention", "mlp", "attention+mlp", "all"]
-#: the ``magma.components`` names each ``components`` setting masks
-COMPONENT_NAMES: dict[str, tuple[str, ...]] = {
-    "attention": ("attention",),
-    "mlp": ("mlp",),
-    "attention+mlp": ("attention", "mlp"),
-    "all": COMPONENTS,
-}
-Granularity = Literal["block", "row", "column", "element"]
 
 
 class TrialConfig(BaseModel):
     """Defaults follow the paper: AdamW base, attention+MLP masked, p=0.5, tau=2,
-    warmup over 10% of steps then cosine decay to 10% of the peak LR (Appendix B.1)."""
+    warmup over 10% of steps then cosine decay to 10% of the peak LR (Appendix B.1).
+
+    ``metric`` and ``mask_seed`` are filled in when left out, so a validated config is
+    complete: what a study stores is exactly what its trial ran."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    workload: Workload = "llama-c4"
+    workload: WorkloadName = "llama-c4"
     # --- llama-c4 ----------------------------------------------------------------
     model: str = "llama-nano"
     seq_len: int = Field(256, ge=8, le=8192)
@@ -60,24 +66,42 @@ class TrialConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    base: Base = "adamw"
-    variant: Variant = "magma"
+    base: BaseName = "adamw"
+    variant: VariantName = "magma"
     p: float = Field(0.5, gt=0, le=1)
     tau: float = Field(2.0, gt=0)
-    components: Components = "attention+mlp"
-    granularity: Granularity = "block"
+    components: ComponentsName = "attention+mlp"
+    granularity: GranularityName = "block"
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = Field(None, gt=0)
     # --- seeds: data order and init are shared across arms; masks have their own ---
     seed: int = 0
-    mask_seed: int | None = Field(None, description="None: derived from seed")
+    mask_seed: int | None = Field(None, description="None: worker.contract.mask_seed(seed)")
+    # --- what the trial reports as its objective -----------------------------------
+    metric: str | None = Field(
+        None, description="the reported metric that is the objective; None: the workload's"
+    )
     # --- execution ---------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = Field(True, description="bf16 autocast, on CUDA only")
     compile: bool = False
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
     divergence_factor: float = Field(3.0, gt=1, description="loss > factor * initial: diverged")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete(cls, data: Any) -> Any:
+        """Fill in the derived fields, so every reader sees the values the trial used."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("mask_seed") is None:
+            seed = data.get("seed", 0)
+            data["mask_seed"] = mask_seed(seed) if isinstance(seed, int) else None
+        if data.get("metric") is None:
+            data["metric"] = DEFAULT_METRIC.get(str(data.get("workload", "llama-c4")))
+        return data
 
     @field_validator("model")
     @classmethod
@@ -86,6 +110,12 @@ class TrialConfig(BaseModel):
         if value not in names:
             raise ValueError(f"must be one of {names}")
         return value
+
+    @field_validator("metric")
+    @classmethod
+    def _reported_metric(cls, value: str | None, info: ValidationInfo) -> str | None:
+        workload = info.data.get("workload")
+        return value if value is None or workload is None else check_metric(workload, value)
 
     @field_validator("betas")
     @classmethod
@@ -101,8 +131,6 @@ class TrialConfig(BaseModel):
                 f"batch_size ({self.batch_size}) must be a multiple of grad_accum "
                 f"({self.grad_accum})"
             )
+        if self.metric == "condition_number" and not self.condition_number:
+            raise ValueError("metric 'condition_number' needs condition_number: true")
         return self
-
-    @property
-    def masking_seed(self) -> int:
-        return self.mask_seed if self.mask_seed is not None else self.seed + 1_000_003

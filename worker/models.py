@@ -10,9 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
-if TYPE_CHECKING:  # transformers is slow to import; only model building needs it
+if TYPE_CHECKING:  # torch and transformers are slow to import; only model building needs them
     from transformers import LlamaConfig, LlamaForCausalLM
 
 CONFIG_DIR = Path(__file__).parent / "configs" / "models"
@@ -34,6 +32,7 @@ def model_config(name: str) -> LlamaConfig:
 
 def build_model(name: str, seed: int) -> LlamaForCausalLM:
     """A freshly initialised model; the init depends on ``seed`` alone, not global RNG."""
+    import torch
     from transformers import LlamaForCausalLM
 
     with torch.random.fork_rng(devices=[]):

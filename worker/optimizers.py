@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 
 import magma
 from worker.config import TrialConfig
+from worker.contract import Base, telemetry_key
 
 
 def _base(config: TrialConfig, params: list[nn.Parameter], kind: str) -> Optimizer:
@@ -35,9 +36,7 @@ def _base(config: TrialConfig, params: list[nn.Parameter], kind: str) -> Optimiz
         return torch.optim.Muon(
             params, lr=lr, weight_decay=wd, momentum=0.95, adjust_lr_fn="match_rms_adamw"
         )
-    raise ValueError(
-        f"base must be one of adam, adamw, rmsprop, laprop, c-adamw, sgd, muon, got {kind!r}"
-    )
+    raise ValueError(f"base must be one of {Base.values()}, got {kind!r}")
 
 
 def build_optimizers(
@@ -57,7 +56,7 @@ def build_optimizers(
         bases = [_base(config, params, config.base)]
     if config.variant == "dense":
         return bases
-    return [_masked(config, base, masked, config.masking_seed + i) for i, base in enumerate(bases)]
+    return [_masked(config, base, masked, config.mask_seed + i) for i, base in enumerate(bases)]
 
 
 def _masked(
@@ -90,5 +89,5 @@ def telemetry(optimizers: list[Optimizer]) -> dict[str, float]:
             for label, values in opt.telemetry().items():
                 for key, value in values.items():
                     if value is not None:
-                        flat[f"{key}/{label}"] = value
+                        flat[telemetry_key(key, label)] = value
     return flat

@@ -25,10 +25,10 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from worker.config import TrialConfig
+from worker.contract import OBJECTIVE_KEY, STATUS_KEY, TrialStatus
 from worker.optimizers import build_optimizers, telemetry
 from worker.schedule import lr_factor
 from worker.workloads import build_workload
-from worker.workloads.base import Workload
 
 CHECKPOINT_FILE = "trial.pt"
 #: fields a resumed trial may change: where and how fast it runs, and how long
@@ -129,7 +129,7 @@ def train(
             evaluation = workload.evaluate()
             loss = evaluation["val_loss"]
             diverged = diverged or not loss < config.divergence_factor * state.initial_loss
-            metrics = _metrics(evaluation, workload, optimizers, state, diverged, config)
+            metrics = _metrics(evaluation, optimizers, state, diverged, config)
             state.last_metrics = metrics
             if report is not None:
                 report(metrics, save)
@@ -140,7 +140,6 @@ def train(
 
 def _metrics(
     evaluation: dict[str, float],
-    workload: Workload,
     optimizers: list[Optimizer],
     state: Progression,
     diverged: bool,
@@ -149,21 +148,24 @@ def _metrics(
     state.tokens += state.window_tokens
     state.elapsed += state.window_time
     done = diverged or state.step >= config.steps
+    status = (
+        TrialStatus.diverged if diverged else TrialStatus.complete if done else TrialStatus.running
+    )
     metrics: Metrics = {
         "step": state.step,
         "tokens": state.tokens,
         "train_loss": state.window_loss / max(state.window_steps, 1),
         **evaluation,
-        "objective": evaluation[workload.objective],
         "lr": float(optimizers[0].param_groups[0]["lr"]),
         "tokens_per_s": state.window_tokens / state.window_time if state.window_time else 0.0,
         "steps_per_s": state.window_steps / state.window_time if state.window_time else 0.0,
         "train_time": state.elapsed,
-        "status": "diverged" if diverged else ("complete" if done else "running"),
+        STATUS_KEY: status.value,
         **telemetry(optimizers),
     }
-    if diverged and not math.isfinite(metrics["objective"]):
-        metrics["objective"] = math.inf
+    # The config's metric under one fixed key: Tune, ASHA and SQL all read OBJECTIVE_KEY.
+    objective = float(metrics[config.metric])
+    metrics[OBJECTIVE_KEY] = math.inf if diverged and not math.isfinite(objective) else objective
     state.window_loss, state.window_steps = 0.0, 0
     state.window_tokens, state.window_time = 0, 0.0
     return metrics

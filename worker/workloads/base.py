@@ -18,9 +18,6 @@ class Workload(ABC):
     trial needs no data-loader state: the step number is the data position.
     """
 
-    #: what the evaluation's headline number is called ("val_ppl" or "val_loss")
-    objective: str = "val_loss"
-
     def __init__(self, config: TrialConfig, device: torch.device) -> None:
         self.config = config
         self.device = device
@@ -45,4 +42,5 @@ class Workload(ABC):
 
     @abstractmethod
     def evaluate(self) -> dict[str, float]:
-        """Held-out metrics; must include ``val_loss`` (and ``val_ppl`` for language)."""
+        """Held-out metrics; must include ``val_loss`` (and ``val_ppl`` for language): the
+        names ``worker.contract.WORKLOAD_METRICS`` promises."""

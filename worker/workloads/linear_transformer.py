@@ -112,8 +112,6 @@ class LinearTransformerWorkload(Workload):
     ``EVAL_SEQUENCES`` from the same distribution, seeded by ``(seed, "eval")``.
     """
 
-    objective = "val_loss"
-
     def __init__(self, config: TrialConfig, device: torch.device) -> None:
         super().__init__(config, device)
         self._model = LinearTransformer(config.seed).to(device)

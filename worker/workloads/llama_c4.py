@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 import magma
-from worker.config import COMPONENT_NAMES, TrialConfig
+from worker.config import TrialConfig
+from worker.contract import COMPONENT_LABELS
 from worker.data import corpus
 from worker.data.batches import IGNORE_INDEX, Rows, TrainOrder
 from worker.data.token_cache import default_cache_dir, tokenized_split
@@ -21,8 +22,6 @@ from worker.workloads.base import Workload
 
 
 class LlamaC4Workload(Workload):
-    objective = "val_ppl"
-
     def __init__(self, config: TrialConfig, device: torch.device) -> None:
         super().__init__(config, device)
         tokenizer = load_tokenizer(config.tokenizer)
@@ -68,7 +67,8 @@ class LlamaC4Workload(Workload):
         return self._model
 
     def masked_params(self) -> dict[str, list[nn.Parameter]]:
-        return magma.components(self._model, COMPONENT_NAMES[self.config.components])
+        labels = COMPONENT_LABELS[self.config.components] or magma.COMPONENTS
+        return magma.components(self._model, labels)
 
     def batch(self, step: int, micro_step: int) -> dict[str, Any]:
         first = step * self.config.batch_size + micro_step * self.micro_batch

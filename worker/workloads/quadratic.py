@@ -73,8 +73,6 @@ class QuadraticWorkload(Workload):
     so every arm of a study sees the same problem and start.
     """
 
-    objective = "val_loss"
-
     def __init__(self, config: TrialConfig, device: torch.device) -> None:
         super().__init__(config, device)
         generator = torch.Generator().manual_seed(derive_seed(config.seed, "quadratic"))

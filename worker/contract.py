@@ -1,0 +1,222 @@
+"""The names every layer shares, defined once: statuses, optimizer and workload names, the
+metrics each workload reports, telemetry keys, and the mask-seed rule.
+
+Imports only the standard library, so the API, the CLI, the dashboards, the driver and the
+trainer can all import it without pulling in torch or SQLAlchemy. Everything else that
+needs one of these names imports it from here; nothing spells the lists out again.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+
+class Names(str, Enum):
+    """A string enum whose members print, format and compare as their plain values (so a
+    member can go straight into SQL, JSON, an f-string or a Literal-typed field)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(member.value for member in cls)
+
+
+# --- lifecycles -------------------------------------------------------------------------
+
+
+class TrialStatus(Names):
+    """A trial (one seed of one configuration), in lifecycle order."""
+
+    queued = "queued"
+    running = "running"
+    complete = "complete"
+    pruned = "pruned"  # stopped early by the scheduler (ASHA)
+    diverged = "diverged"  # a non-finite loss, or held-out loss far above its start
+    failed = "failed"  # its process failed more often than the retries allow
+    cancelled = "cancelled"
+
+
+#: statuses a trial never leaves
+FINISHED_TRIAL_STATUSES: tuple[str, ...] = (
+    TrialStatus.complete.value,
+    TrialStatus.pruned.value,
+    TrialStatus.diverged.value,
+    TrialStatus.failed.value,
+    TrialStatus.cancelled.value,
+)
+#: statuses a trial reports itself when it stops on its own (the rest are decided outside)
+REPORTED_TRIAL_STATUSES: tuple[str, ...] = (TrialStatus.complete.value, TrialStatus.diverged.value)
+
+
+class StudyStatus(Names):
+    queued = "queued"
+    running = "running"
+    cancelling = "cancelling"  # asked to stop; its driver stops the running trials
+    cancelled = "cancelled"
+    complete = "complete"
+    failed = "failed"
+
+
+#: statuses a study never leaves
+FINISHED_STUDY_STATUSES: tuple[str, ...] = (
+    StudyStatus.cancelled.value,
+    StudyStatus.complete.value,
+    StudyStatus.failed.value,
+)
+#: statuses of a study that a driver owns (and heartbeats)
+ACTIVE_STUDY_STATUSES: tuple[str, ...] = (StudyStatus.running.value, StudyStatus.cancelling.value)
+
+
+# --- what a trial runs ------------------------------------------------------------------
+
+
+class Base(Names):
+    """Base optimizers, in the order the paper's tables read."""
+
+    adam = "adam"
+    adamw = "adamw"
+    rmsprop = "rmsprop"
+    laprop = "laprop"
+    muon = "muon"
+    c_adamw = "c-adamw"
+    sgd = "sgd"
+
+
+class Variant(Names):
+    """How the base's update is masked; the dense baseline first."""
+
+    dense = "dense"
+    skipupdate = "skipupdate"
+    magma = "magma"
+
+
+class WorkloadKind(Names):
+    llama_c4 = "llama-c4"
+    quadratic = "quadratic"
+    linear_transformer = "linear-transformer"
+
+
+class Components(Names):
+    """Which parameter groups a masked variant masks (``magma.components`` labels)."""
+
+    attention = "attention"
+    mlp = "mlp"
+    attention_mlp = "attention+mlp"
+    all = "all"
+
+
+class Granularity(Names):
+    block = "block"
+    row = "row"
+    column = "column"
+    element = "element"
+
+
+#: the ``magma.components`` labels each ``components`` setting masks; None: every label
+COMPONENT_LABELS: dict[str, tuple[str, ...] | None] = {
+    Components.attention.value: ("attention",),
+    Components.mlp.value: ("mlp",),
+    Components.attention_mlp.value: ("attention", "mlp"),
+    Components.all.value: None,
+}
+
+# Literal twins of the enums for pydantic fields and type hints: a field typed with one of
+# these stores a plain string and its error message lists the allowed values.
+BaseName = Literal["adam", "adamw", "rmsprop", "laprop", "muon", "c-adamw", "sgd"]
+VariantName = Literal["dense", "skipupdate", "magma"]
+WorkloadName = Literal["llama-c4", "quadratic", "linear-transformer"]
+ComponentsName = Literal["attention", "mlp", "attention+mlp", "all"]
+GranularityName = Literal["block", "row", "column", "element"]
+Mode = Literal["min", "max"]
+MODES: tuple[str, ...] = ("min", "max")
+
+
+# --- what a trial reports ---------------------------------------------------------------
+
+#: metrics every workload reports at each evaluation, and which way is better
+COMMON_METRICS: dict[str, Mode] = {
+    "val_loss": "min",
+    "train_loss": "min",
+    "tokens_per_s": "max",
+    "steps_per_s": "max",
+    "train_time": "min",
+}
+#: the metrics a study may optimise, per workload, with their natural direction
+WORKLOAD_METRICS: dict[str, dict[str, Mode]] = {
+    WorkloadKind.llama_c4.value: {"val_ppl": "min", **COMMON_METRICS},
+    WorkloadKind.quadratic.value: dict(COMMON_METRICS),
+    WorkloadKind.linear_transformer.value: {
+        **COMMON_METRICS,
+        "condition_number": "min",  # only with ``condition_number: true``
+    },
+}
+#: what a study optimises when its spec names no metric
+DEFAULT_METRIC: dict[str, str] = {
+    WorkloadKind.llama_c4.value: "val_ppl",
+    WorkloadKind.quadratic.value: "val_loss",
+    WorkloadKind.linear_transformer.value: "val_loss",
+}
+#: the key of a metric row holding the value of the trial's objective metric; the SQL
+#: ``objective`` columns, Ray Tune and ASHA all read this key
+OBJECTIVE_KEY = "objective"
+#: the key of a metric row holding the trial's status at that evaluation
+STATUS_KEY = "status"
+#: what a learning curve's x axis is, per workload (synthetic workloads train on no tokens)
+PROGRESS_METRIC: dict[str, str] = {
+    WorkloadKind.llama_c4.value: "tokens",
+    WorkloadKind.quadratic.value: "step",
+    WorkloadKind.linear_transformer.value: "step",
+}
+
+
+def metrics_of(workload: str) -> dict[str, Mode]:
+    """The metrics a workload reports that a study may optimise (ValueError if unknown)."""
+    if workload not in WORKLOAD_METRICS:
+        raise ValueError(f"workload must be one of {WorkloadKind.values()}, got {workload!r}")
+    return WORKLOAD_METRICS[workload]
+
+
+def check_metric(workload: str, metric: str) -> str:
+    """``metric`` if ``workload`` reports it, else a ValueError naming the allowed ones."""
+    allowed = metrics_of(workload)
+    if metric not in allowed:
+        raise ValueError(
+            f"workload {workload!r} reports no metric {metric!r}; allowed: {sorted(allowed)}"
+        )
+    return metric
+
+
+#: the telemetry a masked optimizer reports per component, and its metric-key prefix
+TELEMETRY_QUANTITIES: tuple[str, ...] = ("alignment", "survival")
+
+
+def telemetry_key(quantity: str, component: str) -> str:
+    """The metric key of one telemetry value, e.g. ``alignment/attention``."""
+    return f"{quantity}/{component}"
+
+
+def parse_telemetry_key(key: str) -> tuple[str, str] | None:
+    """``(quantity, component)`` of a telemetry key, None for any other metric key."""
+    quantity, sep, component = key.partition("/")
+    if sep and component and quantity in TELEMETRY_QUANTITIES:
+        return quantity, component
+    return None
+
+
+# --- seeds --------------------------------------------------------------------------------
+
+#: added to a trial's seed to get the seed of its masks when none is given
+MASK_SEED_OFFSET = 1_000_003
+
+
+def mask_seed(seed: int) -> int:
+    """The mask seed of a trial with data/init seed ``seed``: the same rule for the CLI, a
+    study, the export and a resumed trial, so one configuration always draws one mask
+    sequence. Offset so that masks never share a stream with data order or init."""
+    return seed + MASK_SEED_OFFSET
