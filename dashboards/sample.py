@@ -70,7 +70,7 @@ def write_study(
     spec = sample_spec(configurations, seeds, workload, name)
     started = utcnow() - timedelta(hours=3)
     with sessions() as session, session.begin():
-        study = repo.create_study(session, spec.model_dump(mode="json"))
+        study = repo.create_study(session, spec)
         study_id = study.id
         study.status, study.started_at = status, started
         if status in ("complete", "failed", "cancelled"):

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.config import TrialConfig
+from worker.contract import DEFAULT_METRIC, Mode, WorkloadName, check_metric, metrics_of
 
 SEARCHABLE = ("base", "variant", "lr", "p", "tau", "components", "granularity", "weight_decay")
 WORKLOAD_FIELDS = (
@@ -56,7 +57,7 @@ SearchValue = Range | list[Any] | str | float | int
 
 class Workload(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["llama-c4", "quadratic", "linear-transformer"] = "llama-c4"
+    kind: WorkloadName = "llama-c4"
     model: str = "llama-nano"
     steps: int = Field(300, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -84,9 +85,13 @@ class Resources(BaseModel):
 
 
 class Objective(BaseModel):
+    """What the study optimises: any metric its workload reports (``worker.contract``)."""
+
     model_config = ConfigDict(extra="forbid")
-    metric: str = Field("objective", description="'objective': val_ppl for llama, else val_loss")
-    mode: Literal["min", "max"] = "min"
+    metric: str | None = Field(
+        None, description="a metric the workload reports; default: val_ppl (llama), val_loss"
+    )
+    mode: Mode | None = Field(None, description="default: the metric's natural direction")
 
 
 class StudySpec(BaseModel):
@@ -136,6 +141,20 @@ class StudySpec(BaseModel):
         return search
 
     @model_validator(mode="after")
+    def _resolve_objective(self) -> StudySpec:
+        """A stored spec names its metric and mode: readers never apply defaults again."""
+        kind = self.workload.kind
+        metric = self.objective.metric or DEFAULT_METRIC[kind]
+        try:
+            mode = self.objective.mode or metrics_of(kind)[check_metric(kind, metric)]
+        except ValueError as exc:
+            raise ValueError(f"objective.metric: {exc}") from None
+        if metric == "condition_number" and not self.workload.condition_number:
+            raise ValueError("objective.metric: 'condition_number' needs workload.condition_number")
+        self.objective = Objective(metric=metric, mode=mode)
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
         if self.sampler == "grid":
             ranges = [k for k, v in self.search.items() if isinstance(v, Range)]
@@ -151,6 +170,8 @@ class StudySpec(BaseModel):
         seeds = set(self.fixed) & {"seed", "mask_seed"}
         if seeds:
             raise ValueError(f"fixed: {sorted(seeds)} come from base_seed and seeds; set those")
+        if "metric" in self.fixed:
+            raise ValueError("fixed: metric comes from objective.metric; set that")
         # Every value a trial can get must make a valid TrialConfig; the workload and
         # fixed values first, so an error is reported where it was made.
         self._check(self.trial_config({}))
@@ -184,6 +205,19 @@ class StudySpec(BaseModel):
     def configurations(self) -> int:
         return self.grid_size if self.sampler == "grid" else int(self.trials or 1)
 
+    @property
+    def runs(self) -> int:
+        """Trials the study runs: every configuration once per seed."""
+        return self.configurations * self.seeds
+
+    @property
+    def metric(self) -> str:
+        return str(self.objective.metric)
+
+    @property
+    def mode(self) -> Mode:
+        return self.objective.mode or "min"
+
     def grid_points(self) -> list[dict[str, Any]]:
         names = list(self.search)
         return [
@@ -195,14 +229,18 @@ class StudySpec(BaseModel):
         """The TrialConfig fields of one trial: workload + fixed + searched values.
 
         Data order and init come from ``base_seed + seed_index``, shared by every
-        configuration (common random numbers); the masks get their own seed."""
+        configuration (common random numbers); the masks get their own seed, by the one
+        rule ``TrialConfig`` applies (``worker.contract.mask_seed``)."""
         workload = self.workload.model_dump()
         config = {"workload": workload.pop("kind"), **workload, **self.fixed}
         config.update({k: v for k, v in self.search.items() if not _is_searched(v)})
         config.update(params)
-        seed = self.base_seed + seed_index
-        config.update(seed=seed, mask_seed=seed + 7919)
+        config.update(seed=self.base_seed + seed_index, metric=self.objective.metric)
         return config
+
+    def complete_trial_config(self, params: dict[str, Any], seed_index: int = 0) -> dict[str, Any]:
+        """``trial_config`` with every default applied: what a study stores and runs."""
+        return TrialConfig(**self.trial_config(params, seed_index)).model_dump(mode="json")
 
 
 def _is_searched(value: SearchValue) -> bool:

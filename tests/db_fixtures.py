@@ -110,9 +110,9 @@ class Database:
             yield session
 
     def create_study(self, spec: StudySpec | dict[str, Any]) -> int:
-        data = spec.model_dump(mode="json") if isinstance(spec, StudySpec) else spec
+        parsed = spec if isinstance(spec, StudySpec) else StudySpec.model_validate(spec)
         with self.transaction() as session:
-            return repo.create_study(session, data).id
+            return repo.create_study(session, parsed).id
 
     def study(self, study_id: int) -> Study:
         with self.sessions() as session:

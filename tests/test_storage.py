@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
+from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.engine import MIGRATIONS, make_engine, migrate, session_factory, transaction
 from studies.storage.models import Base, Event, Metric, Study, Trial
@@ -63,7 +64,7 @@ def spec_data(name: str = "storage-test", **overrides: Any) -> dict[str, Any]:
 
 def new_study(db: Database, name: str = "storage-test") -> int:
     with db.transaction() as session:
-        return repo.create_study(session, spec_data(name)).id
+        return repo.create_study(session, StudySpec.model_validate(spec_data(name))).id
 
 
 def new_configuration(db: Database, study_id: int, configuration: int, seeds: int = 2) -> list[int]:
@@ -149,7 +150,7 @@ def test_migrations_share_the_database_with_optuna(database_url: str, optuna_fir
 def test_create_study(db: Database) -> None:
     data = spec_data("first")
     with db.transaction() as session:
-        study = repo.create_study(session, data, idempotency_key="key-1")
+        study = repo.create_study(session, StudySpec.model_validate(data), idempotency_key="key-1")
         study_id = study.id
     study = db.study(study_id)
     assert study.status == "queued"

@@ -126,13 +126,15 @@ COMPONENT_LABELS: dict[str, tuple[str, ...] | None] = {
     Components.all.value: None,
 }
 
-# Literal twins of the enums for pydantic fields and type hints: a field typed with one of
-# these stores a plain string and its error message lists the allowed values.
-BaseName = Literal["adam", "adamw", "rmsprop", "laprop", "muon", "c-adamw", "sgd"]
-VariantName = Literal["dense", "skipupdate", "magma"]
-WorkloadName = Literal["llama-c4", "quadratic", "linear-transformer"]
-ComponentsName = Literal["attention", "mlp", "attention+mlp", "all"]
-GranularityName = Literal["block", "row", "column", "element"]
+# Literal twins of the enums for pydantic fields, query parameters and type hints: a field
+# typed with one stores a plain string, and its error message lists the allowed values.
+TrialStatusName = Literal[TrialStatus.values()]  # type: ignore[valid-type]
+StudyStatusName = Literal[StudyStatus.values()]  # type: ignore[valid-type]
+BaseName = Literal[Base.values()]  # type: ignore[valid-type]
+VariantName = Literal[Variant.values()]  # type: ignore[valid-type]
+WorkloadName = Literal[WorkloadKind.values()]  # type: ignore[valid-type]
+ComponentsName = Literal[Components.values()]  # type: ignore[valid-type]
+GranularityName = Literal[Granularity.values()]  # type: ignore[valid-type]
 Mode = Literal["min", "max"]
 MODES: tuple[str, ...] = ("min", "max")
 

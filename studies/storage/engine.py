@@ -1,35 +1,33 @@
-"""Engine and sessions from ``DATABASE_URL``, migrated to the latest schema on start.
+"""Engine and sessions for the settings' database (``MAGMA_DATABASE_URL``), migrated to
+the latest schema on start.
 
 The embedded default is a SQLite file under ``./var/``; deployments point
-``DATABASE_URL`` at PostgreSQL. SQLite gets WAL mode, a busy timeout and
+``MAGMA_DATABASE_URL`` at PostgreSQL. SQLite gets WAL mode, a busy timeout and
 ``BEGIN IMMEDIATE`` transactions, so the API, the driver's threads and Optuna can share
 the file without "database is locked" failures.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.settings import get_settings
+
 MIGRATIONS = Path(__file__).parent / "migrations"
-DEFAULT_URL = "sqlite:///var/magma-bench.db"
-
-
-def database_url() -> str:
-    return os.environ.get("DATABASE_URL", DEFAULT_URL)
 
 
 def make_engine(url: str | None = None, reads_only: bool = False) -> Engine:
     """``reads_only`` (SQLite): deferred transactions, so readers such as the API never
-    queue behind the driver's write lock (WAL readers see the last commit)."""
-    url = url or database_url()
+    queue behind the driver's write lock (WAL readers see the last commit). Without a
+    ``url``: the settings' database."""
+    url = url or get_settings().database_url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
@@ -55,12 +53,33 @@ def make_engine(url: str | None = None, reads_only: bool = False) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent)."""
+    """Bring the schema to the newest Alembic revision (idempotent).
+
+    SQLite alters a table by copying it into a new one and dropping the old, and with
+    foreign keys on, that drop would cascade-delete every child row; so on SQLite foreign
+    keys are off while migrations run (a pragma that only works outside a transaction),
+    checked afterwards, and on again."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:
+            _foreign_keys(connection, on=False)
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise RuntimeError("a migration left rows whose foreign keys dangle")
+        finally:
+            if sqlite:
+                _foreign_keys(connection, on=True)
+
+
+def _foreign_keys(connection: Connection, on: bool) -> None:
+    """SQLite's foreign-key switch, set on the driver connection, outside any transaction."""
+    raw = connection.connection.dbapi_connection
+    raw.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")  # type: ignore[union-attr]
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -12,18 +12,32 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from worker.contract import MODES, StudyStatus, TrialStatus
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-STUDY_STATUSES = ("queued", "running", "cancelling", "cancelled", "complete", "failed")
-TRIAL_STATUSES = ("queued", "running", "complete", "pruned", "diverged", "failed", "cancelled")
-FINISHED_TRIAL_STATUSES = ("complete", "pruned", "diverged", "failed", "cancelled")
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """A CHECK constraint's SQL: ``column`` holds one of ``values``."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 def utcnow() -> datetime:
@@ -52,12 +66,26 @@ class Base(DeclarativeBase):
 
 
 class Study(Base):
+    """A submitted study. ``spec`` is the validated spec with every default applied;
+    ``workload``, ``metric``, ``mode`` and ``runs`` are read from it once, at submission,
+    so no reader parses a spec again."""
+
     __tablename__ = "magma_studies"
+    __table_args__ = (
+        CheckConstraint(one_of("status", StudyStatus.values()), name="ck_studies_status"),
+        CheckConstraint(one_of("mode", MODES), name="ck_studies_mode"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    workload: Mapped[str] = mapped_column(String(40))
+    #: the metric the study optimises (a key of its trials' metric rows)
+    metric: Mapped[str] = mapped_column(String(60))
+    mode: Mapped[str] = mapped_column(String(3))
+    #: trials the study runs: configurations x seeds
+    runs: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default=StudyStatus.queued.value, index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     optuna_study_name: Mapped[str] = mapped_column(String(200), default="")
     claimed_by: Mapped[str | None] = mapped_column(String(200))
@@ -79,6 +107,7 @@ class Trial(Base):
         Index("ix_trials_study_status", "study_id", "status"),
         Index("ix_trials_study_objective", "study_id", "objective"),
         Index("ix_trials_study_configuration", "study_id", "configuration"),
+        CheckConstraint(one_of("status", TrialStatus.values()), name="ck_trials_status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -88,8 +117,9 @@ class Trial(Base):
     configuration: Mapped[int] = mapped_column(Integer)
     seed_index: Mapped[int] = mapped_column(Integer, default=0)
     params: Mapped[dict[str, Any]]
+    #: the complete ``TrialConfig`` the trial runs, every default applied
     config: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(20), default="queued")
+    status: Mapped[str] = mapped_column(String(20), default=TrialStatus.queued.value)
     objective: Mapped[float | None] = mapped_column(Float)
     last_step: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

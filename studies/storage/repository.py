@@ -13,14 +13,9 @@ from typing import Any
 from sqlalchemy import Row, case, func, or_, select, text, update
 from sqlalchemy.orm import Session, defer
 
-from studies.storage.models import (
-    FINISHED_TRIAL_STATUSES,
-    Event,
-    Metric,
-    Study,
-    Trial,
-    utcnow,
-)
+from studies.spec import StudySpec
+from studies.storage.models import Event, Metric, Study, Trial, utcnow
+from worker.contract import ACTIVE_STUDY_STATUSES, FINISHED_TRIAL_STATUSES
 
 
 def _finite(value: Any) -> float | None:
@@ -58,10 +53,18 @@ def _lock_event_log(session: Session, study_id: int) -> None:
 # --- studies ------------------------------------------------------------------------
 
 
-def create_study(
-    session: Session, spec: dict[str, Any], idempotency_key: str | None = None
-) -> Study:
-    study = Study(name=spec["name"], spec=spec, idempotency_key=idempotency_key)
+def create_study(session: Session, spec: StudySpec, idempotency_key: str | None = None) -> Study:
+    """A queued study: the spec with every default applied, and the facts readers need
+    (workload, metric, mode, planned runs) in their own columns."""
+    study = Study(
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        workload=spec.workload.kind,
+        metric=spec.metric,
+        mode=spec.mode,
+        runs=spec.runs,
+        idempotency_key=idempotency_key,
+    )
     session.add(study)
     session.flush()
     study.optuna_study_name = f"magma-bench-study-{study.id}"
@@ -80,7 +83,7 @@ def claim_study(session: Session, owner: str, stale_after: timedelta) -> Study |
         .where(
             or_(
                 Study.status == "queued",
-                (Study.status.in_(("running", "cancelling")))
+                (Study.status.in_(ACTIVE_STUDY_STATUSES))
                 & or_(Study.heartbeat_at.is_(None), Study.heartbeat_at < stale),
             )
         )

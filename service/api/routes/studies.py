@@ -22,13 +22,14 @@ from service.api.schemas import StudyDetail, StudyPage, TrialPage, TrialSummary
 from service.api.submission import parse_body, to_spec
 from service.core.errors import APIError, error_responses, not_found
 from service.export import FORMATS, best_document, render
+from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.engine import transaction
-from studies.storage.models import STUDY_STATUSES, TRIAL_STATUSES, Study
+from studies.storage.models import Study
+from worker.contract import FINISHED_STUDY_STATUSES, StudyStatusName, TrialStatusName
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
-FINISHED_STUDY_STATUSES = ("complete", "failed", "cancelled")
 # The body is parsed by hand (JSON or YAML); this documents it. The two schemas are
 # added to the OpenAPI components in service.main.
 SUBMISSION_BODY = {
@@ -76,7 +77,7 @@ async def submit_study(
     """Queue a study; the driver picks it up. A retry with the same ``Idempotency-Key``
     returns the study the first request created, never a second one."""
     data = parse_body(await request.body(), request.headers.get("content-type", ""))
-    spec = to_spec(data, settings.caps).model_dump(mode="json")
+    spec = to_spec(data, settings.caps)
 
     def create() -> tuple[StudyDetail, bool]:
         try:
@@ -105,8 +106,8 @@ async def submit_study(
     return study
 
 
-def _replay(session: Session, study: Study, spec: dict[str, Any]) -> StudyDetail:
-    if study.spec != spec:
+def _replay(session: Session, study: Study, spec: StudySpec) -> StudyDetail:
+    if study.spec != spec.model_dump(mode="json"):
         raise APIError(
             409,
             f"Idempotency-Key was already used for study {study.id} with a different spec",
@@ -117,7 +118,7 @@ def _replay(session: Session, study: Study, spec: dict[str, Any]) -> StudyDetail
 @router.get("", response_model=StudyPage, responses=error_responses(422))
 def list_studies(
     session: ReadSession,
-    status: Annotated[Literal[STUDY_STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
+    status: Annotated[StudyStatusName | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> StudyPage:
@@ -166,15 +167,24 @@ def delete_study(study_id: StudyId, database: DatabaseDep) -> Response:
     return Response(status_code=204)
 
 
-def _decode_cursor(after: str) -> tuple[float | None, int]:
+#: the cursor of a live view that has seen no row yet: a live study with no trials so far
+#: still gets a cursor to poll from
+START_CURSOR = base64.urlsafe_b64encode(b"[]").decode()
+
+
+def _decode_cursor(after: str) -> tuple[float | None, int] | None:
+    """The (sort key, id) of the last row seen; None for ``START_CURSOR``."""
     try:
-        value, last_id = json.loads(base64.urlsafe_b64decode(after.encode()))
+        decoded = json.loads(base64.urlsafe_b64decode(after.encode()))
+        if decoded == []:
+            return None
+        value, last_id = decoded
         if not isinstance(last_id, int) or not 0 <= last_id <= MAX_ID:
             raise ValueError
         if not (value is None or isinstance(value, (int, float))):
             raise ValueError
         return value, last_id
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: valid JSON that is no pair, e.g. ``5``
         raise APIError(422, "after: not a cursor returned by this endpoint (next_cursor)") from None
 
 
@@ -190,27 +200,39 @@ def list_trials(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     sort: Annotated[Literal["number", "objective"], Query()] = "number",
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
-    status: Annotated[Literal[TRIAL_STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
+    status: Annotated[TrialStatusName | None, Query()] = None,
 ) -> TrialPage:
-    _study(session, study_id)
+    """A page of the study's trials (keyset pagination): pass ``next_cursor`` as ``after``
+    for the rows that follow; ``has_more`` says whether more rows exist right now.
+
+    Once the study has finished (complete, failed or cancelled) and its rows are exhausted,
+    ``next_cursor`` is null, so a client that follows it until null reads every trial
+    exactly once and stops. While the study is live, ``next_cursor`` is never null (an
+    empty page returns the cursor it was given): a live view polls from it, and sorted by
+    ``number`` ascending it gets exactly the trials created since."""
+    # The status is read before the rows: a study that was finished then has all its rows.
+    finished = _study(session, study_id).status in FINISHED_STUDY_STATUSES
     cursor = _decode_cursor(after) if after else None
-    trials = repo.trials_page(
+    rows = repo.trials_page(
         session,
         study_id,
         sort=sort,
         descending=order == "desc",
         status=status,
         after=cursor,
-        limit=limit,
+        limit=limit + 1,  # one more than a page: whether more rows follow it
     )
-    items = [TrialSummary.model_validate(t) for t in trials]
-    if items:
+    trials, has_more = rows[:limit], len(rows) > limit
+    if finished and not has_more:
+        next_cursor = None
+    elif trials:
         last = trials[-1]
         key = last.objective if sort == "objective" else last.number
         next_cursor = _encode_cursor(key, last.id)
     else:  # nothing new yet: a live view keeps polling from where it was
-        next_cursor = after
-    return TrialPage(items=items, next_cursor=next_cursor)
+        next_cursor = after or START_CURSOR
+    items = [TrialSummary.model_validate(t) for t in trials]
+    return TrialPage(items=items, next_cursor=next_cursor, has_more=has_more)
 
 
 CSV_COLUMNS = ("id", "number", "configuration", "seed_index", "status", "objective", "last_step")
