@@ -11,10 +11,9 @@ from sqlalchemy.orm import Session
 
 from dashboards.analysis.objective import Mode, check_mode
 from dashboards.records import MetricPoint, TrialRecord, metrics_from_rows, trials_from_rows
-from dashboards.workload import WORKLOADS, curve_metric, progress_metric
-from studies.spec import StudySpec
 from studies.storage import repository as repo
-from studies.storage.models import FINISHED_TRIAL_STATUSES, Study, Trial
+from studies.storage.models import Study, Trial
+from worker.contract import FINISHED_STUDY_STATUSES, FINISHED_TRIAL_STATUSES, PROGRESS_METRIC
 
 
 @dataclass(frozen=True)
@@ -27,6 +26,8 @@ class StudyData:
     spec: dict[str, Any]
     #: the workload kind (``llama-c4``, ``quadratic``, ``linear-transformer``)
     workload: str
+    #: the metric the study optimises (its trials' ``objective``)
+    metric: str
     mode: Mode
     #: trials the study will run: configurations x seeds
     runs: int
@@ -42,7 +43,7 @@ class StudyData:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("complete", "failed", "cancelled")
+        return self.status in FINISHED_STUDY_STATUSES
 
     @property
     def finished_trials(self) -> int:
@@ -76,18 +77,16 @@ def load_study(
         return None
     cursor = repo.last_event_id(session, study_id)
     trials = trials_from_rows(trial_row(t) for t in repo.study_trials(session, study_id))
-    workload = str(study.spec.get("workload", {}).get("kind", "llama-c4"))
-    workload = workload if workload in WORKLOADS else "llama-c4"
-    points = _metrics(session, study_id, workload, metrics)
-    spec = study.spec
+    points = _metrics(session, study_id, study.workload, study.metric, metrics)
     return StudyData(
         id=study.id,
         name=study.name,
         status=study.status,
-        spec=spec,
-        workload=workload,
-        mode=check_mode(spec.get("objective", {}).get("mode", "min")),
-        runs=_runs(spec, len(trials)),
+        spec=study.spec,
+        workload=study.workload,
+        metric=study.metric,
+        mode=check_mode(study.mode),
+        runs=study.runs,
         error=study.error,
         created_at=study.created_at,
         started_at=study.started_at,
@@ -98,7 +97,9 @@ def load_study(
     )
 
 
-def _metrics(session: Session, study_id: int, workload: str, which: str) -> list[MetricPoint]:
+def _metrics(
+    session: Session, study_id: int, workload: str, metric: str, which: str
+) -> list[MetricPoint]:
     if which == "none":
         return []
     if which == "all":
@@ -107,7 +108,7 @@ def _metrics(session: Session, study_id: int, workload: str, which: str) -> list
             {"trial_id": trial_id, "step": step, "values": values}
             for trial_id, step, values in rows
         )
-    keys = [k for k in (curve_metric(workload), progress_metric(workload)) if k != "step"]
+    keys = [k for k in (metric, PROGRESS_METRIC[workload]) if k != "step"]
     rows = repo.study_metric_rows(session, study_id, keys)
     return metrics_from_rows(
         {"trial_id": row[0], "step": row[1], "values": dict(zip(keys, row[2:], strict=True))}
@@ -127,19 +128,12 @@ def study_list(session: Session, limit: int, offset: int) -> tuple[list[dict[str
                 "id": study.id,
                 "name": study.name,
                 "status": study.status,
-                "workload": study.spec.get("workload", {}).get("kind", "llama-c4"),
-                "runs": _runs(study.spec, sum(progress.values())),
+                "workload": study.workload,
+                "metric": study.metric,
+                "runs": study.runs,
                 "progress": progress,
                 "finished": sum(n for s, n in progress.items() if s in FINISHED_TRIAL_STATUSES),
                 "created_at": study.created_at,
             }
         )
     return rows, total
-
-
-def _runs(spec: dict[str, Any], created: int) -> int:
-    try:
-        parsed = StudySpec.model_validate(spec)
-    except ValueError:  # a spec this version no longer accepts: count what exists
-        return created
-    return parsed.configurations * parsed.seeds

@@ -4,45 +4,35 @@ pages per study at ``/studies/{id}/dashboard/<page>``, each figure exportable at
 plotly.js from the installed plotly package (pages load nothing from elsewhere).
 
 Routes stay thin: ``loader`` reads the rows, ``views`` runs the analyses and names the
-figures, the templates lay them out. When ``MAGMA_API_KEY`` is set every page wants the
-key, as a Bearer header or as the ``magma_api_key`` cookie the login form sets; a browser
-without it is sent to ``/login``.
+figures, the templates lay them out. The app that mounts the pages hands in its API-key
+rule, its database reads and its error type (``make_router``): the dashboards sit below
+the service and never import it. A browser without the key is sent to ``/login``, whose
+form sets the key's cookie.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, Protocol
 from urllib.parse import parse_qs, quote, urlencode
 
 import plotly
 from fastapi import APIRouter, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials
-from fastapi.security.utils import get_authorization_scheme_param
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from dashboards import export, loader
 from dashboards.loader import StudyData
-from dashboards.records import DEFAULTS
 from dashboards.views import PAGES, OptionError, Page, PageView, template_globals
-from service.api.deps import (
-    API_KEY_COOKIE,
-    MAX_ID,
-    DatabaseDep,
-    ReadSession,
-    SettingsDep,
-    StudyId,
-    api_key_matches,
-    presented_key,
-)
-from service.core.config import Settings
-from service.core.db import Database
-from service.core.errors import APIError, field_errors
-from studies.storage.engine import transaction
+from studies.storage.models import MAX_ID
+from worker.contract import FINISHED_STUDY_STATUSES
 
 TEMPLATES = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES))
@@ -55,54 +45,56 @@ COOKIE_SECONDS = 7 * 24 * 3600
 STUDIES_PER_PAGE = 50
 
 
-def authorized(request: Request) -> bool:
-    """The API's rule (``service.api.deps``): the Bearer token, else the login cookie."""
-    settings: Settings = request.app.state.settings
-    scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
-    credentials = (
-        HTTPAuthorizationCredentials(scheme=scheme, credentials=token)
-        if scheme.lower() == "bearer" and token
-        else None
-    )
-    return api_key_matches(settings, presented_key(request, credentials))
+StudyId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+#: a read transaction on the app's database, for one request
+Reads = Callable[[Request], AbstractContextManager[Session]]
 
 
-class ProtectedRoute(APIRoute):
-    """A route that wants the API key: browsers asking for a page go to the login form,
-    other clients get the API's 401."""
+class ErrorFactory(Protocol):
+    """The app's error type, so that a page's failure reads like any other of the app's."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-        handler = super().get_route_handler()
-
-        async def guarded(request: Request) -> Response:
-            if authorized(request):
-                return await handler(request)
-            if "text/html" in request.headers.get("accept", ""):
-                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
-            raise APIError(
-                401,
-                "missing or wrong API key",
-                headers={"WWW-Authenticate": 'Bearer realm="magma"'},
-            )
-
-        return guarded
+    def __call__(self, status: int, message: str, cause: ValueError | None = None) -> Exception:
+        """An error with this status and message; ``cause``'s fields become its details."""
 
 
-router = APIRouter(include_in_schema=False)
-protected = APIRouter(include_in_schema=False, route_class=ProtectedRoute)
+@dataclass(frozen=True)
+class Auth:
+    """The serving app's API-key rule, handed in: it is implemented once, by the app."""
+
+    #: the cookie the login form sets, which the app's key check reads
+    cookie: str
+    #: whether the app wants a key at all
+    enabled: Callable[[Request], bool]
+    #: whether a request carries the key
+    authorized: Callable[[Request], bool]
+    #: whether a key typed into the login form is the app's
+    matches: Callable[[Request, str], bool]
+    #: the app's answer to an API client without the key
+    unauthorized: Callable[[], Exception]
 
 
-# --- public: plotly.js and the login form ---------------------------------------------------
+def _protected_route(auth: Auth) -> type[APIRoute]:
+    """A route class for pages that want the key: browsers asking for a page go to the
+    login form, other clients get the app's 401."""
 
+    class ProtectedRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+            handler = super().get_route_handler()
 
-@router.get("/static/plotly.min.js")
-def plotly_js() -> FileResponse:
-    return FileResponse(
-        export.PLOTLY_JS,
-        media_type="text/javascript; charset=utf-8",
-        headers={"Cache-Control": STATIC_CACHE},
-    )
+            async def guarded(request: Request) -> Response:
+                if auth.authorized(request):
+                    return await handler(request)
+                if "text/html" in request.headers.get("accept", ""):
+                    query = request.url.query
+                    target = request.url.path + (f"?{query}" if query else "")
+                    return RedirectResponse(
+                        f"/login?{urlencode({'next': target})}", status_code=303
+                    )
+                raise auth.unauthorized()
+
+            return guarded
+
+    return ProtectedRoute
 
 
 def _safe_next(target: str | None) -> str:
@@ -114,182 +106,183 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-@router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, settings: SettingsDep, next: str | None = None) -> Response:
-    return templates.TemplateResponse(
-        request,
-        "login.html",
-        {"next": _safe_next(next), "auth": settings.auth_enabled, "login": True, "error": None},
-    )
-
-
-@router.post("/login", response_class=HTMLResponse)
-async def login(request: Request, settings: SettingsDep) -> Response:
-    body = await request.body()
-    if len(body) > 8192:
-        raise APIError(413, "the login form is a few hundred bytes at most")
-    form = parse_qs(body.decode("utf-8", "replace"))
-    key = form.get("api_key", [""])[0]
-    target = _safe_next(form.get("next", ["/"])[0])
-    if not settings.auth_enabled:
-        return RedirectResponse(target, status_code=303)
-    if not api_key_matches(settings, key):
-        return templates.TemplateResponse(
-            request,
-            "login.html",
-            {"next": target, "auth": True, "login": True, "error": "wrong API key"},
-            status_code=401,
-        )
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        API_KEY_COOKIE,
-        key,
-        max_age=COOKIE_SECONDS,
-        path="/",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
-    return response
-
-
-@router.post("/logout")
-def logout() -> Response:
-    response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(API_KEY_COOKIE, path="/", httponly=True, samesite="strict")
-    return response
-
-
-# --- the study index --------------------------------------------------------------------
-
-
-@protected.get("/", response_class=HTMLResponse)
-def index(
-    request: Request,
-    session: ReadSession,
-    settings: SettingsDep,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-) -> Response:
-    studies, total = loader.study_list(session, STUDIES_PER_PAGE, offset)
-    return templates.TemplateResponse(
-        request,
-        "index.html",
-        {
-            "studies": studies,
-            "total": total,
-            "offset": offset,
-            "limit": STUDIES_PER_PAGE,
-            "auth": settings.auth_enabled,
-        },
-    )
-
-
-# --- study pages and their figures ------------------------------------------------------
-
-
 def _not_found(request: Request, message: str) -> Response:
     return templates.TemplateResponse(
         request, "not_found.html", {"message": message}, status_code=404
     )
 
 
-def _options(page: Page, request: Request) -> Any:
-    try:
-        return page.options.model_validate(dict(request.query_params))
-    except ValidationError as exc:
-        raise APIError(422, "invalid page options", details=field_errors(exc)) from None
+def make_router(*, auth: Auth, reads: Reads, error: ErrorFactory) -> APIRouter:
+    """The pages, the figure exports, plotly.js and the login form, wired to the app's
+    key rule, database reads and error type."""
+    router = APIRouter(include_in_schema=False)
+    protected = APIRouter(include_in_schema=False, route_class=_protected_route(auth))
 
+    # --- public: plotly.js and the login form -------------------------------------------
 
-def _view(
-    page: Page, request: Request, database: Database, study_id: int
-) -> tuple[StudyData, PageView] | tuple[None, None]:
-    """The study and the page's view of it; None when there is no such study. The rows
-    are read in one read transaction, closed before the figures are drawn."""
-    options = _options(page, request)
-    with transaction(database.reads) as session:
-        data = loader.load_study(session, study_id, metrics=page.metrics)
-    if data is None:
-        return None, None
-    try:
-        return data, page.build(data, options)
-    except OptionError as exc:
-        raise APIError(422, str(exc), details=field_errors(exc)) from None
+    @router.get("/static/plotly.min.js")
+    def plotly_js() -> FileResponse:
+        return FileResponse(
+            export.PLOTLY_JS,
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": STATIC_CACHE},
+        )
 
+    @router.get("/login", response_class=HTMLResponse)
+    def login_form(request: Request, next: str | None = None) -> Response:
+        return templates.TemplateResponse(
+            request,
+            "login.html",
+            {"next": _safe_next(next), "auth": auth.enabled(request), "login": True, "error": None},
+        )
 
-@protected.get("/studies/{study_id}/dashboard")
-def dashboard(study_id: StudyId) -> RedirectResponse:
-    return RedirectResponse(f"/studies/{study_id}/dashboard/overview", status_code=307)
+    @router.post("/login", response_class=HTMLResponse)
+    async def login(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > 8192:
+            raise error(413, "the login form is a few hundred bytes at most")
+        form = parse_qs(body.decode("utf-8", "replace"))
+        key = form.get("api_key", [""])[0]
+        target = _safe_next(form.get("next", ["/"])[0])
+        if not auth.enabled(request):
+            return RedirectResponse(target, status_code=303)
+        if not auth.matches(request, key):
+            return templates.TemplateResponse(
+                request,
+                "login.html",
+                {"next": target, "auth": True, "login": True, "error": "wrong API key"},
+                status_code=401,
+            )
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            auth.cookie,
+            key,
+            max_age=COOKIE_SECONDS,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
 
+    @router.post("/logout")
+    def logout() -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(auth.cookie, path="/", httponly=True, samesite="strict")
+        return response
 
-@protected.get("/studies/{study_id}/dashboard/{page}", response_class=HTMLResponse)
-def study_page(request: Request, study_id: StudyId, page: str, database: DatabaseDep) -> Response:
-    spec = PAGES.get(page)
-    if spec is None:
-        return _not_found(request, f"no dashboard page {page!r}; pages: {', '.join(PAGES)}")
-    data, view = _view(spec, request, database, study_id)
-    if data is None:
-        return _not_found(request, f"study {study_id} not found")
-    query = request.url.query
-    figures = {
-        name: export.embed_html(build(), f"fig-{name}") for name, build in view.figures.items()
-    }
-    exports = {
-        name: {
-            ext: f"/studies/{study_id}/dashboard/{page}/figures/{quote(name)}.{ext}"
-            + (f"?{query}" if query else "")
-            for ext in export.MEDIA_TYPES
+    # --- the study index ----------------------------------------------------------------
+
+    @protected.get("/", response_class=HTMLResponse)
+    def index(request: Request, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> Response:
+        with reads(request) as session:
+            studies, total = loader.study_list(session, STUDIES_PER_PAGE, offset)
+        return templates.TemplateResponse(
+            request,
+            "index.html",
+            {
+                "studies": studies,
+                "total": total,
+                "offset": offset,
+                "limit": STUDIES_PER_PAGE,
+                "auth": auth.enabled(request),
+            },
+        )
+
+    # --- study pages and their figures --------------------------------------------------
+
+    def view(
+        page: Page, request: Request, study_id: int
+    ) -> tuple[StudyData, PageView] | tuple[None, None]:
+        """The study and the page's view of it; None when there is no such study. The rows
+        are read in one read transaction, closed before the figures are drawn."""
+        try:
+            options = page.options.model_validate(dict(request.query_params))
+        except ValidationError as exc:
+            raise error(422, "invalid page options", exc) from None
+        with reads(request) as session:
+            data = loader.load_study(session, study_id, metrics=page.metrics)
+        if data is None:
+            return None, None
+        try:
+            return data, page.build(data, options)
+        except OptionError as exc:
+            raise error(422, str(exc), exc) from None
+
+    @protected.get("/studies/{study_id}/dashboard")
+    def dashboard(study_id: StudyId) -> RedirectResponse:
+        return RedirectResponse(f"/studies/{study_id}/dashboard/overview", status_code=307)
+
+    @protected.get("/studies/{study_id}/dashboard/{page}", response_class=HTMLResponse)
+    def study_page(request: Request, study_id: StudyId, page: str) -> Response:
+        spec = PAGES.get(page)
+        if spec is None:
+            return _not_found(request, f"no dashboard page {page!r}; pages: {', '.join(PAGES)}")
+        data, page_view = view(spec, request, study_id)
+        if data is None:
+            return _not_found(request, f"study {study_id} not found")
+        query = request.url.query
+        figures = {
+            name: export.embed_html(build(), f"fig-{name}")
+            for name, build in page_view.figures.items()
         }
-        for name in figures
-    }
-    return templates.TemplateResponse(
-        request,
-        spec.template,
-        {
-            "study": data,
-            "page": spec,
-            "figures": figures,
-            "exports": exports,
-            "defaults": {"base": DEFAULTS["base"], "variant": DEFAULTS["variant"]},
-            "auth": request.app.state.settings.auth_enabled,
-            **view.context,
-        },
-    )
+        exports = {
+            name: {
+                ext: f"/studies/{study_id}/dashboard/{page}/figures/{quote(name)}.{ext}"
+                + (f"?{query}" if query else "")
+                for ext in export.MEDIA_TYPES
+            }
+            for name in figures
+        }
+        return templates.TemplateResponse(
+            request,
+            spec.template,
+            {
+                "study": data,
+                "page": spec,
+                "figures": figures,
+                "exports": exports,
+                "finished_statuses": FINISHED_STUDY_STATUSES,
+                "auth": auth.enabled(request),
+                **page_view.context,
+            },
+        )
 
+    @protected.get("/studies/{study_id}/dashboard/{page}/figures/{filename}")
+    def figure_file(
+        request: Request,
+        study_id: StudyId,
+        page: str,
+        filename: str,
+        format: Annotated[Literal["html", "png", "svg"] | None, Query()] = None,
+    ) -> Response:
+        """``<name>.<ext>``, or ``<name>?format=<ext>``; HTML when neither says."""
+        name, dot, ext = filename.rpartition(".")
+        if not dot:
+            name, ext = filename, "html"
+        ext = format or ext
+        if ext not in export.MEDIA_TYPES:
+            raise error(
+                422, f"format: must be one of {list(export.MEDIA_TYPES)}, got {ext!r}", None
+            )
+        spec = PAGES.get(page)
+        if spec is None:
+            raise error(404, f"no dashboard page {page!r}")
+        data, page_view = view(spec, request, study_id)
+        if data is None:
+            raise error(404, f"study {study_id} not found")
+        build = page_view.figures.get(name)
+        if build is None:
+            raise error(404, f"page {page!r} of study {study_id} has no figure {name!r}")
+        fig = build()
+        disposition = {"Content-Disposition": f'inline; filename="study-{study_id}-{name}.{ext}"'}
+        if ext == "html":
+            return HTMLResponse(export.standalone_html(fig), headers=disposition)
+        try:
+            content = export.image(fig, ext)
+        except export.ExportUnavailable as exc:
+            raise error(503, str(exc)) from None
+        return Response(content, media_type=export.MEDIA_TYPES[ext], headers=disposition)
 
-@protected.get("/studies/{study_id}/dashboard/{page}/figures/{filename}")
-def figure_file(
-    request: Request,
-    study_id: StudyId,
-    page: str,
-    filename: str,
-    database: DatabaseDep,
-    format: Annotated[Literal["html", "png", "svg"] | None, Query()] = None,
-) -> Response:
-    """``<name>.<ext>``, or ``<name>?format=<ext>``; HTML when neither says."""
-    name, dot, ext = filename.rpartition(".")
-    if not dot:
-        name, ext = filename, "html"
-    ext = format or ext
-    if ext not in export.MEDIA_TYPES:
-        raise APIError(422, f"format: must be one of {list(export.MEDIA_TYPES)}, got {ext!r}")
-    spec = PAGES.get(page)
-    if spec is None:
-        raise APIError(404, f"no dashboard page {page!r}")
-    data, view = _view(spec, request, database, study_id)
-    if data is None:
-        raise APIError(404, f"study {study_id} not found")
-    build = view.figures.get(name)
-    if build is None:
-        raise APIError(404, f"page {page!r} of study {study_id} has no figure {name!r}")
-    fig = build()
-    disposition = {"Content-Disposition": f'inline; filename="study-{study_id}-{name}.{ext}"'}
-    if ext == "html":
-        return HTMLResponse(export.standalone_html(fig), headers=disposition)
-    try:
-        content = export.image(fig, ext)
-    except export.ExportUnavailable as exc:
-        raise APIError(503, str(exc)) from None
-    return Response(content, media_type=export.MEDIA_TYPES[ext], headers=disposition)
-
-
-router.include_router(protected)
+    router.include_router(protected)
+    return router

@@ -12,24 +12,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-#: every trial status, in lifecycle order (``studies.storage.models.TRIAL_STATUSES``)
-STATUSES = ("queued", "running", "complete", "pruned", "diverged", "failed", "cancelled")
-#: variants in the order the paper's tables read: the baseline first
-VARIANTS = ("dense", "skipupdate", "magma")
-#: base optimizers in the order of ``worker.config.Base``
-BASES = ("adam", "adamw", "rmsprop", "laprop", "muon", "c-adamw", "sgd")
-#: ``TrialConfig`` defaults of the searchable fields: a study's stored config holds only
-#: the values it set, so a field it left alone has its default
-DEFAULTS: Mapping[str, Any] = {
-    "base": "adamw",
-    "variant": "magma",
-    "lr": 1e-3,
-    "p": 0.5,
-    "tau": 2.0,
-    "components": "attention+mlp",
-    "granularity": "block",
-    "weight_decay": 0.0,
-}
+from worker.contract import Base, TrialStatus, Variant
+
+#: base optimizers and variants in the order the paper's tables read (the baseline first)
+BASES = Base.values()
+VARIANTS = Variant.values()
 
 
 class Arm(NamedTuple):
@@ -67,17 +54,13 @@ class TrialRecord:
     objective: float | None
     #: the searched values of this configuration
     params: dict[str, Any]
-    #: the full trial config (``worker.config.TrialConfig`` fields that the study set)
+    #: the complete ``worker.config.TrialConfig`` the trial ran, every default applied
     config: dict[str, Any]
     last_step: int | None = None
 
     def value(self, name: str) -> Any:
-        """A field's value: searched, else set by the study, else ``TrialConfig``'s default."""
-        if name in self.params:
-            return self.params[name]
-        if name in self.config:
-            return self.config[name]
-        return DEFAULTS.get(name)
+        """A field's value as the trial ran it (the stored config is complete)."""
+        return self.params[name] if name in self.params else self.config.get(name)
 
     @property
     def arm(self) -> Arm:
@@ -111,8 +94,10 @@ def trials_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[TrialRecord]:
     records = []
     for row in rows:
         status = row["status"]
-        if status not in STATUSES:
-            raise ValueError(f"trial {row['id']}: status must be one of {STATUSES}, got {status!r}")
+        if status not in TrialStatus.values():
+            raise ValueError(
+                f"trial {row['id']}: status must be one of {TrialStatus.values()}, got {status!r}"
+            )
         records.append(
             TrialRecord(
                 id=int(row["id"]),

@@ -23,18 +23,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.models import Event, Metric, Trial, utcnow
+from worker.contract import COMPONENT_LABELS, Components, Variant, telemetry_key
 
 LRS = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
 PS = [0.25, 0.5, 0.75]
 TAUS = [0.5, 1.0, 2.0, 4.0]
-VARIANTS = ["dense", "skipupdate", "magma"]
+VARIANTS = list(Variant.values())
 #: per variant: best loss, log10 of the best LR, curvature, log10 of the divergence LR
 MODEL = {
     "dense": (3.30, -2.7, 0.50, -1.6),
     "skipupdate": (3.28, -2.5, 0.40, -1.4),
     "magma": (3.22, -2.4, 0.25, -1.1),
 }
-COMPONENTS = ("attention", "mlp")
+#: the components the sample masks: the paper's default, attention + MLP
+COMPONENTS = COMPONENT_LABELS[Components.attention_mlp.value] or ()
 EVAL_INTERVAL = 10
 TOKENS_PER_STEP = 4096
 
@@ -99,7 +101,7 @@ def write_study(
                         "configuration": configuration,
                         "seed_index": seed_index,
                         "params": params,
-                        "config": spec.trial_config(params, seed_index),
+                        "config": spec.complete_trial_config(params, seed_index),
                         "status": outcome["status"],
                         "objective": _objective(outcome["objective"], workload),
                         "last_step": outcome["evaluations"] * EVAL_INTERVAL,
@@ -185,10 +187,10 @@ def _metric_rows(
             values["val_ppl"] = None if loss is None else math.exp(loss)
         if params["variant"] != "dense":
             for component in COMPONENTS:
-                values[f"alignment/{component}"] = min(
+                values[telemetry_key("alignment", component)] = min(
                     1.0, 0.55 + 0.2 * k / count + rng.gauss(0, 0.01)
                 )
-                values[f"survival/{component}"] = params["p"] + rng.gauss(0, 0.02)
+                values[telemetry_key("survival", component)] = params["p"] + rng.gauss(0, 0.02)
         rows.append(
             {
                 "trial_id": trial_id,

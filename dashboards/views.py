@@ -48,7 +48,7 @@ from dashboards.figures.style import objective_title, params_text
 from dashboards.figures.table import comparison_table_figure
 from dashboards.loader import StudyData
 from dashboards.records import BASES, VARIANTS, Arm, TrialRecord
-from dashboards.workload import curve_metric, objective_name, progress_metric
+from worker.contract import FINISHED_TRIAL_STATUSES, PROGRESS_METRIC
 
 #: a figure, or a plain figure dict drawn unvalidated (``export.embed_html``)
 FigureBuilder = Callable[[], go.Figure | dict[str, Any]]
@@ -103,18 +103,18 @@ class Page:
 
 def overview(data: StudyData, _: NoOptions) -> PageView:
     counts = status_counts(data.trials)
-    y, x = curve_metric(data.workload), progress_metric(data.workload)
+    y, x = data.metric, PROGRESS_METRIC[data.workload]
     curves = learning_curves(data.trials, data.metrics, y, x)
     configs = configurations(data.trials)
     stable = sorted(
-        (c for c in configs if c.stable),
+        (c for c in configs if c.eligible),
         key=lambda c: (rank(c.summary.mean, data.mode), c.number),
     )
-    finished = sum(n for status, n in counts.items() if status not in ("queued", "running"))
+    finished = sum(n for status, n in counts.items() if status in FINISHED_TRIAL_STATUSES)
     return PageView(
         figures={
             "status": lambda: status_figure(counts),
-            "curves": lambda: learning_curves_spec(curves, data.workload),
+            "curves": lambda: learning_curves_spec(curves, data.metric, x),
         },
         context={
             "counts": counts,
@@ -161,7 +161,7 @@ def sensitivity(data: StudyData, options: SensitivityOptions) -> PageView:
                 continue
             name = "heatmap-" + _slug(label)
             view.figures[name] = _titled(
-                lambda cells=cells: heatmap_figure(cells, x, y, data.workload), label
+                lambda cells=cells: heatmap_figure(cells, x, y, data.metric), label
             )
             view.context["heatmaps"].append(name)
     with _quiet_optuna():
@@ -173,7 +173,7 @@ def sensitivity(data: StudyData, options: SensitivityOptions) -> PageView:
     sliced = [name for name, values in searched_values(configs).items() if len(values) > 1]
     view.context["sliced"] = sliced
     if sliced:
-        view.figures["slices"] = lambda: slice_figure(configs, sliced, data.workload)
+        view.figures["slices"] = lambda: slice_figure(configs, sliced, data.metric)
     return view
 
 
@@ -295,7 +295,7 @@ def lr_window(data: StudyData, options: LRWindowOptions) -> PageView:
             }
         )
     return PageView(
-        figures={"lr-window": lambda: lr_window_figure(windows, data.workload)},
+        figures={"lr-window": lambda: lr_window_figure(windows, data.metric)},
         context={"delta": options.delta, "windows": rows},
     )
 
@@ -316,7 +316,7 @@ def robustness(data: StudyData, options: RobustnessOptions) -> PageView:
     a, b = _pair(arms, options)
     view = PageView(
         figures={
-            "intervals": lambda: intervals_figure(configs, data.workload),
+            "intervals": lambda: intervals_figure(configs, data.metric),
             "divergence": lambda: divergence_figure(rates),
         },
         context={
@@ -342,7 +342,7 @@ def robustness(data: StudyData, options: RobustnessOptions) -> PageView:
             "incomplete": len(comparison.incomplete),
             "unpaired": len(comparison.unpaired),
         }
-        view.figures["paired"] = lambda: paired_difference_figure(comparison, data.workload)
+        view.figures["paired"] = lambda: paired_difference_figure(comparison, data.metric)
     return view
 
 
@@ -397,7 +397,7 @@ def table(data: StudyData, _: NoOptions) -> PageView:
             )
         rows.append({"base": base, "cells": row})
     return PageView(
-        figures={"table": lambda: comparison_table_figure(result, data.workload)},
+        figures={"table": lambda: comparison_table_figure(result, data.metric)},
         context={"variants": result.variants, "rows": rows},
     )
 
@@ -450,7 +450,6 @@ def template_globals() -> dict[str, Any]:
         "fmt": _fmt,
         "pct": lambda v: "" if v is None else f"{v:+.1%}",
         "objective_title": objective_title,
-        "objective_name": objective_name,
     }
 
 

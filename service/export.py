@@ -11,18 +11,21 @@ import importlib.metadata
 import json
 import platform
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from service import DISTRIBUTION
 from studies.best import BestConfiguration
 from studies.storage.models import Study
-from worker.config import COMPONENT_NAMES, TrialConfig
-from worker.data.corpus import file_sha256, fingerprint, resolve_sources
+from worker.config import TrialConfig
+from worker.contract import COMPONENT_LABELS, WorkloadKind
+from worker.data.corpus import HUB_PREFIX, file_sha256, resolve_sources
 from worker.data.tokenizer import T5_SPIECE
 
 FORMATS = ("json", "yaml", "python")
-PACKAGES = ("magma-bench", "torch", "transformers", "ray", "optuna")
+PACKAGES = (DISTRIBUTION, "torch", "transformers", "ray", "optuna")
 
 BASE_CONSTRUCTORS = {
     "adam": "torch.optim.Adam({params}, lr={lr!r}, betas={betas!r}, weight_decay={wd!r})",
@@ -54,11 +57,14 @@ def package_versions() -> dict[str, str | None]:
 def _hashes(
     train: tuple[str, ...] | None, validation: tuple[str, ...] | None, tokenizer: str
 ) -> dict[str, Any]:
-    """Computed once per process for each data set: the files do not change under a study."""
+    """Each file's SHA-256, as ``sha256sum`` prints it (hub sources are named, not hashed).
+    Computed once per process for each data set: the files do not change under a study."""
     try:
         hashes: dict[str, Any] = {
-            "train_sha256": fingerprint(resolve_sources(list(train or ()), "train")),
-            "validation_sha256": fingerprint(resolve_sources(list(validation or ()), "validation")),
+            "train_sha256": _file_hashes(resolve_sources(list(train or ()), "train")),
+            "validation_sha256": _file_hashes(
+                resolve_sources(list(validation or ()), "validation")
+            ),
         }
     except (OSError, ValueError) as exc:  # the data moved since the study ran
         hashes = {"unavailable": str(exc)}
@@ -69,10 +75,20 @@ def _hashes(
     return hashes
 
 
+def _file_hashes(sources: list[str]) -> dict[str, str | None]:
+    """``{file name: SHA-256}``; None for a hub stream, which has no one file."""
+    return {
+        Path(source).name if not source.startswith(HUB_PREFIX) else source: (
+            None if source.startswith(HUB_PREFIX) else file_sha256(source).hex()
+        )
+        for source in sources
+    }
+
+
 def data_provenance(config: dict[str, Any]) -> dict[str, Any]:
     """Content hashes of the training data and tokenizer (llama-c4 workloads only)."""
     trial = TrialConfig(**config)
-    if trial.workload != "llama-c4":
+    if trial.workload != WorkloadKind.llama_c4:
         return {"workload": trial.workload, "generated": "synthetic data from the trial seed"}
     train = tuple(trial.train_files) if trial.train_files else None
     validation = tuple(trial.validation_files) if trial.validation_files else None
@@ -87,7 +103,11 @@ def data_provenance(config: dict[str, Any]) -> dict[str, Any]:
 
 def best_document(study: Study, best: BestConfiguration) -> dict[str, Any]:
     return {
-        "study": {"id": study.id, "name": study.name, "objective": study.spec.get("objective")},
+        "study": {
+            "id": study.id,
+            "name": study.name,
+            "objective": {"metric": study.metric, "mode": study.mode},
+        },
         "configuration": best.configuration,
         "objective": best.objective,
         "objective_std": best.objective_std,
@@ -112,7 +132,8 @@ def render(document: dict[str, Any], fmt: str) -> str:
 
 def python_snippet(document: dict[str, Any]) -> str:
     config = TrialConfig(**document["config"])
-    names = COMPONENT_NAMES[config.components]
+    labels = COMPONENT_LABELS[config.components]
+    names = repr(labels) if labels else "magma.COMPONENTS"
     values = {
         "lr": config.lr,
         "betas": tuple(config.betas),
@@ -135,7 +156,7 @@ def python_snippet(document: dict[str, Any]) -> str:
         wrapper = "Magma" if config.variant == "magma" else "SkipUpdate"
         tau = f", tau={config.tau!r}" if config.variant == "magma" else ""
         masking = (
-            f"p={config.p!r}{tau}, granularity={config.granularity!r}, seed={config.masking_seed}"
+            f"p={config.p!r}{tau}, granularity={config.granularity!r}, seed={config.mask_seed}"
         )
     if config.base != "muon":
         base = BASE_CONSTRUCTORS[config.base].format(params="model.parameters()", **values)
@@ -144,7 +165,7 @@ def python_snippet(document: dict[str, Any]) -> str:
         body = [
             f"optimizer = magma.{wrapper}(",
             f"    {base},",
-            f"    params=magma.components(model, {names!r}),",
+            f"    params=magma.components(model, {names}),",
             f"    {masking},",
             ")",
             "optimizers = [optimizer]",
@@ -154,7 +175,7 @@ def python_snippet(document: dict[str, Any]) -> str:
     muon = BASE_CONSTRUCTORS["muon"].format(params="hidden", **values)
     adamw = BASE_CONSTRUCTORS["adamw"].format(params="rest", **values)
     body = [
-        f"masked = magma.components(model, {names!r})",
+        f"masked = magma.components(model, {names})",
         "hidden = [p for group in masked.values() for p in group if p.dim() == 2]",
         "rest = [p for p in model.parameters() if all(p is not h for h in hidden)]",
         f"optimizers = [{muon}, {adamw}]",

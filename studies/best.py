@@ -57,17 +57,24 @@ def worst(mode: Mode) -> float:
     return math.inf if mode == "min" else -math.inf
 
 
+def outcome(seeds: Sequence[tuple[str, float | None]]) -> Outcome:
+    """The outcome of one configuration from its seeds' ``(status, objective)``."""
+    statuses = {status for status, _ in seeds}
+    for result, members in _UNSCORED:
+        if statuses & set(members):
+            return result
+    if not seeds or any(v is None or not math.isfinite(v) for _, v in seeds):
+        # a completed trial always reports a finite objective; one that did not is unusable
+        return "failed"
+    return "complete"
+
+
 def score(seeds: Sequence[tuple[str, float | None]], mode: Mode) -> Score:
     """The score of one configuration from its seeds' ``(status, objective)``."""
-    statuses = {status for status, _ in seeds}
-    for outcome, members in _UNSCORED:
-        if statuses & set(members):
-            return Score(outcome, worst(mode) if outcome == "diverged" else None)
-    values = [objective for _, objective in seeds]
-    if not seeds or any(v is None or not math.isfinite(v) for v in values):
-        # a completed trial always reports a finite objective; one that did not is unusable
-        return Score("failed", None)
-    return Score("complete", statistics.fmean(float(v) for v in values))  # type: ignore[arg-type]
+    result = outcome(seeds)
+    if result == "complete":
+        return Score(result, statistics.fmean(float(v) for _, v in seeds))  # type: ignore[arg-type]
+    return Score(result, worst(mode) if result == "diverged" else None)
 
 
 class TrialLike(Protocol):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashboards.records import MetricPoint, TrialRecord, metrics_from_rows, trials_from_rows
+from worker.config import TrialConfig
 
 
 class Rows:
@@ -39,7 +40,8 @@ class Rows:
                 "status": status,
                 "objective": objective,
                 "params": dict(params),
-                "config": {"workload": "llama-c4", **params, "seed": seed},
+                # stored configs are complete TrialConfig dumps, as the engine writes them
+                "config": TrialConfig(**params, seed=seed).model_dump(mode="json"),
                 "last_step": 100,
             }
         )

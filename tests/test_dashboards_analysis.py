@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import typing
 
 import pytest
 
-from dashboards import records, workload
+from dashboards import records
 from dashboards.analysis.arms import (
     best_configuration,
     best_per_arm,
@@ -26,6 +25,8 @@ from dashboards.analysis.status import status_counts
 from dashboards.analysis.table import comparison_table
 from dashboards.records import Arm, metrics_from_rows, trials_from_rows
 from tests.dashboards_fixtures import Rows
+from worker.config import TrialConfig
+from worker.contract import PROGRESS_METRIC, TrialStatus, metric_title
 
 DENSE = Arm("adamw", "dense")
 MAGMA = Arm("adamw", "magma")
@@ -41,19 +42,7 @@ T975 = {
 # --- records ---------------------------------------------------------------------------
 
 
-def test_constants_mirror_the_worker_and_the_schema():
-    from studies.storage.models import TRIAL_STATUSES
-    from worker.config import Base, TrialConfig, Variant, Workload
-
-    assert TRIAL_STATUSES == records.STATUSES
-    assert typing.get_args(Base) == records.BASES
-    assert typing.get_args(Variant) == records.VARIANTS
-    assert typing.get_args(Workload) == workload.WORKLOADS
-    for name, default in records.DEFAULTS.items():
-        assert TrialConfig.model_fields[name].default == default, name
-
-
-def test_trials_from_rows_reads_columns_and_falls_back_to_defaults():
+def test_trials_from_rows_reads_columns_and_the_complete_config():
     [trial] = trials_from_rows(
         [
             {
@@ -64,7 +53,7 @@ def test_trials_from_rows_reads_columns_and_falls_back_to_defaults():
                 "status": "complete",
                 "objective": 21.5,
                 "params": {"lr": 0.003},
-                "config": {"lr": 0.003, "base": "rmsprop", "tau": 4.0},
+                "config": TrialConfig(lr=0.003, base="rmsprop", tau=4.0).model_dump(),
                 "study_id": 1,  # other columns are ignored
             }
         ]
@@ -73,7 +62,7 @@ def test_trials_from_rows_reads_columns_and_falls_back_to_defaults():
     assert trial.result == 21.5 and trial.last_step is None
     assert trial.value("lr") == 0.003  # searched
     assert trial.value("tau") == 4.0  # set by the study
-    assert trial.value("p") == 0.5  # TrialConfig's default
+    assert trial.value("p") == 0.5  # TrialConfig's default, stored with the trial
     assert trial.arm == Arm("rmsprop", "magma") and trial.arm.label == "rmsprop+magma"
     assert Arm("rmsprop", "dense").label == "rmsprop"
 
@@ -109,15 +98,10 @@ def test_a_step_reported_twice_keeps_the_later_row():
     ]
 
 
-def test_workload_names():
-    assert workload.objective_name("llama-c4") == "perplexity"
-    assert workload.objective_name("quadratic") == "loss"
-    assert workload.curve_metric("llama-c4") == "val_ppl"
-    assert workload.curve_metric("linear-transformer") == "val_loss"
-    assert workload.progress_metric("llama-c4") == "tokens"
-    assert workload.progress_metric("quadratic") == "step"
-    with pytest.raises(ValueError, match="workload must be one of"):
-        workload.objective_name("llama")
+def test_charts_name_the_study_metric_and_its_progress_axis():
+    assert metric_title("val_ppl") == "validation perplexity"
+    assert metric_title("train_loss") == "training loss"
+    assert PROGRESS_METRIC["llama-c4"] == "tokens" and PROGRESS_METRIC["quadratic"] == "step"
 
 
 # --- intervals -------------------------------------------------------------------------
@@ -181,10 +165,13 @@ def test_configurations_summarise_completed_seeds_and_count_divergences():
     first, second, dense = sorted(configurations(rows.trials()), key=lambda c: c.number)
     assert [t.seed_index for t in first.trials] == [0, 1, 2]
     assert (first.summary.mean, first.summary.n, first.diverged) == (21.0, 2, 0)
-    assert first.stable and first.trial_ids == (101, 100, 102)
+    # a completed seed without an objective has no result: the configuration cannot compete
+    assert first.outcome == "failed" and not first.eligible
+    assert first.trial_ids == (101, 100, 102)
     assert first.params == {"variant": "magma", "lr": 1e-3}
-    assert (second.summary.mean, second.diverged, second.stable) == (25.0, 1, False)
-    assert dense.arm == DENSE and not dense.finished and not dense.stable
+    assert (second.summary.mean, second.diverged, second.outcome) == (25.0, 1, "diverged")
+    assert second.finished and not second.eligible
+    assert dense.arm == DENSE and dense.outcome == "pending" and not dense.finished
     # canonical order: dense before magma
     assert [c.arm for c in configurations(rows.trials())] == [DENSE, MAGMA, MAGMA]
 
@@ -376,9 +363,11 @@ def test_table_relative_change_against_dense():
     rows.add(None, base="rmsprop", variant="dense", lr=1e-2, status="diverged")
     rows.add(15.0, base="rmsprop", variant="magma", lr=1e-3)
     rows.add(None, base="muon", variant="magma", lr=1e-3, status="running")
+    rows.add(30.0, base="sgd", variant="magma", lr=1e-3, seed=0)
+    rows.add(None, base="sgd", variant="magma", lr=1e-3, seed=1, status="pruned")
     table = comparison_table(rows.trials())
     assert table.variants == ("dense", "skipupdate", "magma")
-    assert list(table.rows) == ["adamw", "rmsprop", "muon"]
+    assert list(table.rows) == ["adamw", "rmsprop", "muon", "sgd"]
     adamw = table.rows["adamw"]
     assert adamw["dense"].value == 20.0 and adamw["dense"].relative is None
     assert adamw["dense"].trial_ids == (best_dense,)
@@ -389,7 +378,10 @@ def test_table_relative_change_against_dense():
     assert rmsprop["magma"].value == 15.0 and rmsprop["magma"].relative is None
     assert "skipupdate" not in rmsprop
     muon = table.rows["muon"]["magma"]
-    assert muon.value is None and muon.reason == "no complete trials" and muon.trial_ids == ()
+    assert muon.value is None and muon.reason == "running" and muon.trial_ids == ()
+    # a pruned seed leaves its configuration unscored, whatever the other seed reached
+    sgd = table.rows["sgd"]["magma"]
+    assert sgd.value is None and sgd.reason == "no configuration completed on every seed"
 
 
 def test_table_of_no_trials_is_empty():
@@ -477,7 +469,7 @@ def test_status_counts_include_every_status_in_order():
     rows.add(None, variant="magma", status="diverged")
     rows.add(None, variant="magma", lr=1.0, status="diverged")
     counts = status_counts(rows.trials())
-    assert list(counts) == list(records.STATUSES)
+    assert list(counts) == list(TrialStatus.values())
     assert counts == {
         "queued": 0,
         "running": 0,

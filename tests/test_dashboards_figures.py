@@ -30,7 +30,8 @@ from dashboards.figures.robustness import (
 from dashboards.figures.sensitivity import heatmap_figure, importance_figure, slice_figure
 from dashboards.figures.style import STATUS_COLORS, format_value, params_label
 from dashboards.figures.table import comparison_table_figure
-from dashboards.records import STATUSES, Arm
+from dashboards.records import Arm
+from worker.contract import TrialStatus
 from tests.dashboards_fixtures import Rows
 
 DENSE = Arm("adamw", "dense")
@@ -61,16 +62,16 @@ def test_status_figure_has_a_bar_per_status():
     fig = status_figure(status_counts(rows.trials()))
     [bar] = fig.data
     assert isinstance(bar, go.Bar)
-    assert list(bar.x) == list(STATUSES)
+    assert list(bar.x) == list(TrialStatus.values())
     assert list(bar.y) == [0, 1, 1, 0, 0, 0, 0]
-    assert bar.marker.color[STATUSES.index("complete")] == STATUS_COLORS["complete"]
+    assert bar.marker.color[TrialStatus.values().index("complete")] == STATUS_COLORS["complete"]
 
 
 @pytest.mark.parametrize(
-    ("kind", "x_title", "y_title"),
-    [("llama-c4", "tokens", "validation perplexity"), ("quadratic", "step", "validation loss")],
+    ("metric", "x_title", "y_title"),
+    [("val_ppl", "tokens", "validation perplexity"), ("train_loss", "step", "training loss")],
 )
-def test_learning_curves_figure(kind: str, x_title: str, y_title: str):
+def test_learning_curves_figure(metric: str, x_title: str, y_title: str):
     rows = Rows()
     trials = [
         rows.add(20.0, seed=0, variant="dense", lr=1e-3),
@@ -81,7 +82,7 @@ def test_learning_curves_figure(kind: str, x_title: str, y_title: str):
         rows.metric(trial_id, 10, val_ppl=40.0, val_loss=3.7, tokens=640)
         rows.metric(trial_id, 20, val_ppl=30.0, val_loss=3.4, tokens=1280)
     curves = learning_curves(rows.trials(), rows.metrics(), "val_ppl", "tokens")
-    fig = learning_curves_figure(curves, kind)
+    fig = learning_curves_figure(curves, metric, x_title)
     assert len(fig.data) == 3
     assert [trace.showlegend for trace in fig.data] == [True, False, True]
     assert [trace.name for trace in fig.data] == ["adamw", "adamw", "adamw+magma"]
@@ -94,7 +95,7 @@ def test_learning_curves_figure(kind: str, x_title: str, y_title: str):
 
 def test_lr_window_figure(lr_sweep: Rows):
     windows = lr_windows(lr_sweep.trials())
-    fig = lr_window_figure(windows, "llama-c4")
+    fig = lr_window_figure(windows, "val_ppl")
     assert fig.layout.xaxis.type == "log"
     assert fig.layout.yaxis.title.text == "validation perplexity"
     names = [trace.name for trace in fig.data]
@@ -121,7 +122,7 @@ def test_lr_window_figure(lr_sweep: Rows):
 def test_lr_window_figure_of_an_arm_that_only_diverged():
     rows = Rows()
     rows.add(None, variant="magma", lr=1e-1, status="diverged")
-    fig = lr_window_figure(lr_windows(rows.trials()), "quadratic")
+    fig = lr_window_figure(lr_windows(rows.trials()), "val_loss")
     stable, diverged = fig.data
     assert list(stable.x) == [] and list(diverged.x) == [0.1]
     assert fig.layout.shapes == ()
@@ -136,7 +137,7 @@ def test_heatmap_figure():
     rows.add(None, variant="magma", p=0.5, tau=2.0, lr=1e-2, status="diverged")
     rows.add(19.0, variant="magma", p=0.25, tau=2.0, lr=3e-3)
     cells = best_per_cell(rows.trials(), "p", "tau", "min")
-    fig = heatmap_figure(cells, "p", "tau", "llama-c4")
+    fig = heatmap_figure(cells, "p", "tau", "val_ppl")
     [heatmap] = fig.data
     assert list(heatmap.x) == ["0.25", "0.5"] and list(heatmap.y) == ["1", "2"]
     assert [list(row) for row in heatmap.z] == [[21.0, 20.0], [19.0, None]]
@@ -166,7 +167,7 @@ def test_slice_figure_uses_a_log_axis_for_lr(lr_sweep: Rows):
     lr_sweep.add(22.0, seed=0, variant="magma", lr=1e-1)
     lr_sweep.add(None, seed=1, variant="magma", lr=1e-1, status="diverged")
     configs = configurations(lr_sweep.trials())
-    fig = slice_figure(configs, ["lr", "variant"], "llama-c4")
+    fig = slice_figure(configs, ["lr", "variant"], "val_ppl")
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == "lr"
     assert fig.layout.xaxis2.type is None  # the categorical panel keeps its own axis
     lr_traces = [trace for trace in fig.data if trace.xaxis == "x"]
@@ -176,12 +177,12 @@ def test_slice_figure_uses_a_log_axis_for_lr(lr_sweep: Rows):
     assert list(magma.marker.symbol) == ["circle"] * 4 + ["x"]
     assert [trace.showlegend for trace in fig.data] == [True, True, False, False]
     with pytest.raises(ValueError, match="at least one parameter"):
-        slice_figure(configs, [], "llama-c4")
+        slice_figure(configs, [], "val_ppl")
 
 
 def test_intervals_figure_sorts_configurations_and_shows_seeds(lr_sweep: Rows):
     configs = configurations(lr_sweep.trials())
-    fig = intervals_figure(configs, "llama-c4")
+    fig = intervals_figure(configs, "val_ppl")
     means, seeds = fig.data
     assert list(means.y) == sorted(means.y) and len(means.y) == 7  # 3e-2 dense diverged
     assert means.x[0] == "adamw+magma lr=0.003" and means.y[0] == pytest.approx(19.2)
@@ -199,7 +200,7 @@ def test_divergence_figure(lr_sweep: Rows):
 
 def test_paired_difference_figure(lr_sweep: Rows):
     comparison = paired_comparison(lr_sweep.trials(), DENSE, MAGMA)
-    fig = paired_difference_figure(comparison, "llama-c4")
+    fig = paired_difference_figure(comparison, "val_ppl")
     [pairs] = fig.data
     assert len(pairs.y) == 6 == len(comparison.pairs)
     assert list(pairs.y) == pytest.approx([-1.0, -0.6, 0.0, -1.6, -1.6, -1.6])
@@ -209,16 +210,16 @@ def test_paired_difference_figure(lr_sweep: Rows):
     assert (band.y0, band.y1) == (comparison.difference.low, comparison.difference.high)
     notes = [a.text for a in fig.layout.annotations]
     assert "left out: 2 pairs without a result, 0 trials without a counterpart" in notes
-    assert fig.layout.yaxis.title.text == "perplexity difference (adamw+magma - adamw)"
+    assert fig.layout.yaxis.title.text == "validation perplexity difference (adamw+magma - adamw)"
 
 
 def test_paired_difference_figure_with_a_single_pair_has_no_band():
     rows = Rows()
     rows.add(2.0, variant="dense", lr=1e-2)
     rows.add(1.5, variant="magma", lr=1e-2)
-    fig = paired_difference_figure(paired_comparison(rows.trials(), DENSE, MAGMA), "quadratic")
+    fig = paired_difference_figure(paired_comparison(rows.trials(), DENSE, MAGMA), "val_loss")
     assert [shape.type for shape in fig.layout.shapes] == ["line", "line"]
-    assert fig.layout.yaxis.title.text == "loss difference (adamw+magma - adamw)"
+    assert fig.layout.yaxis.title.text == "validation loss difference (adamw+magma - adamw)"
 
 
 def test_comparison_table_figure():
@@ -226,7 +227,7 @@ def test_comparison_table_figure():
     rows.add(20.0, variant="dense", lr=1e-3)
     rows.add(18.0, variant="magma", lr=1e-2)
     rows.add(None, base="rmsprop", variant="dense", lr=1e-3, status="diverged")
-    fig = comparison_table_figure(comparison_table(rows.trials()), "llama-c4")
+    fig = comparison_table_figure(comparison_table(rows.trials()), "val_ppl")
     [table] = fig.data
     assert list(table.header.values) == ["base", "dense", "magma"]
     assert [list(column) for column in table.cells.values] == [
@@ -281,16 +282,16 @@ def test_every_figure_serialises_to_strict_json(lr_sweep: Rows):
     figures = [
         status_figure(status_counts(trials)),
         learning_curves_figure(
-            learning_curves(trials, lr_sweep.metrics(), "val_ppl", "tokens"), "llama-c4"
+            learning_curves(trials, lr_sweep.metrics(), "val_ppl", "tokens"), "val_ppl", "tokens"
         ),
-        lr_window_figure(lr_windows(trials), "llama-c4"),
-        heatmap_figure(best_per_cell(trials, "lr", "variant", "min"), "lr", "variant", "llama-c4"),
+        lr_window_figure(lr_windows(trials), "val_ppl"),
+        heatmap_figure(best_per_cell(trials, "lr", "variant", "min"), "lr", "variant", "val_ppl"),
         importance_figure(parameter_importance(trials)),
-        slice_figure(configs, ["lr"], "llama-c4"),
-        intervals_figure(configs, "llama-c4"),
+        slice_figure(configs, ["lr"], "val_ppl"),
+        intervals_figure(configs, "val_ppl"),
         divergence_figure(divergence_rates(trials)),
-        paired_difference_figure(paired_comparison(trials, DENSE, MAGMA), "llama-c4"),
-        comparison_table_figure(comparison_table(trials), "llama-c4"),
+        paired_difference_figure(paired_comparison(trials, DENSE, MAGMA), "val_ppl"),
+        comparison_table_figure(comparison_table(trials), "val_ppl"),
         mechanism_figure(mechanism_series(trials, lr_sweep.metrics())),
     ]
 

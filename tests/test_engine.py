@@ -28,7 +28,9 @@ from studies.engine.runner import CancelStopper
 from studies.engine.searcher import StudySearcher
 from studies.spec import StudySpec
 from studies.storage import repository as repo
-from studies.storage.models import FINISHED_TRIAL_STATUSES, Event, Metric, Study, Trial
+from studies.storage.models import Event, Metric, Study, Trial
+from worker.config import TrialConfig
+from worker.contract import FINISHED_TRIAL_STATUSES, mask_seed
 
 pytest.register_assert_rewrite("tests.db_fixtures")
 from tests.db_fixtures import (  # noqa: E402
@@ -215,7 +217,8 @@ def test_seeds_share_random_numbers_across_configurations(grid_run: StudyRun) ->
         assert len({repr(t.params) for t in trials}) == 1
         for trial in trials:
             assert trial.config["seed"] == GRID_BASE_SEED + trial.seed_index
-            assert trial.config["mask_seed"] == trial.config["seed"] + 7919
+            assert trial.config["mask_seed"] == mask_seed(trial.config["seed"])
+            assert trial.config == TrialConfig(**trial.config).model_dump(mode="json")
             assert trial.config["lr"] == GRID_LRS[configuration]
             assert trial.config["workload"] == "quadratic"
             assert trial.config["threads"] == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import hashlib
 import io
 import json
 import threading
@@ -24,6 +25,7 @@ import magma
 from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.models import Study
+from worker.data.corpus import SAMPLE_FILES
 
 pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
 from tests.db_fixtures import Database, quadratic_spec  # noqa: E402
@@ -231,14 +233,19 @@ def test_trials_cursor_pagination_and_sorting(server: Server, db: Database) -> N
     url = f"{server.api}/studies/{study_id}/trials"
 
     def pages(**params: Any) -> list[int]:
-        seen, cursor = [], None
+        """A live study's pages end in an empty one (caught up), never in a null cursor."""
+        seen, more, cursor = [], [], None
         for _ in range(10):
             query = {"limit": 2, **params, **({"after": cursor} if cursor else {})}
             page = httpx.get(url, params=query).json()
+            assert page["next_cursor"] is not None  # live: no end yet
             if not page["items"]:
                 assert page["next_cursor"] == cursor  # a live view keeps its place
+                assert page["has_more"] is False
+                assert more == [True] * (len(more) - 1) + [False]  # only the last is short
                 return seen
             seen += [t["id"] for t in page["items"]]
+            more.append(page["has_more"])
             cursor = page["next_cursor"]
         pytest.fail("pagination did not end")
 
@@ -251,14 +258,100 @@ def test_trials_cursor_pagination_and_sorting(server: Server, db: Database) -> N
 
     # A live view: after its last cursor it sees only trials created since.
     page = httpx.get(url, params={"limit": 100}).json()
+    assert len(page["items"]) == 5 and page["has_more"] is False
     cursor = page["next_cursor"]
-    assert httpx.get(url, params={"after": cursor}).json()["items"] == []
+    assert cursor is not None  # a short page of a live study is not the end
+    caught_up = httpx.get(url, params={"after": cursor}).json()
+    assert caught_up == {"items": [], "next_cursor": cursor, "has_more": False}
     more = finish_configurations(db, study_id, [({"lr": 0.002}, [0.5], "complete")], first=5)
     fresh = httpx.get(url, params={"after": cursor}).json()["items"]
     assert [t["id"] for t in fresh] == more
 
     assert httpx.get(url, params={"after": "garbage"}).status_code == 422
     assert httpx.get(url, params={"sort": "colour"}).status_code == 422
+
+
+def follow_cursor(url: str, **params: Any) -> tuple[list[int], list[dict[str, Any]]]:
+    """What a client does: follow ``next_cursor`` until it is null. Returns the trial ids
+    seen and the pages (without their items)."""
+    seen: list[int] = []
+    pages: list[dict[str, Any]] = []
+    cursor = None
+    while len(pages) < 20:
+        query = {**params, **({"after": cursor} if cursor else {})}
+        response = httpx.get(url, params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        seen += [t["id"] for t in page.pop("items")]
+        pages.append(page)
+        if (cursor := page["next_cursor"]) is None:
+            return seen, pages
+    pytest.fail(f"following next_cursor did not end: {pages}")
+
+
+def test_trial_pages_of_a_finished_study_end(server: Server, db: Database) -> None:
+    """On a finished study, following ``next_cursor`` until null terminates and sees every
+    trial exactly once, in each sort order and page size; no empty page is needed to learn
+    the end (``has_more`` from a limit+1 read)."""
+    lrs = [0.1, 0.05, 0.03, 0.01, 0.005]
+    study_id = submit(server, spec_data(name="finished-pages", search={"lr": lrs})).json()["id"]
+    objectives = [3.0, None, 1.0, 2.0, 1.0]
+    results = [
+        ({"lr": lr}, [obj], "complete" if obj is not None else "diverged")
+        for lr, obj in zip(lrs, objectives, strict=True)
+    ]
+    ids = finish_configurations(db, study_id, results)
+    url = f"{server.api}/studies/{study_id}/trials"
+    # A page read while the study still runs ends in a cursor to poll from...
+    live = httpx.get(url, params={"limit": 100}).json()
+    assert live["has_more"] is False and live["next_cursor"] is not None
+    with db.transaction() as session:
+        repo.finish_study(session, study_id, "complete")
+    # ...which, once it has finished, gives the end.
+    assert httpx.get(url, params={"after": live["next_cursor"]}).json() == {
+        "items": [],
+        "next_cursor": None,
+        "has_more": False,
+    }
+
+    orders = {
+        ("number", "asc"): ids,
+        ("number", "desc"): ids[::-1],
+        ("objective", "asc"): [ids[i] for i in (2, 4, 3, 0, 1)],  # 1.0, 1.0, 2.0, 3.0, None
+        ("objective", "desc"): [ids[i] for i in (0, 3, 2, 4, 1)],
+    }
+    for (sort, order), expected in orders.items():
+        for limit in (1, 2, 5, 100):  # 5: a full last page; 100: one short page
+            seen, pages = follow_cursor(url, sort=sort, order=order, limit=limit)
+            assert seen == expected, (sort, order, limit)
+            assert len(pages) == -(-len(expected) // limit), (sort, order, limit)
+            assert [p["has_more"] for p in pages] == [True] * (len(pages) - 1) + [False]
+            assert all(p["next_cursor"] for p in pages[:-1])
+    seen, pages = follow_cursor(url, status="diverged")
+    assert seen == [ids[1]] and pages == [{"next_cursor": None, "has_more": False}]
+
+    # A study cancelled before it had any trial: one empty page, and the end.
+    empty = submit(server, spec_data(name="no-trials")).json()["id"]
+    trials_url = f"{server.api}/studies/{empty}/trials"
+    httpx.post(f"{server.api}/studies/{empty}/cancel").raise_for_status()
+    assert follow_cursor(trials_url) == ([], [{"next_cursor": None, "has_more": False}])
+
+
+def test_a_live_study_with_no_trials_yet_gets_a_cursor_to_poll(
+    server: Server, db: Database
+) -> None:
+    study_id = submit(server, spec_data(name="no-trials-yet", search={"lr": [0.1, 0.01]})).json()[
+        "id"
+    ]
+    url = f"{server.api}/studies/{study_id}/trials"
+    start = httpx.get(url).json()
+    assert start["items"] == [] and start["has_more"] is False and start["next_cursor"]
+    ids = finish_configurations(db, study_id, [({"lr": 0.1}, [1.0], "complete")])
+    page = httpx.get(url, params={"after": start["next_cursor"]}).json()
+    assert [t["id"] for t in page["items"]] == ids and page["has_more"] is False
+    ids += finish_configurations(db, study_id, [({"lr": 0.01}, [2.0], "complete")], first=1)
+    page = httpx.get(url, params={"after": page["next_cursor"]}).json()
+    assert [t["id"] for t in page["items"]] == ids[1:]
 
 
 def test_study_detail_trial_detail_and_csv(server: Server, db: Database) -> None:
@@ -464,8 +557,11 @@ def test_best_export_in_three_formats(
     assert best["objective"] == pytest.approx(2.25) and best["objectives"] == [2.0, 2.5]
     assert best["config"]["base"] == base and best["study"]["id"] == study_id
     provenance = best["provenance"]
-    assert provenance["packages"]["magma-bench"] and provenance["packages"]["torch"]
-    assert len(provenance["data"]["train_sha256"]) == 64
+    assert provenance["packages"]["magma-optim"] and provenance["packages"]["torch"]
+    # each bundled file's SHA-256, exactly as sha256sum prints it
+    for split, path in SAMPLE_FILES.items():
+        expected = hashlib.sha256(path[0].read_bytes()).hexdigest()
+        assert provenance["data"][f"{split}_sha256"] == {path[0].name: expected}
     assert len(provenance["data"]["tokenizer_sha256"]) == 64
 
     as_yaml = httpx.get(url, params={"format": "yaml"})

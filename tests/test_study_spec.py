@@ -11,12 +11,14 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from pydantic import ValidationError
 
-from studies.caps import Caps, check_caps
+from studies.caps import check_caps
 from studies.presets import PRESET_DIR, load_preset, preset_names
 from studies.samplers import distributions, make_sampler
 from studies.spec import SEARCHABLE, Range, StudySpec, load_spec
 from worker.config import TrialConfig
+from worker.contract import mask_seed
 from worker.models import model_names
+from worker.settings import Caps, Settings
 
 #: preset -> (configurations, seeds); every preset must be listed here
 PRESETS = {
@@ -287,20 +289,21 @@ def test_trial_config_combines_workload_fixed_and_search():
     assert (config["threads"], config["warmup_fraction"]) == (1, 0.0)
     assert (config["base"], config["variant"], config["lr"]) == ("rmsprop", "magma", 0.1)
     assert config["seed"] == 102
-    assert config["mask_seed"] != config["seed"]
-    trial = TrialConfig(**config)
-    assert trial.masking_seed == config["mask_seed"]
+    assert config["metric"] == "val_loss"
+    stored = s.complete_trial_config({"variant": "magma", "lr": 0.1}, seed_index=2)
+    assert stored == TrialConfig(**config).model_dump(mode="json")
+    assert stored["mask_seed"] == mask_seed(102) != stored["seed"]
 
 
 def test_seeds_are_shared_across_configurations():
     s = spec(base_seed=7, seeds=3)
     for index in range(3):
-        configs = [s.trial_config(point, index) for point in s.grid_points()]
+        configs = [s.complete_trial_config(point, index) for point in s.grid_points()]
         assert {c["seed"] for c in configs} == {7 + index}
         assert len({c["mask_seed"] for c in configs}) == 1
         assert configs[0]["mask_seed"] not in {7, 8, 9}
     seeds = {s.trial_config({}, index)["seed"] for index in range(3)}
-    masks = {s.trial_config({}, index)["mask_seed"] for index in range(3)}
+    masks = {s.complete_trial_config({}, index)["mask_seed"] for index in range(3)}
     assert seeds == {7, 8, 9}
     assert len(masks) == 3
     assert not seeds & masks
@@ -402,16 +405,16 @@ def test_caps_reject_too_much_concurrency():
         check_caps(spec(max_concurrent=8), Caps(max_concurrent=4))
 
 
-def test_caps_from_env(monkeypatch):
+def test_caps_are_settings_from_the_environment(monkeypatch):
     for var in ("MAGMA_MAX_TRIALS", "MAGMA_MAX_STEPS", "MAGMA_MAX_CONCURRENT"):
         monkeypatch.delenv(var, raising=False)
-    assert Caps.from_env() == Caps()
+    assert Settings().caps == Caps()
     monkeypatch.setenv("MAGMA_MAX_TRIALS", "10")
     monkeypatch.setenv("MAGMA_MAX_STEPS", "500")
     monkeypatch.setenv("MAGMA_MAX_CONCURRENT", "3")
-    assert Caps.from_env() == Caps(max_trials=10, max_steps=500, max_concurrent=3)
+    assert Settings().caps == Caps(max_trials=10, max_steps=500, max_concurrent=3)
     with pytest.raises(ValueError, match="max_concurrent: 4"):
-        check_caps(spec(max_concurrent=4), Caps.from_env())
+        check_caps(spec(max_concurrent=4), Settings().caps)
 
 
 # --- samplers --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from tests.worker_fixtures import (
     token_cache_dir,  # noqa: F401
 )
 from worker.config import TrialConfig
+from worker.contract import mask_seed
 from worker.optimizers import build_optimizers
 from worker.trainer import train
 from worker.workloads import build_workload
@@ -308,8 +309,8 @@ def test_config_is_frozen_and_round_trips(tmp_path):
     with pytest.raises(ValidationError):
         config.lr = 1.0  # type: ignore[misc]
     assert TrialConfig(**config.model_dump(mode="json")) == config
-    assert config.masking_seed == 1_000_003
-    assert TrialConfig(mask_seed=5).masking_seed == 5
+    assert config.mask_seed == mask_seed(0) and config.metric == "val_loss"
+    assert TrialConfig(mask_seed=5).mask_seed == 5
 
 
 def test_cuda_without_cuda_is_a_value_error():

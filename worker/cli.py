@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +17,10 @@ import yaml
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from worker.contract import STATUS_KEY, TrialStatus
+
 if TYPE_CHECKING:  # torch and transformers load only when a trial runs: the CLI starts fast
+    from worker.config import TrialConfig
     from worker.trainer import Metrics, SaveCheckpoint
 
 
@@ -56,9 +60,11 @@ def train_command(
     checkpoint_dir: Annotated[
         Path | None, _option("save a checkpoint here at every eval; resume from it if present")
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
 ) -> None:
-    """Train one trial and print its final metrics as JSON."""
+    """Train one trial and print its final metrics as JSON.
+
+    Progress goes to stderr: a bar on a terminal, else one line per evaluation."""
     fields = {
         k: v
         for k, v in locals().items()
@@ -76,7 +82,10 @@ def train_command(
             typer.echo(f"error: {'--' + field if field else 'config'}: {error['msg']}", err=True)
         raise typer.Exit(2) from None
 
-    bar = tqdm(total=config.steps, disable=quiet, unit="step", dynamic_ncols=True)
+    # A bar redraws at every step: in a pipe or a log file each redraw would be a line of
+    # its own, so there progress is one plain line per evaluation instead.
+    terminal = sys.stderr.isatty()
+    bar = tqdm(total=config.steps, disable=quiet or not terminal, unit="step", dynamic_ncols=True)
 
     def progress(step: int, loss: float) -> None:
         bar.update(step - bar.n)
@@ -86,18 +95,36 @@ def train_command(
         if checkpoint_dir is not None:
             save(checkpoint_dir)
         bar.write(json.dumps(_jsonable(metrics)))
+        if not (quiet or terminal):
+            typer.echo(_evaluation_line(metrics, config), err=True)
 
     resume = checkpoint_dir if checkpoint_dir and (checkpoint_dir / "trial.pt").exists() else None
     try:
         from worker.trainer import train
 
-        metrics = train(config, resume_from=resume, report=report, progress=progress)
+        metrics = train(
+            config, resume_from=resume, report=report, progress=None if bar.disable else progress
+        )
     except ValueError as exc:
         bar.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     bar.close()
     typer.echo(json.dumps(_jsonable(metrics), indent=2))
+
+
+def _evaluation_line(metrics: Metrics, config: TrialConfig) -> str:
+    """One evaluation as a plain progress line: step, train and validation loss, the
+    objective metric when it is another one, and how the trial ended once it has."""
+    line = (
+        f"step {metrics['step']}/{config.steps}  train_loss {metrics['train_loss']:.4g}"
+        f"  val_loss {metrics['val_loss']:.4g}"
+    )
+    if config.metric not in ("train_loss", "val_loss"):
+        line += f"  {config.metric} {metrics[config.metric]:.4g}"
+    if metrics[STATUS_KEY] != TrialStatus.running:
+        line += f"  {metrics[STATUS_KEY]}"
+    return line
 
 
 def _jsonable(metrics: Metrics) -> dict[str, Any]:

@@ -158,6 +158,16 @@ WORKLOAD_METRICS: dict[str, dict[str, Mode]] = {
         "condition_number": "min",  # only with ``condition_number: true``
     },
 }
+#: how charts and tables name each metric
+METRIC_TITLES: dict[str, str] = {
+    "val_ppl": "validation perplexity",
+    "val_loss": "validation loss",
+    "train_loss": "training loss",
+    "tokens_per_s": "training tokens/s",
+    "steps_per_s": "optimizer steps/s",
+    "train_time": "training time (s)",
+    "condition_number": "robust condition number",
+}
 #: what a study optimises when its spec names no metric
 DEFAULT_METRIC: dict[str, str] = {
     WorkloadKind.llama_c4.value: "val_ppl",
@@ -175,6 +185,11 @@ PROGRESS_METRIC: dict[str, str] = {
     WorkloadKind.quadratic.value: "step",
     WorkloadKind.linear_transformer.value: "step",
 }
+
+
+def metric_title(metric: str) -> str:
+    """``validation perplexity`` for ``val_ppl``: a metric's name on a chart."""
+    return METRIC_TITLES.get(metric, metric)
 
 
 def metrics_of(workload: str) -> dict[str, Mode]:

@@ -1,9 +1,8 @@
 """Trials grouped into arms and configurations, and the best configuration of a group.
 
-A configuration is one point of the search space run once per seed; its score is the
-mean objective of the seeds that completed. A configuration with a diverged seed is not
-a candidate for "best": the study engine scores it as infinitely bad, and a setting that
-diverges on some seeds is not one a practitioner would pick.
+A configuration is one point of the search space run once per seed. Whether it counts,
+and as what, is the study's one rule (``studies.best``): only a configuration whose every
+seed completed competes for best; one with a diverged seed is scored worst.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import Any
 from dashboards.analysis.intervals import Interval, mean_interval
 from dashboards.analysis.objective import Mode, check_mode, rank
 from dashboards.records import Arm, TrialRecord
+from studies.best import Outcome, outcome
 
 #: the parameters that name an arm rather than place a configuration within it
 ARM_PARAMS = ("base", "variant")
@@ -40,14 +40,19 @@ class Configuration:
         return self.trials[0].params
 
     @property
-    def finished(self) -> bool:
-        """Whether any seed gave an outcome, a result or a divergence."""
-        return self.summary.n > 0 or self.diverged > 0
+    def outcome(self) -> Outcome:
+        """pending, diverged, pruned, failed or complete (``studies.best.outcome``)."""
+        return outcome([(trial.status, trial.objective) for trial in self.trials])
 
     @property
-    def stable(self) -> bool:
-        """Completed on at least one seed and diverged on none: eligible for best."""
-        return self.summary.mean is not None and self.diverged == 0
+    def finished(self) -> bool:
+        """Whether it has a score: every seed completed, or one diverged."""
+        return self.outcome in ("complete", "diverged")
+
+    @property
+    def eligible(self) -> bool:
+        """Every seed completed: it competes for best."""
+        return self.outcome == "complete"
 
     @property
     def trial_ids(self) -> tuple[int, ...]:
@@ -88,17 +93,17 @@ def configurations(trials: Iterable[TrialRecord]) -> list[Configuration]:
 
 
 def best_configuration(candidates: Iterable[Configuration], mode: Mode) -> Configuration | None:
-    """The stable configuration with the best mean (the lower number on a tie); None when
-    no configuration is stable."""
+    """The eligible configuration with the best mean (the lower number on a tie); None when
+    no configuration is eligible. The same rule as ``studies.best.best_configuration``."""
     check_mode(mode)
-    stable = [config for config in candidates if config.stable]
-    if not stable:
+    eligible = [config for config in candidates if config.eligible]
+    if not eligible:
         return None
-    return min(stable, key=lambda config: (rank(config.summary.mean, mode), config.number))
+    return min(eligible, key=lambda config: (rank(config.summary.mean, mode), config.number))
 
 
 def best_per_arm(trials: Iterable[TrialRecord], mode: Mode) -> dict[Arm, Configuration | None]:
-    """Each arm's best configuration; None for an arm with no stable configuration, so
+    """Each arm's best configuration; None for an arm with no eligible configuration, so
     that an arm which only diverged still shows up."""
     return {
         arm: best_configuration(configurations(arm_trials), mode)
@@ -111,7 +116,7 @@ def best_per_cell(
 ) -> dict[tuple[Any, Any], Configuration | None]:
     """The best configuration in each (x, y) cell over every other parameter, as in the
     paper's Figure A1 where each (p, tau) cell shows its best learning rate. A cell that
-    was run but has no stable configuration maps to None."""
+    was run but has no eligible configuration maps to None."""
     cells: dict[tuple[Any, Any], list[Configuration]] = {}
     for config in configurations(trials):
         if config.finished:

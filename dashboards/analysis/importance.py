@@ -50,7 +50,7 @@ def parameter_importance(
     check_mode(mode)
     result = {}
     for arm, arm_trials in group_by_arm(trials).items():
-        stable = [config for config in configurations(arm_trials) if config.stable]
+        stable = [config for config in configurations(arm_trials) if config.eligible]
         varying = {k: v for k, v in searched_values(stable).items() if len(v) > 1}
         if len(stable) < min_configurations:
             reason = f"needs {min_configurations} stable configurations, has {len(stable)}"

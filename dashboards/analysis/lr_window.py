@@ -34,12 +34,12 @@ class LRPoint:
     """One tested LR of an arm and the configuration that represents it."""
 
     lr: float
-    #: the best stable configuration at this LR, or, when none is stable, the first one
+    #: the best eligible configuration at this LR, or, when none is, the first one
     configuration: Configuration
 
     @property
     def diverged(self) -> bool:
-        return not self.configuration.stable
+        return self.configuration.outcome == "diverged"
 
     @property
     def mean(self) -> float | None:

@@ -13,8 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dashboards.records import Arm, MetricPoint, TrialRecord
-
-QUANTITIES = ("alignment", "survival")
+from worker.contract import TELEMETRY_QUANTITIES, parse_telemetry_key
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,9 @@ def mechanism_series(
         if arm is None:
             continue
         for key, value in point.values.items():
-            quantity, _, component = key.partition("/")
-            if quantity in QUANTITIES and component and value is not None:
+            parsed = parse_telemetry_key(key)
+            if parsed is not None and value is not None:
+                quantity, component = parsed
                 steps = found.setdefault((arm, quantity, component), {})
                 steps.setdefault(point.step, []).append(float(value))
     series = []
@@ -59,5 +59,5 @@ def mechanism_series(
                 trials=tuple(len(steps[step]) for step in ordered),
             )
         )
-    series.sort(key=lambda s: (s.arm.order, QUANTITIES.index(s.quantity), s.component))
+    series.sort(key=lambda s: (s.arm.order, TELEMETRY_QUANTITIES.index(s.quantity), s.component))
     return series

@@ -27,7 +27,7 @@ class TableCell:
     best: Configuration | None
     #: (value - dense) / |dense|, None for the dense column or without both values
     relative: float | None
-    #: why there is no value: "no complete trials" or "diverged"
+    #: why there is no value: "diverged", "running" or none completed on every seed
     reason: str | None
 
     @property
@@ -71,6 +71,11 @@ def comparison_table(trials: Iterable[TrialRecord], mode: Mode = "min") -> Compa
 
 
 def _reason(configs: list[Configuration]) -> str:
-    """Why an arm has no best: no trial completed, or every configuration that did
-    diverged on some seed."""
-    return "diverged" if any(config.diverged for config in configs) else "no complete trials"
+    """Why an arm has no best: a configuration diverged, some still run, or none
+    completed on every seed."""
+    outcomes = {config.outcome for config in configs}
+    if "diverged" in outcomes:
+        return "diverged"
+    if "pending" in outcomes:
+        return "running"
+    return "no configuration completed on every seed"

@@ -12,11 +12,11 @@ from dashboards.figures.style import DIVERGED_SYMBOL, arm_colors, new_figure, ob
 from dashboards.records import Arm
 
 
-def lr_window_figure(windows: Mapping[Arm, LRWindow], workload: str) -> go.Figure:
+def lr_window_figure(windows: Mapping[Arm, LRWindow], metric: str) -> go.Figure:
     """Per arm: stable LRs as a line with seed-interval error bars, diverged LRs as
     ``x`` markers drawn at the worst objective plotted (they have none to place them by),
     and the window as a shaded band, the legend giving its width in decades."""
-    fig = new_figure(f"{objective_title(workload).capitalize()} against learning rate")
+    fig = new_figure(f"{objective_title(metric).capitalize()} against learning rate")
     colors = arm_colors(windows)
     worst = _worst(windows.values())
     for arm, window in windows.items():
@@ -61,7 +61,7 @@ def lr_window_figure(windows: Mapping[Arm, LRWindow], workload: str) -> go.Figur
                 layer="below",
             )
     fig.update_xaxes(type="log", title="learning rate")
-    fig.update_yaxes(title=objective_title(workload))
+    fig.update_yaxes(title=objective_title(metric))
     return fig
 
 

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboards.analysis.mechanism import QUANTITIES, MechanismSeries
+from dashboards.analysis.mechanism import MechanismSeries
 from dashboards.figures.style import TEMPLATE, arm_colors
+from worker.contract import TELEMETRY_QUANTITIES as QUANTITIES
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 

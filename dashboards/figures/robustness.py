@@ -19,10 +19,9 @@ from dashboards.figures.style import (
     params_text,
 )
 from dashboards.records import Arm
-from dashboards.workload import objective_name
 
 
-def intervals_figure(configs: Sequence[Configuration], workload: str) -> go.Figure:
+def intervals_figure(configs: Sequence[Configuration], metric: str) -> go.Figure:
     """Each configuration's mean over seeds with its 95% interval, lowest first, and every
     completed seed as a small dot; a configuration with a diverged seed gets the diverged
     marker. Configurations with no completed seed are left out."""
@@ -30,7 +29,7 @@ def intervals_figure(configs: Sequence[Configuration], workload: str) -> go.Figu
     shown.sort(key=lambda config: config.summary.mean)
     labels = [params_label(config.arm, config.params) for config in shown]
     colors = arm_colors(config.arm for config in shown)
-    fig = new_figure(f"{objective_title(workload).capitalize()} over seeds")
+    fig = new_figure(f"{objective_title(metric).capitalize()} over seeds")
     fig.add_scatter(
         x=labels,
         y=[config.summary.mean for config in shown],
@@ -65,7 +64,7 @@ def intervals_figure(configs: Sequence[Configuration], workload: str) -> go.Figu
         customdata=[trial_id for _, _, trial_id in seeds],
     )
     fig.update_xaxes(type="category", title="configuration")
-    fig.update_yaxes(title=objective_title(workload))
+    fig.update_yaxes(title=objective_title(metric))
     return fig
 
 
@@ -86,12 +85,12 @@ def divergence_figure(rates: Mapping[Arm, DivergenceRate]) -> go.Figure:
     return fig
 
 
-def paired_difference_figure(comparison: PairedComparison, workload: str) -> go.Figure:
+def paired_difference_figure(comparison: PairedComparison, metric: str) -> go.Figure:
     """Every pair's difference b - a (one dot per seed and configuration) with the mean
     and its paired 95% interval as a line and band, and zero marked: the band clear of
     zero means the arms differ beyond seed noise."""
     a, b = comparison.a.label, comparison.b.label
-    name = objective_name(workload)
+    name = objective_title(metric)
     fig = new_figure(f"Paired difference in {name}: {b} - {a} (n={len(comparison.pairs)})")
     fig.add_scatter(
         x=[params_text(pair.a.params) or "all" for pair in comparison.pairs],

@@ -24,7 +24,7 @@ from dashboards.records import Arm
 
 
 def heatmap_figure(
-    cells: Mapping[tuple[Any, Any], Configuration | None], x: str, y: str, workload: str
+    cells: Mapping[tuple[Any, Any], Configuration | None], x: str, y: str, metric: str
 ) -> go.Figure:
     """Each (x, y) cell's best mean objective (from ``best_per_cell``), annotated with
     the values of the other parameters that achieved it; cells that only diverged read
@@ -41,7 +41,7 @@ def heatmap_figure(
             best = cells.get(key)
             z[-1].append(best.summary.mean if best is not None else None)
             text[-1].append(_cell_text(best, x, y) if key in cells else "")
-    fig = new_figure(f"Best {objective_title(workload)} per ({x}, {y})")
+    fig = new_figure(f"Best {objective_title(metric)} per ({x}, {y})")
     fig.add_heatmap(
         x=[format_value(v) for v in xs],
         y=[format_value(v) for v in ys],
@@ -49,7 +49,7 @@ def heatmap_figure(
         text=text,
         texttemplate="%{text}",
         colorscale="Viridis",
-        colorbar={"title": {"text": objective_title(workload)}},
+        colorbar={"title": {"text": objective_title(metric)}},
     )
     fig.update_xaxes(type="category", title=x)
     fig.update_yaxes(type="category", title=y)
@@ -98,9 +98,7 @@ def importance_figure(importances: Mapping[Arm, Importance]) -> go.Figure:
     return fig
 
 
-def slice_figure(
-    configs: Sequence[Configuration], params: Sequence[str], workload: str
-) -> go.Figure:
+def slice_figure(configs: Sequence[Configuration], params: Sequence[str], metric: str) -> go.Figure:
     """The mean objective of every configuration against each parameter in ``params``,
     one panel each, coloured by arm; error bars are seed intervals, configurations with
     a diverged seed are drawn with the diverged marker, and the LR axis is logarithmic."""
@@ -139,5 +137,5 @@ def slice_figure(
         fig.update_xaxes(title=name, row=1, col=column)
         if name in LOG_SCALE:
             fig.update_xaxes(type="log", row=1, col=column)
-    fig.update_yaxes(title=objective_title(workload), row=1, col=1)
+    fig.update_yaxes(title=objective_title(metric), row=1, col=1)
     return fig

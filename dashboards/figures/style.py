@@ -10,25 +10,25 @@ from plotly.colors import qualitative
 
 from dashboards.analysis.arms import ARM_PARAMS
 from dashboards.records import Arm
-from dashboards.workload import objective_name
+from worker.contract import TrialStatus, metric_title
 
 TEMPLATE = "plotly_white"
 STATUS_COLORS = {
-    "queued": "#9e9e9e",
-    "running": "#1f77b4",
-    "complete": "#2ca02c",
-    "pruned": "#ff7f0e",
-    "diverged": "#d62728",
-    "failed": "#8c564b",
-    "cancelled": "#7f7f7f",
+    TrialStatus.queued.value: "#9e9e9e",
+    TrialStatus.running.value: "#1f77b4",
+    TrialStatus.complete.value: "#2ca02c",
+    TrialStatus.pruned.value: "#ff7f0e",
+    TrialStatus.diverged.value: "#d62728",
+    TrialStatus.failed.value: "#8c564b",
+    TrialStatus.cancelled.value: "#7f7f7f",
 }
 #: the marker of a point whose run diverged
 DIVERGED_SYMBOL = "x"
 
 
-def objective_title(workload: str) -> str:
-    """``validation perplexity`` or ``validation loss``."""
-    return f"validation {objective_name(workload)}"
+def objective_title(metric: str) -> str:
+    """The study's objective metric as an axis title, e.g. ``validation perplexity``."""
+    return metric_title(metric)
 
 
 def arm_colors(arms: Iterable[Arm]) -> dict[Arm, str]:

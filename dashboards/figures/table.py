@@ -9,14 +9,14 @@ from dashboards.analysis.table import ComparisonTable, TableCell
 from dashboards.figures.style import format_value, new_figure, objective_title
 
 
-def comparison_table_figure(table: ComparisonTable, workload: str) -> go.Figure:
+def comparison_table_figure(table: ComparisonTable, metric: str) -> go.Figure:
     """Rows are base optimizers, columns variants; a cell reads the best mean objective,
     its change against dense and the LR it was reached at."""
     columns = [
         list(table.rows),
         *[[_cell_text(table.rows[base].get(v)) for base in table.rows] for v in table.variants],
     ]
-    fig = new_figure(f"Best {objective_title(workload)} per optimizer")
+    fig = new_figure(f"Best {objective_title(metric)} per optimizer")
     fig.add_table(
         header={"values": ["base", *table.variants], "align": "left"},
         cells={"values": columns, "align": "left"},

@@ -8,14 +8,12 @@ from sqlalchemy.orm import Session
 
 from service.api.schemas import BestTrial, StudyDetail, StudySummary, Timings
 from studies.best import BestConfiguration, best_configuration
-from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.models import Study, utcnow
 
-# A study's spec never changes and a finished study's trials never change, so both derived
-# values are cached per process, keyed by what identifies the row's content (ids alone can
-# be reused by SQLite after a delete).
-_runs: dict[tuple[int, datetime], int] = {}
+# A finished study's trials never change, so its best configuration is cached per process,
+# keyed by what identifies the row's content (ids alone can be reused by SQLite after a
+# delete).
 _finished_best: dict[tuple[int, datetime, datetime], BestConfiguration | None] = {}
 CACHE_LIMIT = 4096
 
@@ -26,20 +24,12 @@ def _remember(cache: dict, key: tuple, value: object) -> None:
     cache[key] = value
 
 
-def planned_runs(study: Study) -> int:
-    key = (study.id, study.created_at)
-    if key not in _runs:
-        spec = StudySpec.model_validate(study.spec)  # validation is slow: once per study
-        _remember(_runs, key, spec.configurations * spec.seeds)
-    return _runs[key]
-
-
 def summary(study: Study, progress: dict[str, int]) -> StudySummary:
     return StudySummary(
         id=study.id,
         name=study.name,
         status=study.status,
-        runs=planned_runs(study),
+        runs=study.runs,
         progress=progress,
         created_at=study.created_at,
         started_at=study.started_at,
@@ -51,12 +41,11 @@ def best_of(session: Session, study: Study) -> BestConfiguration | None:
     key = (study.id, study.created_at, study.finished_at) if study.finished_at else None
     if key is not None and key in _finished_best:
         return _finished_best[key]
-    mode = study.spec.get("objective", {}).get("mode", "min")
-    number = repo.best_configuration_number(session, study.id, mode)
+    number = repo.best_configuration_number(session, study.id, study.mode)
     best = (
         None
         if number is None
-        else best_configuration(repo.configuration_trials(session, study.id, number), mode)
+        else best_configuration(repo.configuration_trials(session, study.id, number), study.mode)
     )
     if key is not None:
         _remember(_finished_best, key, best)
@@ -71,7 +60,6 @@ def detail(session: Session, study: Study) -> StudyDetail:
         **summary(study, progress).model_dump(),
         spec=study.spec,
         error=study.error,
-        optuna_study_name=study.optuna_study_name,
         best=BestTrial(
             configuration=best.configuration,
             objective=best.objective,

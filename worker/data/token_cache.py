@@ -19,6 +19,7 @@ import numpy as np
 
 from worker.data import corpus
 from worker.data.tokenizer import Tokenizer
+from worker.settings import get_settings
 
 CACHE_VERSION = 1
 CHUNK_DOCUMENTS = 512
@@ -27,7 +28,7 @@ CHUNK_DOCUMENTS = 512
 def default_cache_dir() -> Path:
     """Absolute, so that trials (which Ray Tune runs in their own working directories)
     share one cache; the driver hands its value to every trial it starts."""
-    return Path(os.environ.get("MAGMA_CACHE_DIR", "var/cache/tokens")).resolve()
+    return get_settings().cache_dir.resolve()
 
 
 @dataclass(frozen=True)

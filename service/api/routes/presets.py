@@ -28,7 +28,7 @@ def _presets() -> list[Preset]:
                 name=name,
                 description=spec.description,
                 paper_reference=spec.paper_reference,
-                runs=spec.configurations * spec.seeds,
+                runs=spec.runs,
                 spec=spec.model_dump(mode="json"),
             )
         )
