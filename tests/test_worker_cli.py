@@ -3,10 +3,16 @@ and resuming from --checkpoint-dir. Uses the fast quadratic workload."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -14,10 +20,11 @@ import yaml
 
 from tests.worker_fixtures import Recorder
 from worker.config import TrialConfig
+from worker.contract import Base
 
 REPO = Path(__file__).resolve().parent.parent
 MAGMA_BENCH = Path(sys.executable).parent / "magma-bench"
-BASES = ["adam", "adamw", "rmsprop", "laprop", "muon", "c-adamw", "sgd"]
+BASES = Base.values()
 
 pytestmark = pytest.mark.skipif(not MAGMA_BENCH.exists(), reason="magma-bench is not installed")
 
@@ -77,6 +84,67 @@ def test_quadratic_run_prints_final_metrics():
     assert final["objective"] == final["val_loss"] < reports[0]["val_loss"]
     assert {"survival/block0", "alignment/block2", "lr", "tokens_per_s"} <= set(final)
     assert "\n  " in result.stdout  # the final object is pretty-printed
+
+
+def test_progress_in_a_pipe_is_one_line_per_evaluation_not_per_step():
+    """Off a terminal a bar's redraws would each be a line of the log: 200 steps must give
+    4 progress lines (one per evaluation), not 200."""
+    result = run_cli(
+        "--workload", "quadratic", "--variant", "magma", "--lr", "0.1",
+        "--steps", "200", "--eval-interval", "50",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    progress = result.stderr.splitlines()
+    assert len(progress) == 4, result.stderr  # no header or footer on stderr
+    assert "\r" not in result.stderr
+    *reports, final = json_objects(result.stdout)
+    assert [r["step"] for r in reports] == [50, 100, 150, 200]
+    for line, report in zip(progress, reports, strict=True):
+        assert line.startswith(f"step {report['step']}/200  train_loss "), line
+        assert f"val_loss {report['val_loss']:.4g}" in line
+    assert progress[-1].endswith("  complete") and "complete" not in progress[0]
+    # stdout: one JSON line per evaluation, then the final metrics, indented (its footer)
+    assert len(result.stdout.splitlines()) == len(reports) + len(final) + 2
+
+
+def test_a_terminal_gets_a_progress_bar():
+    """On a terminal the bar stays, redrawn in place, and no plain progress lines."""
+    leader, follower = pty.openpty()
+    # a terminal has a size (a fresh pty is 0 x 0, where tqdm draws nothing): 24 x 100
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    process = subprocess.Popen(
+        [str(MAGMA_BENCH), "train", "--workload", "quadratic", "--steps", "200",
+         "--eval-interval", "50"],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    os.close(follower)
+    output = b""
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            if select.select([leader], [], [], 1)[0]:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            elif process.poll() is not None:
+                break
+        stdout = process.communicate(timeout=60)[0].decode()
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output.decode(errors="replace")
+    terminal = output.decode(errors="replace")
+    assert "200/200" in terminal and "\r" in terminal  # tqdm's bar, redrawn in place
+    assert "train_loss" not in terminal
+    assert [r["step"] for r in json_objects(stdout)[:-1]] == [50, 100, 150, 200]
 
 
 def test_diverged_run_prints_null_for_non_finite_values():

@@ -42,14 +42,8 @@ class TrialStatus(Names):
     cancelled = "cancelled"
 
 
-#: statuses a trial never leaves
-FINISHED_TRIAL_STATUSES: tuple[str, ...] = (
-    TrialStatus.complete.value,
-    TrialStatus.pruned.value,
-    TrialStatus.diverged.value,
-    TrialStatus.failed.value,
-    TrialStatus.cancelled.value,
-)
+#: statuses a trial never leaves: every one after queued and running
+FINISHED_TRIAL_STATUSES: tuple[str, ...] = TrialStatus.values()[2:]
 #: statuses a trial reports itself when it stops on its own (the rest are decided outside)
 REPORTED_TRIAL_STATUSES: tuple[str, ...] = (TrialStatus.complete.value, TrialStatus.diverged.value)
 
@@ -64,10 +58,8 @@ class StudyStatus(Names):
 
 
 #: statuses a study never leaves
-FINISHED_STUDY_STATUSES: tuple[str, ...] = (
-    StudyStatus.cancelled.value,
-    StudyStatus.complete.value,
-    StudyStatus.failed.value,
+FINISHED_STUDY_STATUSES: tuple[str, ...] = tuple(
+    status.value for status in (StudyStatus.cancelled, StudyStatus.complete, StudyStatus.failed)
 )
 #: statuses of a study that a driver owns (and heartbeats)
 ACTIVE_STUDY_STATUSES: tuple[str, ...] = (StudyStatus.running.value, StudyStatus.cancelling.value)
