@@ -45,10 +45,11 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     esac \
     && pip install --index-url "$index" "$TORCH_SPEC"
 
-# The dependencies alone (read from pyproject.toml), in a layer that source edits keep.
+# The dependencies alone (read from pyproject.toml: the library's and the [service] extra's),
+# in a layer that source edits keep.
 COPY pyproject.toml /src/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" \
+    python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['service']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
@@ -100,7 +101,7 @@ COPY --chmod=0755 docker/magma-ray-join /usr/local/bin/magma-ray-join
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    DATABASE_URL=sqlite:////data/magma-bench.db \
+    MAGMA_DATABASE_URL=sqlite:////data/magma-bench.db \
     MAGMA_STORAGE=/data/ray \
     MAGMA_CACHE_DIR=/data/cache/tokens
 

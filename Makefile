@@ -27,7 +27,10 @@ $(STAMP): pyproject.toml $(SPEC)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install "$(TORCH)"
-	$(BIN)/python -m pip install -e ".[dev]"
+	@# The distribution was called magma-bench before; an old install of it would keep a
+	@# stale copy of the metadata and own the magma-bench command.
+	$(BIN)/python -m pip uninstall --yes --quiet magma-bench
+	$(BIN)/python -m pip install -e ".[service,dev]"
 	@touch $@
 
 lint: install

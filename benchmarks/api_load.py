@@ -33,9 +33,9 @@ from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.engine import make_engine, migrate, session_factory, transaction
 from studies.storage.models import Metric, Study, Trial, utcnow
+from worker.settings import get_settings
 
 TARGET_P99_MS = 50.0
-DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DATABASE = "magma_bench_api_load"
 SPEC = {
     "version": 1,
@@ -206,8 +206,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--server",
-        default=os.environ.get("MAGMA_BENCH_PG", DEFAULT_SERVER),
-        help="PostgreSQL URL of an existing database, to create ours from",
+        default=get_settings().bench_pg,
+        help="PostgreSQL URL of an existing database, to create ours from (MAGMA_BENCH_PG)",
     )
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--metrics-per-trial", type=int, default=100)
@@ -231,8 +231,8 @@ def main() -> None:
     engine.dispose()
 
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url}
-    env.pop("MAGMA_API_KEY", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MAGMA_API_KEY")}
+    env["MAGMA_DATABASE_URL"] = url
     exe = Path(sys.executable).parent / "magma-bench"
     server = subprocess.Popen(
         [str(exe), "serve", "--port", str(port), "--workers", str(args.workers)],

@@ -29,8 +29,8 @@ from scratch_db import temporary_database
 
 from dashboards.sample import study_sessions, write_study
 from dashboards.views import PAGES
-from service.core.config import Settings
 from service.main import create_app
+from worker.settings import Settings
 
 TARGET_MS = 1000.0
 

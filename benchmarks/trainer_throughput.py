@@ -30,15 +30,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from worker.config import TrialConfig
+from worker.data.token_cache import default_cache_dir
 from worker.models import build_model
 from worker.trainer import train
 
@@ -63,7 +62,12 @@ def parse_args() -> argparse.Namespace:
         default=1000,
         help="C4 sample documents to tokenize (bounds the one-off cache build)",
     )
-    parser.add_argument("--cache-dir", type=Path, default=None, help="token cache directory")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="token cache (default: the trials', MAGMA_CACHE_DIR)",
+    )
     parser.add_argument(
         "--variants", default="dense,magma", help="trainer variants, comma-separated"
     )
@@ -162,18 +166,15 @@ def main() -> None:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     arms = [BASELINE] + [f"trainer {v}" for v in variants]
     results: dict[str, list[float]] = {arm: [] for arm in arms}
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = args.cache_dir or Path(os.environ.get("MAGMA_CACHE_DIR", Path(tmp) / "tokens"))
-        # Build the token cache outside the timed rounds (one short trainer run).
-        trainer(
-            argparse.Namespace(**{**vars(args), "warmup": 1, "steps": 1}), device, "dense", cache
-        )
-        for _ in range(args.repeats):
-            for arm in arms:
-                if arm == BASELINE:
-                    results[arm].append(bare_loop(args, device))
-                else:
-                    results[arm].append(trainer(args, device, arm.split()[1], cache))
+    cache = args.cache_dir or default_cache_dir()
+    # Build the token cache outside the timed rounds (one short trainer run).
+    trainer(argparse.Namespace(**{**vars(args), "warmup": 1, "steps": 1}), device, "dense", cache)
+    for _ in range(args.repeats):
+        for arm in arms:
+            if arm == BASELINE:
+                results[arm].append(bare_loop(args, device))
+            else:
+                results[arm].append(trainer(args, device, arm.split()[1], cache))
 
     n_params = trainable_parameters(args.model)
     print(

@@ -1,20 +1,25 @@
 """The ``magma-bench`` command line.
 
 ``serve`` runs the API, ``driver`` the study runner, ``up`` both (with a local Ray) for
-a laptop; ``submit``, ``status``, ``export`` and ``cancel`` talk to the API over HTTP
-(``MAGMA_URL``, ``MAGMA_API_KEY``).
+a laptop; ``submit``, ``status``, ``list``, ``presets``, ``export`` and ``cancel`` talk to
+the API over HTTP (``MAGMA_URL``, ``MAGMA_API_KEY``). Every command reads its settings
+through ``worker.settings``, and ``up`` hands its environment to both children unchanged,
+so the API and the driver always agree (on the database above all).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from tqdm import tqdm
@@ -22,16 +27,14 @@ from tqdm import tqdm
 from service.client import APIClientError, Client
 from studies.cli import driver_command
 from worker.cli import train_command
+from worker.contract import FINISHED_TRIAL_STATUSES, StudyStatus
+from worker.settings import get_settings
 
 app = typer.Typer(
     help="Magma benchmark: train trials, run studies, serve the API.", no_args_is_help=True
 )
 app.command("train")(train_command)
 app.command("driver")(driver_command)
-
-#: trial statuses that end a trial (as in studies.storage.models, which the CLI does not
-#: import: it pulls in SQLAlchemy for nothing)
-FINISHED_TRIALS = ("complete", "pruned", "diverged", "failed", "cancelled")
 
 
 def _fail(exc: APIClientError | Exception) -> typer.Exit:
@@ -48,7 +51,6 @@ def serve_command(
     """Serve the REST API (and dashboards) with uvicorn."""
     import uvicorn
 
-    from service.core.config import get_settings
     from service.main import create_app
 
     settings = get_settings()
@@ -72,13 +74,17 @@ def serve_command(
 
 @app.command("up")
 def up_command(
-    host: Annotated[str, typer.Option(help="API address (0.0.0.0 in a container)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="API address (0.0.0.0 in a container); default: MAGMA_HOST")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="API port; default: MAGMA_PORT")] = None,
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for the API")] = 120.0,
 ) -> None:
-    """API + driver + a local Ray, on the embedded defaults (SQLite under ./var/).
+    """API + driver + a local Ray, on the settings' database (by default SQLite under ./var/).
 
     Runs until interrupted; if either process exits, the other is stopped too."""
+    settings = get_settings()  # fails here, once, on a bad setting
+    host, port = host or settings.host, port if port is not None else settings.port
     env = {**os.environ}
     exe = [sys.executable, "-m", "service.cli"]
     children = {
@@ -153,9 +159,20 @@ def submit_command(
 
 
 def follow(client: Client, study_id: int, runs: int) -> str:
-    """A progress bar over finished trials, from the event stream; returns the status."""
+    """Progress over finished trials, from the event stream; returns the status.
+
+    On a terminal, a bar redrawn in place. In a pipe or a log file every redraw would be
+    a line of its own, so there each finished trial prints one plain line instead."""
     status = "running"
-    with tqdm(total=runs, unit="trial", desc=f"study {study_id}", dynamic_ncols=True) as bar:
+    terminal = sys.stderr.isatty()
+    finished = 0
+    with tqdm(
+        total=runs,
+        unit="trial",
+        desc=f"study {study_id}",
+        dynamic_ncols=True,
+        disable=not terminal,
+    ) as bar:
         for event in client.events(study_id):
             payload = event.data["payload"]
             if event.event == "metric":
@@ -164,8 +181,12 @@ def follow(client: Client, study_id: int, runs: int) -> str:
                     step=payload.get("step"),
                     objective=f"{payload.get('objective') or float('nan'):.4g}",
                 )
-            elif event.event == "trial" and payload.get("status") in FINISHED_TRIALS:
+            elif event.event == "trial" and payload.get("status") in FINISHED_TRIAL_STATUSES:
+                finished += 1
                 bar.update(1)
+                if not terminal:
+                    line = _trial_line(event.data["trial_id"], payload, finished, runs)
+                    typer.echo(line, err=True)
             elif event.event == "study":
                 status = payload.get("status", status)
     study = client.study(study_id)
@@ -174,6 +195,13 @@ def follow(client: Client, study_id: int, runs: int) -> str:
         best = study["best"]
         typer.echo(f"best: {best['params']}  objective {best['objective']:.6g}")
     return study["status"]
+
+
+def _trial_line(trial_id: int, payload: dict[str, Any], finished: int, runs: int) -> str:
+    """One finished trial, for ``follow`` off a terminal."""
+    objective = payload.get("objective")
+    score = f"  objective {objective:.6g}" if objective is not None else ""
+    return f"trial {trial_id}: {payload['status']}{score}  ({finished}/{runs})"
 
 
 @app.command("status")
@@ -191,13 +219,86 @@ def status_command(study: Annotated[int, typer.Argument(help="study id")]) -> No
         typer.echo(f"error: {detail['error'].splitlines()[-1]}")
 
 
+@app.command("list")
+def list_command(
+    status: Annotated[
+        StudyStatus | None, typer.Option(help="only studies with this status")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="at most this many")] = 20,
+) -> None:
+    """Studies, newest first: id, name, status, finished trials of its runs, created."""
+    try:
+        page = Client().studies(status.value if status else None, limit)
+    except APIClientError as exc:
+        raise _fail(exc) from None
+    if not page["items"]:
+        typer.echo(f"no {status} studies" if status else "no studies")
+        return
+    rows = [
+        (
+            str(study["id"]),
+            study["name"],
+            study["status"],
+            f"{_finished(study['progress'])}/{study['runs']}",
+            _timestamp(study["created_at"]),
+        )
+        for study in page["items"]
+    ]
+    _table(("ID", "NAME", "STATUS", "PROGRESS", "CREATED (UTC)"), rows)
+    if page["total"] > len(rows):
+        typer.echo(f"{len(rows)} of {page['total']} studies; --limit shows more")
+
+
+@app.command("presets")
+def presets_command() -> None:
+    """The bundled study presets: name, trials they run, and what they rerun."""
+    try:
+        presets = Client().presets()
+    except APIClientError as exc:
+        raise _fail(exc) from None
+    rows = [(p["name"], str(p["runs"]), p["description"]) for p in presets]
+    _table(("NAME", "RUNS", "DESCRIPTION"), rows)
+
+
+def _finished(progress: dict[str, int]) -> int:
+    return sum(n for s, n in progress.items() if s in FINISHED_TRIAL_STATUSES)
+
+
+def _timestamp(value: str) -> str:
+    """An API timestamp (ISO 8601, UTC) to the minute, as a table shows it."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Left-aligned columns; the last one is cut to the terminal width (80 in a pipe),
+    so each row stays one line."""
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]
+    indent = sum(widths) + 2 * len(widths)
+    room = max(20, shutil.get_terminal_size().columns - indent)
+    for row in (header, *rows):
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        last = textwrap.shorten(row[-1], width=room, placeholder="...")
+        typer.echo("  ".join([*cells, last]).rstrip())
+
+
 @app.command("export")
 def export_command(
     study: Annotated[int, typer.Argument(help="study id")],
-    format: Annotated[str, typer.Option(help="json, yaml or python")] = "yaml",
+    format: Annotated[str, typer.Option(help="json, yaml, python or optuna (with --to)")] = "yaml",
     output: Annotated[Path | None, typer.Option(help="write here instead of stdout")] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(help="--format optuna: a storage URL (sqlite:///x.db) or a journal file"),
+    ] = None,
 ) -> None:
-    """The study's best configuration with provenance, or a Python snippet."""
+    """The study's best configuration with provenance, or a Python snippet; or, with
+    ``--format optuna``, every configuration as an Optuna study (optuna-dashboard)."""
+    if format == "optuna":
+        _export_optuna(study, to)
+        return
     try:
         text = Client().best(study, format)
     except APIClientError as exc:
@@ -206,6 +307,19 @@ def export_command(
         output.write_text(text)
     else:
         typer.echo(text, nl=False)
+
+
+def _export_optuna(study: int, to: str | None) -> None:
+    if not to:
+        raise _fail(ValueError("--format optuna needs --to (sqlite:///x.db or a journal file)"))
+    from studies.optuna_export import export_study  # Optuna: only when it is asked for
+
+    client = Client()
+    try:
+        exported = export_study(client.study(study), client.trials(study), to)
+    except APIClientError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"study {study}: {len(exported.trials)} configurations, {exported.study_name!r}")
 
 
 @app.command("cancel")

@@ -1,9 +1,9 @@
-"""A small HTTP client for the REST API, used by the CLI (``MAGMA_URL``, ``MAGMA_API_KEY``)."""
+"""A small HTTP client for the REST API, used by the CLI (by default at the settings'
+``MAGMA_URL``, sending ``MAGMA_API_KEY``)."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+from worker.settings import get_settings
+
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -41,9 +42,11 @@ class Client:
     def __init__(
         self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0
     ) -> None:
-        self.url = (url or os.environ.get("MAGMA_URL", DEFAULT_URL)).rstrip("/")
-        key = api_key if api_key is not None else os.environ.get("MAGMA_API_KEY")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        settings = get_settings()
+        self.url = (url or settings.api_url).rstrip("/")
+        if api_key is None and settings.api_key is not None:
+            api_key = settings.api_key.get_secret_value()
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=timeout)
 
     def _check(self, response: httpx.Response) -> httpx.Response:
@@ -77,6 +80,25 @@ class Client:
 
     def study(self, study_id: int) -> dict[str, Any]:
         return self._check(self.http.get(f"/studies/{study_id}")).json()
+
+    def studies(self, status: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """The newest studies first: ``{"items", "total", "limit", "offset"}``."""
+        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
+        return self._check(self.http.get("/studies", params=params)).json()
+
+    def presets(self) -> list[dict[str, Any]]:
+        return self._check(self.http.get("/presets")).json()
+
+    def trials(self, study_id: int, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every trial of the study, by number, a page at a time."""
+        params: dict[str, Any] = {"limit": page_size}
+        while True:
+            response = self.http.get(f"/studies/{study_id}/trials", params=params)
+            page = self._check(response).json()
+            yield from page["items"]
+            if len(page["items"]) < page_size:
+                return
+            params["after"] = page["next_cursor"]
 
     def cancel(self, study_id: int) -> dict[str, Any]:
         return self._check(self.http.post(f"/studies/{study_id}/cancel")).json()

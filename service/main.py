@@ -15,14 +15,15 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from pydantic.json_schema import models_json_schema
 
-import dashboards.pages
-from service.api.deps import require_api_key
+from dashboards import pages
+from service import DISTRIBUTION
+from service.api import deps
 from service.api.routes import events, health, presets, studies, trials
 from service.api.schemas import PresetSubmission
 from service.core import errors
-from service.core.config import Settings, get_settings
 from service.core.db import Database
 from studies.spec import StudySpec
+from worker.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("magma_bench.api")
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="magma-bench",
-        version=version("magma-bench"),
+        version=version(DISTRIBUTION),
         summary="Hyperparameter studies of Magma and SkipUpdate (Joo et al., 2026).",
         lifespan=lifespan,
     )
@@ -54,14 +55,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
-    protected = APIRouter(dependencies=[Depends(require_api_key)])
+    protected = APIRouter(dependencies=[Depends(deps.require_api_key)])
     for module in (studies, events, trials, presets):
         protected.include_router(module.router)
     api.include_router(protected)
     app.include_router(api)
-    app.include_router(dashboards.pages.router)  # pages, figure exports, plotly.js, /login
+    app.include_router(dashboard_router())  # pages, figure exports, plotly.js, /login
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def dashboard_router() -> APIRouter:
+    """The dashboards, with the API's key rule, database reads and error shape."""
+    auth = pages.Auth(
+        cookie=deps.API_KEY_COOKIE,
+        enabled=deps.auth_enabled,
+        authorized=deps.authorized,
+        matches=deps.key_matches,
+        unauthorized=deps.unauthorized,
+    )
+    return pages.make_router(auth=auth, reads=deps.read_transaction, error=deps.error)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

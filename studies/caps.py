@@ -1,30 +1,13 @@
 """Server-side limits so that one study cannot exhaust the cluster.
 
-Read from the environment (``MAGMA_MAX_TRIALS``, ``MAGMA_MAX_STEPS``,
-``MAGMA_MAX_CONCURRENT``); the API rejects a study over them with HTTP 422.
+The caps are settings (``MAGMA_MAX_TRIALS``, ``MAGMA_MAX_STEPS``, ``MAGMA_MAX_CONCURRENT``,
+read by ``worker.settings``); the API rejects a study over them with HTTP 422.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 from studies.spec import StudySpec
-
-
-@dataclass(frozen=True)
-class Caps:
-    max_trials: int = 2000
-    max_steps: int = 200_000
-    max_concurrent: int = 64
-
-    @classmethod
-    def from_env(cls) -> Caps:
-        return cls(
-            max_trials=int(os.environ.get("MAGMA_MAX_TRIALS", cls.max_trials)),
-            max_steps=int(os.environ.get("MAGMA_MAX_STEPS", cls.max_steps)),
-            max_concurrent=int(os.environ.get("MAGMA_MAX_CONCURRENT", cls.max_concurrent)),
-        )
+from worker.settings import Caps
 
 
 def check_caps(spec: StudySpec, caps: Caps) -> None:

@@ -14,7 +14,7 @@ def driver_command(
     once: Annotated[bool, typer.Option(help="exit when no study is waiting")] = False,
     poll: Annotated[float, typer.Option(help="seconds between polls for new studies")] = 2.0,
 ) -> None:
-    """Claim queued studies (DATABASE_URL) and run them on Ray (RAY_ADDRESS, else local)."""
+    """Claim queued studies (MAGMA_DATABASE_URL) and run them on Ray (RAY_ADDRESS, else local)."""
     from studies.engine.driver import Driver  # Ray, Optuna and torch: only when it runs
 
     # SIGTERM (docker stop, `magma-bench up` stopping) exits through Python, so atexit

@@ -30,6 +30,7 @@ from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.engine import make_engine, migrate, session_factory, transaction
 from studies.storage.models import Metric, Study, Trial
+from worker.settings import get_settings
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")
@@ -187,16 +188,19 @@ _cache_dir: list[Path] = []
 def magma_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One token cache for the whole session, exported as ``MAGMA_CACHE_DIR`` so that Ray
     workers (which inherit the environment of the process that starts Ray) and driver
-    subprocesses tokenize the C4 sample once."""
+    subprocesses tokenize the C4 sample once. This process's cached settings are dropped
+    on each change, so that trials run in it read the same cache."""
     if not _cache_dir:
         _cache_dir.append(tmp_path_factory.mktemp("magma-cache"))
     previous = os.environ.get("MAGMA_CACHE_DIR")
     os.environ["MAGMA_CACHE_DIR"] = str(_cache_dir[0])
+    get_settings.cache_clear()
     yield _cache_dir[0]
     if previous is None:
         os.environ.pop("MAGMA_CACHE_DIR", None)
     else:
         os.environ["MAGMA_CACHE_DIR"] = previous
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

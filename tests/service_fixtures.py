@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.db_fixtures import BACKENDS, fresh_database
+from tests.db_fixtures import BACKENDS, fresh_database, wait_for
+from tests.processes import stop_session
 
 MAGMA_BENCH = Path(sys.executable).parent / "magma-bench"
 
@@ -83,6 +86,42 @@ def running_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def running_up(cwd: Path, env: dict[str, str]) -> Iterator[Server]:
+    """``magma-bench up`` in ``cwd`` with environment ``env`` (plus a private RAY_TMPDIR), in
+    a session of its own, once it says it is up (its log: ``cwd/up.log``). Afterwards every
+    process of that session gets SIGTERM, then SIGKILL; on success, none may have needed
+    SIGKILL (a test that stops ``up`` itself so checks that it took everything down)."""
+    port = free_port()
+    ray_tmpdir = tempfile.mkdtemp(prefix="mbup", dir="/tmp")  # short: socket paths
+    log = cwd / "up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen(
+            [str(MAGMA_BENCH), "up", "--port", str(port)],
+            cwd=cwd,
+            env={**env, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": ray_tmpdir},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "magma-bench is up" in log.read_text(), timeout=120, what="up")
+        yield Server(f"http://127.0.0.1:{port}", "", up, log)
+    finally:
+        leftovers = stop_session(up.pid)
+        shutil.rmtree(ray_tmpdir, ignore_errors=True)
+    assert leftovers == [], f"processes outlived up: {leftovers}"
+
+
+def cli(server: Server, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``magma-bench ARGS`` as a user runs it, against ``server`` (no API key)."""
+    env = {**os.environ, "MAGMA_URL": server.url}
+    env.pop("MAGMA_API_KEY", None)
+    return subprocess.run(
+        [str(MAGMA_BENCH), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

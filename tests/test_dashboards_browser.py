@@ -69,7 +69,6 @@ def site(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> Iterator[
             driver.run(once=True)
         finally:
             driver.sessions.kw["bind"].dispose()
-            driver.optuna_storage.engine.dispose()
         study = db.study(study_id)
         assert study.status == "complete", study.error
         assert len(db.trials(study_id)) == len(LRS) * len(VARIANTS) * 2

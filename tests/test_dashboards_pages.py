@@ -22,10 +22,10 @@ from dashboards import loader
 from dashboards.export import PLOTLY_JS
 from dashboards.sample import sample_spec, write_study
 from dashboards.views import PAGES
-from service.core.config import Settings
 from service.main import create_app
 from studies.storage import repository as repo
 from studies.storage.models import Metric
+from worker.settings import Settings
 
 pytest.register_assert_rewrite("tests.db_fixtures")
 from tests.db_fixtures import BACKENDS, Database, fresh_database  # noqa: E402

@@ -271,12 +271,16 @@ def pydantic_settings_names(module_name: str) -> set[str]:
     return names
 
 
-def documented_settings() -> set[str]:
-    """NAME=... lines of .env.example, commented-out ones included."""
+def documented_lines() -> list[str]:
+    """The NAME of each NAME=... line of .env.example, commented-out ones included."""
     pattern = re.compile(r"^\s*#?\s*([A-Z][A-Z0-9_]*)=")
-    return {
+    return [
         m.group(1) for line in ENV_EXAMPLE.read_text().splitlines() if (m := pattern.match(line))
-    }
+    ]
+
+
+def documented_settings() -> set[str]:
+    return set(documented_lines())
 
 
 # --------------------------------------------------------------------------------------
@@ -479,6 +483,20 @@ def test_env_example_documents_every_setting_the_code_reads() -> None:
     assert not missing, ".env.example does not document: " + "; ".join(
         f"{name} (read in {', '.join(sorted(files))})" for name, files in sorted(missing.items())
     )
+
+
+def test_env_example_documents_each_setting_once_and_none_that_nothing_reads() -> None:
+    lines = documented_lines()
+    twice = sorted({name for name in lines if lines.count(name) > 1})
+    assert not twice, f".env.example documents these more than once: {', '.join(twice)}"
+    text = COMPOSE.read_text()
+    used = set(settings_read_by_code()) | {
+        m.group(1) or m.group(2) for m in INTERPOLATION.finditer(text)
+    }
+    for service in services().values():
+        used |= set(environment(service))
+    stale = sorted(n for n in documented_settings() if SETTING.fullmatch(n) and n not in used)
+    assert not stale, f".env.example documents settings that nothing reads: {', '.join(stale)}"
 
 
 def test_env_example_has_no_secret_values() -> None:

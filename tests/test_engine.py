@@ -1,5 +1,6 @@
 """The study engine end to end: a real local Ray, the driver in this process
-(``Driver.run(once=True)``), SQL and Optuna's storage on SQLite and on PostgreSQL.
+(``Driver.run(once=True)``), SQL, and the Optuna study a driver rebuilds from it, on
+SQLite and on PostgreSQL.
 
 Ray is started once per module (``ray_local``, two CPUs). Most studies train the
 stochastic quadratic (40 steps, an evaluation every 10), where a trial's cost is the
@@ -17,7 +18,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
@@ -43,10 +43,10 @@ from tests.db_fixtures import (  # noqa: E402
 
 pytest_plugins = ("tests.db_fixtures",)
 
-#: SQL trial status -> the state of its configuration's Optuna trial
+#: SQL trial status -> the state of its configuration's Optuna trial (one seed)
 OPTUNA_STATE = {
     "complete": TrialState.COMPLETE,
-    "diverged": TrialState.COMPLETE,  # told its objective, +inf if not finite
+    "diverged": TrialState.COMPLETE,  # told the worst value
     "pruned": TrialState.PRUNED,
     "failed": TrialState.FAIL,
     "cancelled": TrialState.FAIL,
@@ -55,7 +55,8 @@ OPTUNA_STATE = {
 
 @dataclass
 class StudyRun:
-    """Everything SQL and Optuna hold about one study after the driver returned."""
+    """Everything SQL holds about one study after the driver returned, and the Optuna
+    study the next driver would rebuild from it."""
 
     study: Study
     trials: list[Trial]
@@ -83,16 +84,12 @@ def run_driver(db: Database, storage: Path, **driver_kwargs: Any) -> Driver:
 
 def dispose_driver(driver: Driver) -> None:
     driver.sessions.kw["bind"].dispose()
-    driver.optuna_storage.engine.dispose()
 
 
-def optuna_trials(db: Database, study_name: str) -> list[FrozenTrial]:
-    storage = optuna.storages.RDBStorage(db.url)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-        return study.get_trials(deepcopy=False)
-    finally:
-        storage.engine.dispose()
+def rebuilt_optuna_trials(db: Database, study: Study) -> list[FrozenTrial]:
+    """The in-memory Optuna study a searcher over this database starts from."""
+    spec = StudySpec.model_validate(study.spec)
+    return StudySearcher(study.id, spec, db.sessions).optuna.get_trials(deepcopy=False)
 
 
 def snapshot(db: Database, study_id: int, seconds: float = 0.0) -> StudyRun:
@@ -105,7 +102,7 @@ def snapshot(db: Database, study_id: int, seconds: float = 0.0) -> StudyRun:
     run = StudyRun(study, trials, {t.id: db.metrics(t.id) for t in trials}, events)
     run.seconds = seconds
     if trials:
-        run.optuna_trials = optuna_trials(db, study.optuna_study_name)
+        run.optuna_trials = rebuilt_optuna_trials(db, study)
     return run
 
 
@@ -117,25 +114,26 @@ def run_study(db: Database, spec: StudySpec, storage: Path) -> StudyRun:
 
 
 def assert_optuna_matches_sql(run: StudyRun, configurations: int) -> None:
-    """One finished Optuna trial per configuration, in the state its SQL trials imply."""
+    """One finished Optuna trial per configuration, in the state and with the value its
+    SQL trials score (``studies.best``: a diverged seed scores the worst value)."""
     assert len(run.optuna_trials) == configurations
     for number, trials in run.by_configuration().items():
         optuna_trial = run.optuna_trials[number]
         assert optuna_trial.number == number
         assert optuna_trial.params == trials[0].params
         statuses = {t.status for t in trials}
-        if statuses <= {"complete", "diverged"}:
-            expected = TrialState.COMPLETE
+        if "diverged" in statuses:
+            expected, value = TrialState.COMPLETE, math.inf
         elif "pruned" in statuses:
-            expected = TrialState.PRUNED
+            expected, value = TrialState.PRUNED, None
+        elif statuses & {"failed", "cancelled"}:
+            expected, value = TrialState.FAIL, None
         else:
-            expected = TrialState.FAIL
-        assert optuna_trial.state == expected, (number, statuses)
+            expected = TrialState.COMPLETE
+            value = pytest.approx(sum(t.objective for t in trials) / len(trials))
+        assert (optuna_trial.state, optuna_trial.value) == (expected, value), (number, statuses)
         if len(trials) == 1:
             assert optuna_trial.state == OPTUNA_STATE[trials[0].status]
-        if expected == TrialState.COMPLETE:
-            values = [math.inf if t.objective is None else t.objective for t in trials]
-            assert optuna_trial.value == pytest.approx(sum(values) / len(values))
 
 
 def assert_metric_curves(run: StudyRun, steps: int, eval_interval: int) -> None:
@@ -251,7 +249,7 @@ def test_grid_metrics_are_in_sql(grid_run: StudyRun) -> None:
         assert {"train_loss", "val_loss", "lr", "tokens", "node"} <= set(rows[-1].values)
 
 
-def test_grid_optuna_storage_matches_sql(grid_run: StudyRun) -> None:
+def test_grid_rebuilt_optuna_study_matches_sql(grid_run: StudyRun) -> None:
     assert_optuna_matches_sql(grid_run, grid_spec().grid_size)
 
 
@@ -283,6 +281,11 @@ def test_tpe_study_runs_exactly_its_trials(db: Database, tmp_path: Path, ray_loc
     states = {t.number: t.state for t in run.optuna_trials}
     for trial in run.trials:
         assert states[trial.configuration] == OPTUNA_STATE[trial.status]
+    # Tune's directory holds the trials' checkpoints, not another copy of their results.
+    trial_dirs = [d for d in (tmp_path / "ray").glob("*/trainable_*") if d.is_dir()]
+    assert len(trial_dirs) == 4
+    kept = {entry.name for d in trial_dirs for entry in d.iterdir()}
+    assert all(name.startswith("checkpoint_") for name in kept), kept
 
 
 def test_diverged_trials_are_recorded_as_diverged(
@@ -311,9 +314,8 @@ def test_diverged_trials_are_recorded_as_diverged(
     assert sgd.objective is None  # +inf
     assert run.metrics[sgd.id][-1].objective is None
     assert run.metrics[sgd.id][-1].values["objective"] is None
-    assert [t.state for t in run.optuna_trials] == [TrialState.COMPLETE] * 2
-    assert run.optuna_trials[0].value == pytest.approx(adamw.objective)
-    assert run.optuna_trials[1].value == math.inf
+    # Optuna sees both as the worst value (studies.best), finite objective or not.
+    assert [(t.state, t.value) for t in run.optuna_trials] == [(TrialState.COMPLETE, math.inf)] * 2
     assert_optuna_matches_sql(run, 2)
 
 
@@ -380,32 +382,26 @@ def test_a_trial_stopped_for_a_cancel_is_recorded_as_cancelled(db: Database) -> 
     of its loop step. A result that arrives after the heartbeat thread set the cancel
     flag makes ``CancelStopper.__call__`` stop the trial, and Tune reports it to the
     searcher while ``searcher.cancelled`` (set only in ``stop_all``) is still False:
-    the trial is recorded, and told to Optuna, as *pruned*. This replays that order."""
+    the trial is recorded (and told to Optuna) as *pruned*. This replays that order."""
     spec = quadratic_spec(name="cancel-race", search={"lr": [0.1, 0.03]})
     study_id = db.create_study(spec)
     with db.transaction() as session:
         repo.claim_study(session, "driver", timedelta(seconds=60))
-    storage = optuna.storages.RDBStorage(db.url)
-    try:
-        searcher = StudySearcher(
-            study_id, spec, db.sessions, storage, db.study(study_id).optuna_study_name
-        )
-        cancel = threading.Event()
-        stopper = CancelStopper(searcher, cancel)
-        config = searcher.suggest("tune-0")
-        assert isinstance(config, dict)
-        trial_id = config["_meta"]["trial_id"]
-        with db.transaction() as session:
-            repo.mark_trial_running(session, trial_id)
+    searcher = StudySearcher(study_id, spec, db.sessions)
+    cancel = threading.Event()
+    stopper = CancelStopper(searcher, cancel)
+    config = searcher.suggest("tune-0")
+    assert isinstance(config, dict)
+    trial_id = config["_meta"]["trial_id"]
+    with db.transaction() as session:
+        repo.mark_trial_running(session, trial_id)
 
-        cancel.set()  # the driver's heartbeat thread read "cancelling"
-        result = {"status": "running", "objective": 5.0, "step": 10}
-        assert stopper("tune-0", result)  # TuneController._process_trial_result
-        searcher.on_trial_complete("tune-0", result)  # TuneController.stop_trial
-        assert stopper.stop_all()  # TuneController._stop_experiment_if_needed
-        optuna_state = searcher.optuna.get_trials(deepcopy=False)[0].state
-    finally:
-        storage.engine.dispose()
+    cancel.set()  # the driver's heartbeat thread read "cancelling"
+    result = {"status": "running", "objective": 5.0, "step": 10}
+    assert stopper("tune-0", result)  # TuneController._process_trial_result
+    searcher.on_trial_complete("tune-0", result)  # TuneController.stop_trial
+    assert stopper.stop_all()  # TuneController._stop_experiment_if_needed
+    optuna_state = searcher.optuna.get_trials(deepcopy=False)[0].state
     (trial,) = db.trials(study_id)
     assert trial.status == "cancelled", f"recorded {trial.status!r}, Optuna {optuna_state.name}"
 

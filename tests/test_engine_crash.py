@@ -1,5 +1,5 @@
-"""Crashes: a driver killed mid-study, a trial process killed mid-trial, and the narrow
-windows in which a dying driver leaves SQL and Optuna's storage disagreeing.
+"""Crashes: a driver killed mid-study, a trial process killed mid-trial, and a driver
+restarted mid-study rebuilding its in-memory Optuna study from SQL.
 
 * The driver-kill test runs real ``magma-bench driver`` processes, each with its own
   local Ray (own ``RAY_TMPDIR``): the first is SIGKILLed with its process group, every
@@ -7,17 +7,21 @@ windows in which a dying driver leaves SQL and Optuna's storage disagreeing.
   the study from the database.
 * The trial-kill test runs the driver in this process on the module's Ray and SIGKILLs
   the trainable actor's worker process; Tune retries the trial from its checkpoint.
-* The crash-window tests drive ``StudySearcher`` directly (no Ray): they leave exactly
-  the state a SIGKILL between two of its storage writes would leave, then let a new
-  searcher finish the study.
+* The restart tests drive ``StudySearcher`` directly (no Ray): a first searcher leaves
+  configurations in every state, a second one over the same SQL must rebuild exactly
+  the Optuna study the first held in memory and finish the study without repeating a
+  configuration. (SQL is the only store of trial state, so there is no window between
+  two stores' writes left to test.)
 """
 
 # The tests that kill real processes take minutes and are marked slow (`make test-all`);
-# the crash-window tests run by default.
+# the restart tests run by default.
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 import signal
@@ -30,14 +34,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 from sqlalchemy import func, select
 
 from studies.engine.searcher import StudySearcher
 from studies.storage import repository as repo
-from studies.storage.models import FINISHED_TRIAL_STATUSES, Metric
+from studies.storage.models import Metric
+from worker.contract import FINISHED_TRIAL_STATUSES
 
 pytest.register_assert_rewrite("tests.db_fixtures")
 from tests.db_fixtures import Database, quadratic_spec, wait_for  # noqa: E402
@@ -192,12 +196,10 @@ def test_killed_driver_is_replaced_without_losing_or_repeating_work(
     )
     assert study.claimed_by is None
 
-    # Nothing lost, nothing repeated. (Configuration numbers are Optuna trial numbers and
-    # may skip one: a driver killed between Optuna's ask and the SQL commit leaves an
-    # orphan Optuna trial; see test_a_driver_dying_between_storage_writes_...)
+    # Nothing lost, nothing repeated, no configuration number skipped.
     assert len(trials) == len(CRASH_LRS) == spec.configurations
     assert [t.number for t in trials] == list(range(len(CRASH_LRS)))
-    assert len({t.configuration for t in trials}) == len(CRASH_LRS)
+    assert sorted(t.configuration for t in trials) == list(range(len(CRASH_LRS)))
     assert [t.params for t in trials] == spec.grid_points()
     assert {t.status for t in trials} == {"complete"}
     assert all(t.last_step == CRASH_STEPS for t in trials)
@@ -229,22 +231,12 @@ def test_killed_driver_is_replaced_without_losing_or_repeating_work(
     resumed = [t for t in running_before if after[t].attempts >= 2]
     assert resumed
 
-    # Optuna's storage agrees: one finished trial per configuration.
-    storage = optuna.storages.RDBStorage(database_url)
-    try:
-        optuna_trials = optuna.load_study(
-            study_name=study.optuna_study_name, storage=storage
-        ).get_trials(deepcopy=False)
-    finally:
-        storage.engine.dispose()
-    for trial in trials:
-        optuna_trial = optuna_trials[trial.configuration]
-        assert optuna_trial.state == TrialState.COMPLETE
-        assert optuna_trial.params == trial.params
-        assert optuna_trial.value == pytest.approx(trial.objective)
-    orphans = [t.number for t in optuna_trials if not t.state.is_finished()]
-    if orphans:
-        print(f"Optuna trials left unfinished by the kill: {orphans}")
+    # The Optuna study a driver rebuilds from SQL: one complete trial per configuration.
+    rebuilt = StudySearcher(study_id, spec, db.sessions).optuna.get_trials(deepcopy=False)
+    assert [(t.number, t.state, t.params) for t in rebuilt] == [
+        (t.configuration, TrialState.COMPLETE, t.params) for t in trials
+    ]
+    assert [t.value for t in rebuilt] == pytest.approx([t.objective for t in trials])
     db.dispose()
 
 
@@ -309,7 +301,6 @@ def test_killed_trial_process_is_retried_from_its_checkpoint(
     finally:
         thread.join(timeout=60)
         driver.sessions.kw["bind"].dispose()
-        driver.optuna_storage.engine.dispose()
     assert not failure, failure
 
     assert db.study(study_id).status == "complete", db.study(study_id).error
@@ -337,8 +328,8 @@ def test_a_trial_requeued_with_its_final_checkpoint_completes(
     returns its saved final metrics, but the trainable never reports them, so Tune
     gets a result without ``objective``, raises, and the whole study fails (seen in the
     driver-kill test on a SQLite run). This builds that state directly: the
-    configuration through the searcher (so Optuna knows it), the checkpoint by
-    training the trial's own config to the end in this process."""
+    configuration through the searcher, the checkpoint by training the trial's own config
+    to the end in this process."""
     from studies.engine.driver import Driver
     from worker.config import TrialConfig
     from worker.trainer import train
@@ -352,14 +343,8 @@ def test_a_trial_requeued_with_its_final_checkpoint_completes(
     study_id = db.create_study(spec)
     with db.transaction() as session:
         repo.claim_study(session, "dead-driver", timedelta(seconds=60))
-    storage = optuna.storages.RDBStorage(db.url)
-    try:
-        name = db.study(study_id).optuna_study_name
-        searcher = StudySearcher(study_id, spec, db.sessions, storage, name)
-        config = searcher.suggest("dead-0")
-        assert isinstance(config, dict)
-    finally:
-        storage.engine.dispose()
+    config = StudySearcher(study_id, spec, db.sessions).suggest("dead-0")
+    assert isinstance(config, dict)
     trial_id = config["_meta"]["trial_id"]
     (trial,) = db.trials(study_id)
     checkpoint = tmp_path / "dead-driver" / "checkpoint_000003"
@@ -382,7 +367,6 @@ def test_a_trial_requeued_with_its_final_checkpoint_completes(
         driver.run(once=True)
     finally:
         driver.sessions.kw["bind"].dispose()
-        driver.optuna_storage.engine.dispose()
     study = db.study(study_id)
     (trial,) = db.trials(study_id)
     cause = [line[:160] for line in (study.error or "").splitlines() if "Error:" in line]
@@ -391,79 +375,118 @@ def test_a_trial_requeued_with_its_final_checkpoint_completes(
     assert trial.last_step == spec.workload.steps
 
 
-# --- the windows between the searcher's storage writes -------------------------------------------
+# --- a driver restarted mid-study ----------------------------------------------------------------
+
+RESTART_SPECS: dict[str, dict[str, Any]] = {
+    "grid": {"search": {"lr": [0.1, 0.07, 0.05, 0.03, 0.02, 0.01, 0.005, 0.003]}},
+    "tpe": {"sampler": "tpe", "trials": 14, "search": {"lr": {"low": 1e-4, "high": 0.3}}},
+    "random": {"sampler": "random", "trials": 10, "search": {"lr": {"low": 1e-4, "high": 0.3}}},
+    "qmc": {"sampler": "qmc", "trials": 10, "search": {"lr": {"low": 1e-4, "high": 0.3}}},
+}
+#: what the first driver leaves of each of its six configurations (two seeds each), and
+#: the Optuna trial it must have (and a rebuilt study must have) for it
+FIRST_DRIVER = [
+    (("complete", 1.0), ("complete", 3.0)),
+    (("diverged", 1e9), ("complete", 2.0)),
+    (("pruned", 5.0), ("complete", 2.0)),
+    (("failed", None), ("complete", 2.0)),
+    (("complete", 0.5), ("running", None)),
+    (("running", None), ("queued", None)),
+]
+FIRST_DRIVER_OPTUNA = [
+    (TrialState.COMPLETE, 2.0),
+    (TrialState.COMPLETE, math.inf),  # diverged: the worst value
+    (TrialState.PRUNED, None),
+    (TrialState.FAIL, None),
+    (TrialState.RUNNING, None),
+    (TrialState.RUNNING, None),
+]
 
 
-GRID = [0.1, 0.03, 0.01]
-
-
-def _complete(searcher: StudySearcher, tune_id: str, objective: float = 1.0) -> None:
-    searcher.on_trial_complete(tune_id, {"status": "complete", "objective": objective, "step": 40})
+def _finish(searcher: StudySearcher, tune_id: str, status: str, objective: float | None) -> None:
+    """What Tune reports for a trial that ended with ``status``."""
+    if status == "failed":
+        searcher.on_trial_complete(tune_id, error=True)
+    else:  # a trial ASHA stops last reported "running"
+        reported = "running" if status == "pruned" else status
+        result = {"status": reported, "objective": objective, "step": 10}
+        searcher.on_trial_complete(tune_id, result)
 
 
 def _run_to_the_end(searcher: StudySearcher) -> None:
     """What Tune does with one slot: suggest, run, complete, until FINISHED."""
-    for n in range(50):
+    for n in range(100):
         config = searcher.suggest(f"after-{n}")
         if config == StudySearcher.FINISHED or config is None:
             return
-        _complete(searcher, f"after-{n}")
+        _finish(searcher, f"after-{n}", "complete", 1.0 + n / 100)
     pytest.fail("the searcher never finished")
 
 
-@pytest.mark.parametrize("window", ["after-enqueue", "after-ask", "after-sql-finish"])
-def test_a_driver_dying_between_storage_writes_leaves_a_consistent_study(
-    db: Database, window: str
+def _optuna_state(searcher: StudySearcher) -> list[tuple[int, TrialState, dict, float | None]]:
+    return [(t.number, t.state, t.params, t.value) for t in searcher.optuna.get_trials()]
+
+
+@pytest.mark.parametrize("sampler", list(RESTART_SPECS))
+def test_a_restarted_driver_rebuilds_the_optuna_study_from_sql_and_carries_on(
+    db: Database, sampler: str
 ) -> None:
-    """A grid study where the first driver dies between two writes of the searcher:
-
-    * ``after-enqueue``: Optuna has the next grid point enqueued (WAITING), SQL has no
-      trial for it: ``enqueue_trial`` ran, ``ask`` did not;
-    * ``after-ask``: Optuna has a RUNNING trial for the next point, SQL none:
-      ``ask`` ran, the SQL transaction did not commit;
-    * ``after-sql-finish``: SQL has the trial finished, Optuna still RUNNING:
-      ``finish_trial`` committed, ``tell`` did not run.
-
-    The next driver must still run every grid point exactly once and leave every
-    Optuna trial finished and in step with SQL."""
-    spec = quadratic_spec(name="windows", search={"lr": GRID}, max_concurrent=1)
+    """The first driver creates six configurations and leaves them complete, diverged,
+    pruned, failed, half finished and not started; then it dies. The next driver's
+    searcher, built over the same SQL, must hold the Optuna study the first one held in
+    memory (numbers, states, params, values: the configurations' scores by
+    ``studies.best``), then finish the study with every configuration number used once
+    and no configuration proposed twice (a sampler reseeded from the spec's seed would
+    propose its first random points again; QMC would restart its sequence)."""
+    spec = quadratic_spec(name=f"restart-{sampler}", seeds=2, **RESTART_SPECS[sampler])
     study_id = db.create_study(spec)
     with db.transaction() as session:
         repo.claim_study(session, "driver-1", timedelta(seconds=60))
-    name = db.study(study_id).optuna_study_name
-    storage = optuna.storages.RDBStorage(db.url)
-    try:
-        first = StudySearcher(study_id, spec, db.sessions, storage, name)
-        assert first.suggest("first-0") is not None  # configuration 0, handed to Tune
-        if window == "after-sql-finish":
+    first = StudySearcher(study_id, spec, db.sessions)
+    handed = [f"first-{n}" for n in range(2 * len(FIRST_DRIVER))]
+    for tune_id in handed:
+        assert isinstance(first.suggest(tune_id), dict)
+    sql_ids = [first.handed_out[tune_id] for tune_id in handed]
+    for (tune_id, sql_id), (status, objective) in zip(
+        zip(handed, sql_ids, strict=True), [s for pair in FIRST_DRIVER for s in pair], strict=True
+    ):
+        if status == "running":
             with db.transaction() as session:
-                repo.finish_trial(session, first.handed_out["first-0"], "complete", 2.0, 40)
-        else:
-            _complete(first, "first-0", 2.0)
-            first.optuna.enqueue_trial(spec.grid_points()[1])
-            if window == "after-ask":
-                first.optuna.ask(first.distributions)
-        del first  # SIGKILL
-
-        # The next driver: run_study requeues, a new searcher carries on.
-        with db.transaction() as session:
-            repo.requeue_unfinished(session, study_id)
-        second = StudySearcher(study_id, spec, db.sessions, storage, name)
-        _run_to_the_end(second)
-        optuna_trials = second.optuna.get_trials(deepcopy=False)
-    finally:
-        storage.engine.dispose()
+                repo.mark_trial_running(session, sql_id)
+        elif status != "queued":
+            _finish(first, tune_id, status, objective)
+    held = _optuna_state(first)
+    del first  # SIGKILL
 
     trials = db.trials(study_id)
-    assert sorted(t.params["lr"] for t in trials) == sorted(GRID), [t.params for t in trials]
-    assert {t.status for t in trials} == {"complete"}
-    unfinished = [
-        (t.number, t.state.name, t.params) for t in optuna_trials if not t.state.is_finished()
+    assert [(t.configuration, t.seed_index) for t in trials] == [
+        (c, s) for c in range(len(FIRST_DRIVER)) for s in (0, 1)
     ]
-    assert unfinished == [], f"Optuna trials left unfinished: {unfinished}"
-    for trial in trials:
-        assert optuna_trials[trial.configuration].params == trial.params
-        assert optuna_trials[trial.configuration].state == TrialState.COMPLETE
+    params = [trials[2 * c].params for c in range(len(FIRST_DRIVER))]
+    expected = [(c, *outcome) for c, outcome in enumerate(FIRST_DRIVER_OPTUNA)]
+    assert [(n, state, value) for n, state, _, value in held] == expected
+    assert [p for _, _, p, _ in held] == params
+
+    # The next driver: run_study requeues, a new searcher rebuilds and carries on.
+    with db.transaction() as session:
+        repo.requeue_unfinished(session, study_id)
+    second = StudySearcher(study_id, spec, db.sessions)
+    assert _optuna_state(second) == held
+    _run_to_the_end(second)
+
+    trials = db.trials(study_id)
+    configurations = sorted({t.configuration for t in trials})
+    assert configurations == list(range(spec.configurations))
+    points = [next(t.params for t in trials if t.configuration == c) for c in configurations]
+    assert points[: len(params)] == params
+    assert len({json.dumps(p, sort_keys=True) for p in points}) == len(points), points
+    if sampler == "grid":
+        assert points == spec.grid_points()
+    assert [t.seed_index for t in trials] == [0, 1] * spec.configurations
+    assert all(t.status in FINISHED_TRIAL_STATUSES for t in trials)
+    told = _optuna_state(second)
+    assert all(state.is_finished() for _, state, _, _ in told)
+    assert told == _optuna_state(StudySearcher(study_id, spec, db.sessions))
 
 
 class _FakeTrial:

@@ -23,7 +23,7 @@ import magma
 
 pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
 from tests.db_fixtures import Database, quadratic_spec, wait_for  # noqa: E402
-from tests.service_fixtures import MAGMA_BENCH, Server  # noqa: E402
+from tests.service_fixtures import MAGMA_BENCH, Server, cli, running_up  # noqa: E402
 
 pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
 
@@ -61,14 +61,6 @@ def driver(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     shutil.rmtree(ray_tmpdir, ignore_errors=True)
 
 
-def cli(server: Server, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MAGMA_URL": server.url}
-    env.pop("MAGMA_API_KEY", None)
-    return subprocess.run(
-        [str(MAGMA_BENCH), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def test_submit_wait_status_export_and_cancel(server: Server, driver: Path, tmp_path: Path) -> None:
     spec = quadratic_spec(
         name="e2e",
@@ -84,7 +76,11 @@ def test_submit_wait_status_export_and_cancel(server: Server, driver: Path, tmp_
     assert "4 runs" in submitted.stdout
     assert f"study {study_id}: complete" in submitted.stdout
     assert "best: {" in submitted.stdout
-    assert "4/4" in submitted.stderr  # tqdm's bar reached every trial, from the events
+    # Off a terminal, no bar: one line per finished trial, from the events.
+    progress = submitted.stderr.splitlines()
+    assert len(progress) == 4 and "\r" not in submitted.stderr, submitted.stderr
+    assert all(line.startswith("trial ") and ": complete  objective " in line for line in progress)
+    assert [line.rsplit("(", 1)[1] for line in progress] == ["1/4)", "2/4)", "3/4)", "4/4)"]
 
     db = Database(server.database_url)
     try:
@@ -157,46 +153,21 @@ def test_submit_wait_status_export_and_cancel(server: Server, driver: Path, tmp_
         db.dispose()
 
 
-def test_the_cli_knows_the_finished_trial_statuses() -> None:
-    from service.cli import FINISHED_TRIALS
-    from studies.storage.models import FINISHED_TRIAL_STATUSES
-
-    assert FINISHED_TRIALS == FINISHED_TRIAL_STATUSES
-
-
 def test_up_runs_the_laptop_stack_and_stops_cleanly(tmp_path: Path) -> None:
     """``magma-bench up`` on the embedded defaults (SQLite under ./var/ of its working
     directory): a study submitted to it completes; SIGTERM stops every process it started,
     Ray's included."""
-    from tests.processes import session_processes, stop_session
-    from tests.service_fixtures import free_port
+    from tests.processes import session_processes
 
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MAGMA_", "DATABASE"))}
-    env.update(PYTHONUNBUFFERED="1", RAY_TMPDIR=tempfile.mkdtemp(prefix="mbup", dir="/tmp"))
-    log = tmp_path / "up.log"
-    with open(log, "wb") as out:
-        up = subprocess.Popen(
-            [str(MAGMA_BENCH), "up", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", "", up, log)
-    try:
-        wait_for(lambda: "magma-bench is up" in log.read_text(), timeout=120, what="up")
+    with running_up(tmp_path, env) as server:
         spec = quadratic_spec(name="up", search={"lr": [0.1]}, fixed={"threads": 1})
         spec_file = tmp_path / "up.yaml"
         spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
         done = cli(server, "submit", str(spec_file), "--wait")
-        assert done.returncode == 0, (done.stdout, done.stderr, log.read_text()[-3000:])
+        assert done.returncode == 0, (done.stdout, done.stderr, server.tail(60))
         assert (tmp_path / "var" / "magma-bench.db").is_file()
+        up = server.process
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=60)
         wait_for(lambda: not session_processes(up.pid), timeout=30, what="up's processes")
-    finally:
-        leftovers = stop_session(up.pid)
-        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
-    assert leftovers == [], f"processes outlived up: {leftovers}"

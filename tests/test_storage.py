@@ -121,25 +121,34 @@ def test_migrations_apply_on_an_empty_database_and_are_idempotent(database_url: 
         engine.dispose()
 
 
-@pytest.mark.parametrize("optuna_first", [True, False], ids=["optuna-first", "magma-first"])
-def test_migrations_share_the_database_with_optuna(database_url: str, optuna_first: bool) -> None:
-    """Optuna's RDB storage keeps its own tables and alembic version in the same database."""
+@pytest.mark.parametrize("someone_else", [False, True], ids=["ours-only", "shared"])
+def test_migrations_drop_optunas_tables_unless_someone_else_keeps_studies_there(
+    database_url: str, someone_else: bool
+) -> None:
+    """Up to 0003 the driver kept a copy of every study's trial state in Optuna's RDB
+    storage, beside our tables. 0004 drops Optuna's tables (and its alembic version
+    table, never ours) when every Optuna study in them is ours, and leaves them, still
+    working, to a database where someone also keeps their own Optuna studies."""
+    storage = optuna.storages.RDBStorage(database_url)
+    optuna.create_study(storage=storage, study_name="magma-bench-study-1")
+    if someone_else:
+        theirs = optuna.create_study(storage=storage, study_name="theirs")
+        theirs.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    storage.engine.dispose()
     engine = make_engine(database_url)
     try:
-        if optuna_first:
-            optuna.storages.RDBStorage(database_url)
-        migrate(engine)
-        if not optuna_first:
-            optuna.storages.RDBStorage(database_url)
         migrate(engine)
         tables = set(inspect(engine).get_table_names())
-        assert MAGMA_TABLES | {"magma_alembic_version", "alembic_version"} <= tables
-        assert {"studies", "trials"} <= tables  # Optuna's
         assert schema(engine)["versions"] == [head_revision()]
-        # Optuna still works on its storage after our migration ran.
-        study = optuna.create_study(storage=database_url, study_name="coexist")
-        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-        assert len(study.trials) == 2
+        if not someone_else:
+            assert tables == MAGMA_TABLES | {"magma_alembic_version"}
+            return
+        assert {"studies", "trials", "version_info", "alembic_version"} <= tables
+        storage = optuna.storages.RDBStorage(database_url)
+        try:
+            assert len(optuna.load_study(study_name="theirs", storage=storage).trials) == 2
+        finally:
+            storage.engine.dispose()
     finally:
         engine.dispose()
 
@@ -156,7 +165,6 @@ def test_create_study(db: Database) -> None:
     assert study.status == "queued"
     assert study.name == "first"
     assert study.spec == data
-    assert study.optuna_study_name == f"magma-bench-study-{study_id}"
     assert study.claimed_by is None and study.started_at is None
     assert [(e.kind, e.payload) for e in events(db, study_id)] == [("study", {"status": "queued"})]
 

@@ -17,7 +17,16 @@ import yaml
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from worker.contract import STATUS_KEY, TrialStatus
+from worker.contract import (
+    STATUS_KEY,
+    Base,
+    Components,
+    Granularity,
+    Names,
+    TrialStatus,
+    Variant,
+    WorkloadKind,
+)
 
 if TYPE_CHECKING:  # torch and transformers load only when a trial runs: the CLI starts fast
     from worker.config import TrialConfig
@@ -28,20 +37,22 @@ def _option(help_text: str) -> Any:
     return typer.Option(help=help_text, show_default=False)
 
 
+def _choices(names: type[Names]) -> str:
+    return " | ".join(names.values())
+
+
 def train_command(
     config_file: Annotated[Path | None, _option("YAML/JSON file of TrialConfig fields")] = None,
-    workload: Annotated[str | None, _option("llama-c4 | quadratic | linear-transformer")] = None,
+    workload: Annotated[str | None, _option(_choices(WorkloadKind))] = None,
     model: Annotated[str | None, _option("llama-nano | llama-tiny | llama-60m | ...")] = None,
-    base: Annotated[
-        str | None, _option("adam | adamw | rmsprop | laprop | muon | c-adamw | sgd")
-    ] = None,
-    variant: Annotated[str | None, _option("dense | skipupdate | magma")] = None,
+    base: Annotated[str | None, _option(_choices(Base))] = None,
+    variant: Annotated[str | None, _option(_choices(Variant))] = None,
     lr: Annotated[float | None, _option("peak learning rate")] = None,
     steps: Annotated[int | None, _option("optimizer steps")] = None,
     p: Annotated[float | None, _option("survival probability")] = None,
     tau: Annotated[float | None, _option("Magma temperature")] = None,
-    components: Annotated[str | None, _option("attention | mlp | attention+mlp | all")] = None,
-    granularity: Annotated[str | None, _option("block | row | column | element")] = None,
+    components: Annotated[str | None, _option(_choices(Components))] = None,
+    granularity: Annotated[str | None, _option(_choices(Granularity))] = None,
     batch_size: Annotated[int | None, _option("sequences per step")] = None,
     grad_accum: Annotated[int | None, _option("micro-batches per step")] = None,
     seq_len: Annotated[int | None, _option("tokens per sequence")] = None,
@@ -51,7 +62,10 @@ def train_command(
     weight_decay: Annotated[float | None, _option("weight decay")] = None,
     grad_clip: Annotated[float | None, _option("gradient-norm clip")] = None,
     seed: Annotated[int | None, _option("data order and init seed")] = None,
-    mask_seed: Annotated[int | None, _option("mask RNG seed")] = None,
+    mask_seed: Annotated[int | None, _option("mask RNG seed (default: from --seed)")] = None,
+    metric: Annotated[
+        str | None, _option("reported metric that is the objective (default: the workload's)")
+    ] = None,
     hessian: Annotated[str | None, _option("quadratic: homogeneous | heterogeneous")] = None,
     covariates: Annotated[str | None, _option("linear-transformer: light | heavy")] = None,
     device: Annotated[str | None, _option("auto | cpu | cuda")] = None,

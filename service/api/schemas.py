@@ -69,7 +69,6 @@ class BestTrial(BaseModel):
 class StudyDetail(StudySummary):
     spec: dict[str, Any]
     error: str | None
-    optuna_study_name: str
     best: BestTrial | None = Field(description="over configurations whose seeds all completed")
     timings: Timings
 
@@ -83,7 +82,16 @@ class StudyPage(BaseModel):
 
 class TrialPage(BaseModel):
     items: list[TrialSummary]
-    next_cursor: str | None = Field(description="pass as ?after= for the rows that follow")
+    next_cursor: str | None = Field(
+        description="pass as ?after= for the rows that follow. Null once the study has "
+        "finished (complete, failed or cancelled) and no rows follow: the end. While the "
+        "study is live it is never null, even on an empty page, so a live view polls from it "
+        "for new trials"
+    )
+    has_more: bool = Field(
+        description="more rows exist right now after this page; false on a live study means "
+        "caught up, not the end (see next_cursor)"
+    )
 
 
 class Preset(BaseModel):

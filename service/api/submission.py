@@ -11,9 +11,10 @@ from pydantic import ValidationError
 
 from service.api.schemas import PresetSubmission
 from service.core.errors import APIError, field_errors
-from studies.caps import Caps, check_caps
+from studies.caps import check_caps
 from studies.presets import load_preset, preset_names
 from studies.spec import StudySpec
+from worker.settings import Caps
 
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")

@@ -1,4 +1,4 @@
-"""The service's database handles: one engine for writes, one for reads, Optuna's storage.
+"""The service's database handles: one engine for writes, one for reads.
 
 On SQLite the read engine uses deferred transactions, so page loads and event streams
 never wait for the driver's write lock; on PostgreSQL both share one engine.
@@ -6,9 +6,6 @@ never wait for the driver's write lock; on PostgreSQL both share one engine.
 
 from __future__ import annotations
 
-from functools import cached_property
-
-import optuna
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,13 +22,6 @@ class Database:
         self.writes: sessionmaker[Session] = session_factory(self.engine)
         self.reads: sessionmaker[Session] = session_factory(self.read_engine)
 
-    @cached_property
-    def optuna_storage(self) -> optuna.storages.RDBStorage:
-        kwargs = {"connect_args": {"timeout": 30}} if self.url.startswith("sqlite") else {}
-        return optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
-
     def dispose(self) -> None:
         self.engine.dispose()
         self.read_engine.dispose()
-        if "optuna_storage" in self.__dict__:
-            self.optuna_storage.engine.dispose()

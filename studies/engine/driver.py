@@ -16,15 +16,14 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-import optuna
 import ray
 from sqlalchemy.orm import Session, sessionmaker
 
 from studies.engine.runner import run_study
 from studies.spec import StudySpec
 from studies.storage import repository as repo
-from studies.storage.engine import database_url, make_engine, migrate, session_factory, transaction
-from worker.data.token_cache import default_cache_dir
+from studies.storage.engine import make_engine, migrate, session_factory, transaction
+from worker.settings import get_settings
 
 log = logging.getLogger("magma_bench.driver")
 
@@ -38,33 +37,31 @@ class Driver:
         stale_after: float | None = None,
         heartbeat_seconds: float = 1.0,
     ) -> None:
-        self.url = url or database_url()
-        self.storage_path = storage_path or Path(os.environ.get("MAGMA_STORAGE", "var/ray"))
+        settings = get_settings()
+        self.url = url or settings.database_url
+        self.storage_path = storage_path or settings.storage
         self.poll_seconds = poll_seconds
-        stale = stale_after or float(os.environ.get("MAGMA_DRIVER_STALE_SECONDS", "30"))
-        self.stale_after = timedelta(seconds=stale)
+        self.stale_after = timedelta(seconds=stale_after or settings.driver_stale_seconds)
         self.heartbeat_seconds = heartbeat_seconds
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         engine = make_engine(self.url)
         migrate(engine)
         self.sessions: sessionmaker[Session] = session_factory(engine)
-        engine_kwargs = {"connect_args": {"timeout": 30}} if self.url.startswith("sqlite") else {}
-        self.optuna_storage = optuna.storages.RDBStorage(self.url, engine_kwargs=engine_kwargs)
 
     def run(self, once: bool = False) -> None:
         """Serve studies until interrupted (``once``: until no study is waiting)."""
         if not ray.is_initialized():
-            address = os.environ.get("RAY_ADDRESS")
+            settings = get_settings()
             ray.init(
-                address=address or None,
+                address=settings.ray_address,
                 include_dashboard=False,
                 log_to_driver=False,
-                runtime_env={"env_vars": {"MAGMA_CACHE_DIR": str(default_cache_dir())}},
+                runtime_env={"env_vars": settings.trial_environment()},
             )
         while True:
             with transaction(self.sessions) as session:
                 study = repo.claim_study(session, self.owner, self.stale_after)
-                claimed = (study.id, study.spec, study.optuna_study_name) if study else None
+                claimed = (study.id, study.spec) if study else None
             if claimed is None:
                 if once:
                     return
@@ -72,7 +69,7 @@ class Driver:
                 continue
             self._run(*claimed)
 
-    def _run(self, study_id: int, spec_data: dict, optuna_study_name: str) -> None:
+    def _run(self, study_id: int, spec_data: dict) -> None:
         cancelled, done = threading.Event(), threading.Event()
         beat = threading.Thread(
             target=self._heartbeat, args=(study_id, cancelled, done), daemon=True
@@ -83,9 +80,7 @@ class Driver:
             status = run_study(
                 study_id,
                 spec,
-                optuna_study_name,
                 self.sessions,
-                self.optuna_storage,
                 self.storage_path,
                 cancelled,
                 run_name=f"study-{study_id}-{self.owner.rsplit(':', 1)[-1]}",

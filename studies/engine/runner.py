@@ -2,15 +2,17 @@
 
 Tune supplies the execution: concurrency, ASHA early stopping, retries of a trial
 whose process died (from its last checkpoint), and stopping everything when the
-study is cancelled. The searcher and the SQL recorder keep the database current.
+study is cancelled. The searcher and the SQL recorder keep the database current; the
+database is the only store of trial state. Tune's directory holds the checkpoints trials
+resume from, and Tune's own restore bookkeeping, which nothing reads.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
-import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -22,6 +24,7 @@ from studies.engine.searcher import StudySearcher
 from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.engine import transaction
+from worker.contract import OBJECTIVE_KEY
 from worker.trainable import trainable
 
 MAX_TRIAL_RETRIES = 2
@@ -51,9 +54,7 @@ class CancelStopper(Unpicklable, tune.Stopper):
 def run_study(
     study_id: int,
     spec: StudySpec,
-    optuna_study_name: str,
     sessions: sessionmaker[Session],
-    optuna_storage: optuna.storages.BaseStorage,
     storage_path: Path,
     cancelled: threading.Event,
     run_name: str,
@@ -62,9 +63,7 @@ def run_study(
     with transaction(sessions) as session:
         repo.requeue_unfinished(session, study_id)
     recorder = SQLRecorder(sessions)
-    searcher = StudySearcher(
-        study_id, spec, sessions, optuna_storage, optuna_study_name, flush=recorder.flush
-    )
+    searcher = StudySearcher(study_id, spec, sessions, flush=recorder.flush)
     if spec.early_stopping.kind == "asha":
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
@@ -75,11 +74,14 @@ def run_study(
     else:
         scheduler = FIFOScheduler()
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    # Tune's default result loggers (CSV, JSON, TensorBoard) would keep another copy of
+    # every metric row beside the checkpoints; the recorder writes them to SQL.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
-            metric="objective",
-            mode=spec.objective.mode,
+            metric=OBJECTIVE_KEY,
+            mode=spec.mode,
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent),
             scheduler=scheduler,
             num_samples=-1,

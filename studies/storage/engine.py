@@ -3,8 +3,8 @@ the latest schema on start.
 
 The embedded default is a SQLite file under ``./var/``; deployments point
 ``MAGMA_DATABASE_URL`` at PostgreSQL. SQLite gets WAL mode, a busy timeout and
-``BEGIN IMMEDIATE`` transactions, so the API, the driver's threads and Optuna can share
-the file without "database is locked" failures.
+``BEGIN IMMEDIATE`` transactions, so the API and the driver's threads can share the file
+without "database is locked" failures.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The database schema: the source of truth for studies, trials, metrics and events.
 
-Tables are prefixed ``magma_`` because Optuna's RDB storage, kept in the same database,
-owns ``studies`` and ``trials``.
+Tables are prefixed ``magma_`` so they never meet another application's in a shared
+database (Optuna's RDB storage, which kept trial state here before migration 0004, owned
+``studies`` and ``trials``). Optuna's studies now live only in memory, rebuilt from
+``trials`` (``studies.samplers``).
 
 Every metric row a trial reports lands in ``metrics`` as it happens (the live view
 reads it); ``events`` is an append-only log whose ids order the server-sent events.
@@ -33,6 +35,9 @@ from worker.contract import MODES, StudyStatus, TrialStatus
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+#: study and trial ids are 32-bit integers in PostgreSQL: a larger one cannot exist, and
+#: binding it would overflow, so requests bound their ids (and offsets) by it
+MAX_ID = 2**31 - 1
 
 
 def one_of(column: str, values: tuple[str, ...]) -> str:
@@ -87,7 +92,6 @@ class Study(Base):
     runs: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default=StudyStatus.queued.value, index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
-    optuna_study_name: Mapped[str] = mapped_column(String(200), default="")
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error: Mapped[str | None] = mapped_column(Text)

@@ -67,7 +67,6 @@ def create_study(session: Session, spec: StudySpec, idempotency_key: str | None 
     )
     session.add(study)
     session.flush()
-    study.optuna_study_name = f"magma-bench-study-{study.id}"
     add_event(session, study.id, "study", {"status": "queued"})
     return study
 
@@ -248,19 +247,20 @@ def configuration_trials(session: Session, study_id: int, configuration: int) ->
     )
 
 
-def configuration_outcomes(
+def configurations(
     session: Session, study_id: int
-) -> dict[int, list[tuple[str, float | None]]]:
-    """Each configuration's (status, objective) per seed trial."""
-    outcomes: dict[int, list[tuple[str, float | None]]] = {}
+) -> dict[int, tuple[dict[str, Any], list[tuple[str, float | None]]]]:
+    """Each configuration's params and its seed trials' (status, objective), by
+    configuration number: everything a searcher rebuilds its Optuna study from."""
+    result: dict[int, tuple[dict[str, Any], list[tuple[str, float | None]]]] = {}
     rows = session.execute(
-        select(Trial.configuration, Trial.status, Trial.objective)
+        select(Trial.configuration, Trial.params, Trial.status, Trial.objective)
         .where(Trial.study_id == study_id)
         .order_by(Trial.number)
     )
-    for configuration, status, objective in rows:
-        outcomes.setdefault(configuration, []).append((status, objective))
-    return outcomes
+    for configuration, params, status, objective in rows:
+        result.setdefault(configuration, (params, []))[1].append((status, objective))
+    return result
 
 
 def unfinished_count(session: Session, study_id: int) -> int:

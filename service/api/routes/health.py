@@ -8,6 +8,7 @@ from importlib.metadata import version
 from fastapi import APIRouter, Response
 from sqlalchemy import text
 
+from service import DISTRIBUTION
 from service.api.deps import DatabaseDep, SettingsDep
 from service.api.schemas import Component, Health
 
@@ -47,5 +48,5 @@ def health(database: DatabaseDep, settings: SettingsDep, response: Response) -> 
         status="ok" if ok else "degraded",
         database=db,
         ray=ray,
-        version=version("magma-bench"),
+        version=version(DISTRIBUTION),
     )

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
 import io
 import json
 from typing import Annotated, Any, Literal
 
-import optuna
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.exc import IntegrityError
@@ -160,10 +158,7 @@ def delete_study(study_id: StudyId, database: DatabaseDep) -> Response:
                 f"study {study_id} is {study.status}; only {list(FINISHED_STUDY_STATUSES)} "
                 "studies can be deleted (cancel it first)",
             )
-        optuna_name = study.optuna_study_name
         repo.delete_study(session, study_id)
-    with contextlib.suppress(KeyError):  # never reached a driver: Optuna never saw it
-        optuna.delete_study(study_name=optuna_name, storage=database.optuna_storage)
     return Response(status_code=204)
 
 

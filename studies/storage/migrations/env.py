@@ -5,7 +5,8 @@ from alembic import context
 from studies.storage.models import Base
 
 connection = context.config.attributes["connection"]
-# Optuna's storage, in the same database, uses alembic's default version table.
+# Our own version table and only our tables: Optuna's RDB storage kept its tables and
+# alembic's default version table here until 0004, and a shared database may hold others.
 context.configure(
     connection=connection,
     target_metadata=Base.metadata,
