@@ -251,7 +251,7 @@ def test_overview_updates_live(site: Site, tab: Tab) -> None:
     params = {"variant": "magma", "lr": 0.01}
     with site.db.transaction() as session:
         trials = repo.create_configuration(
-            session, study_id, 0, params, [spec.trial_config(params, s) for s in (0, 1)]
+            session, study_id, 0, params, [spec.complete_trial_config(params, s) for s in (0, 1)]
         )
         first, second = (trial.id for trial in trials)
         repo.mark_trial_running(session, first)

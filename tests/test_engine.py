@@ -23,6 +23,10 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from dashboards.analysis.curves import learning_curves
+from dashboards.loader import load_study
+from service.export import best_document
+from studies.best import best_configuration
 from studies.engine.driver import Driver
 from studies.engine.runner import CancelStopper
 from studies.engine.searcher import StudySearcher
@@ -30,7 +34,7 @@ from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.models import Event, Metric, Study, Trial
 from worker.config import TrialConfig
-from worker.contract import FINISHED_TRIAL_STATUSES, mask_seed
+from worker.contract import FINISHED_TRIAL_STATUSES, PROGRESS_METRIC, mask_seed
 
 pytest.register_assert_rewrite("tests.db_fixtures")
 from tests.db_fixtures import (  # noqa: E402
@@ -510,3 +514,43 @@ def test_llama_nano_study_completes(db: Database, tmp_path: Path, ray_local: Non
             assert row.values["tokens"] > 0
     assert_optuna_matches_sql(run, 4)
     print(f"llama-nano study: {run.seconds:.1f} s")
+
+
+def test_the_objective_metric_drives_the_search_best_and_dashboards(
+    db: Database, tmp_path: Path, ray_local: None
+) -> None:
+    """A study optimising ``train_loss``: every reported row's objective (what Tune, ASHA
+    and the SQL objective columns read) is its train loss, and the best configuration, the
+    dashboards' curves and the export follow it."""
+    spec = quadratic_spec(
+        name="train-loss",
+        search={"lr": [0.003, 0.03, 0.3]},
+        objective={"metric": "train_loss"},
+        early_stopping={"kind": "asha", "grace_period": 1},
+    )
+    run = run_study(db, spec, tmp_path / "ray")
+    assert run.study.status == "complete", run.study.error
+    assert (run.study.metric, run.study.mode) == ("train_loss", "min")
+    for trial in run.trials:
+        rows = run.metrics[trial.id]
+        assert rows and all(r.values["objective"] == r.values["train_loss"] for r in rows)
+        assert all(r.objective == r.values["train_loss"] for r in rows)
+        assert trial.config["metric"] == "train_loss"
+        if trial.status == "complete":
+            assert trial.objective == rows[-1].values["train_loss"] != rows[-1].values["val_loss"]
+    complete = [t for t in run.trials if t.status == "complete"]
+    expected = min(complete, key=lambda t: (t.objective, t.configuration))
+    with db.sessions() as session:
+        assert repo.best_configuration_number(session, run.study.id, "min") == (
+            expected.configuration
+        )
+        data = load_study(session, run.study.id, metrics="curves")
+    assert data is not None and data.metric == "train_loss"
+    curves = learning_curves(data.trials, data.metrics, data.metric, PROGRESS_METRIC["quadratic"])
+    by_trial = {curve.trial.id: curve for curve in curves}
+    for trial in run.trials:
+        assert list(by_trial[trial.id].y) == [r.values["train_loss"] for r in run.metrics[trial.id]]
+    best = best_configuration(run.trials, "min")
+    assert best is not None and best.configuration == expected.configuration
+    document = best_document(run.study, best)
+    assert document["study"]["objective"] == {"metric": "train_loss", "mode": "min"}

@@ -69,7 +69,7 @@ def finish_configurations(
     ids = []
     with db.transaction() as session:
         for number, (params, objectives, status) in enumerate(results, start=first):
-            configs = [spec.trial_config(params, s) for s in range(len(objectives))]
+            configs = [spec.complete_trial_config(params, s) for s in range(len(objectives))]
             trials = repo.create_configuration(session, study_id, number, params, configs)
             for trial, objective in zip(trials, objectives, strict=True):
                 repo.mark_trial_running(session, trial.id)

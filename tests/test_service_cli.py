@@ -56,7 +56,7 @@ def test_list_shows_studies_newest_first_with_progress(server: Server) -> None:
         with db.transaction() as session:
             session.get(Study, first["id"]).status = "running"  # as a driver's claim leaves it
             for number, (lr, status) in enumerate([(0.1, "complete"), (0.01, "running")]):
-                config = spec.trial_config({"lr": lr}, 0)
+                config = spec.complete_trial_config({"lr": lr}, 0)
                 (trial,) = repo.create_configuration(
                     session, first["id"], number, {"lr": lr}, [config]
                 )
