@@ -145,8 +145,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
                 name="synthetic",
             )
             with db.transaction() as session:
-                spec = sample_spec(4, 1, "quadratic", "empty").model_dump(mode="json")
-                empty = repo.create_study(session, spec).id
+                empty = repo.create_study(session, sample_spec(4, 1, "quadratic", "empty")).id
         finally:
             db.dispose()
         for client in _site(url):
@@ -155,7 +154,8 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.mark.parametrize("page", list(PAGES))
 def test_every_page_renders(site: Site, page: str) -> None:
-    for study_id, objective in ((site.language, "perplexity"), (site.synthetic, "loss")):
+    titles = ((site.language, "validation perplexity"), (site.synthetic, "validation loss"))
+    for study_id, objective in titles:
         response = site.client.get(f"/studies/{study_id}/dashboard/{page}")
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith("text/html")

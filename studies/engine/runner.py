@@ -9,6 +9,7 @@ resume from, and Tune's own restore bookkeeping, which nothing reads.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -75,8 +76,10 @@ def run_study(
         scheduler = FIFOScheduler()
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     # Tune's default result loggers (CSV, JSON, TensorBoard) would keep another copy of
-    # every metric row beside the checkpoints; the recorder writes them to SQL.
+    # every metric row beside the checkpoints; the recorder writes them to SQL. (The result
+    # grid ``fit`` returns, unused, then finds no result files and would say so per trial.)
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
