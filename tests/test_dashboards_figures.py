@@ -31,8 +31,8 @@ from dashboards.figures.sensitivity import heatmap_figure, importance_figure, sl
 from dashboards.figures.style import STATUS_COLORS, format_value, params_label
 from dashboards.figures.table import comparison_table_figure
 from dashboards.records import Arm
-from worker.contract import TrialStatus
 from tests.dashboards_fixtures import Rows
+from worker.contract import TrialStatus
 
 DENSE = Arm("adamw", "dense")
 MAGMA = Arm("adamw", "magma")
