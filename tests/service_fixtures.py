@@ -54,7 +54,8 @@ def running_server(
 ) -> Iterator[Server]:
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if k != "MAGMA_API_KEY"}
-    environ.update(DATABASE_URL=database_url, PYTHONUNBUFFERED="1", **env)
+    environ.pop("DATABASE_URL", None)  # the alias would clash with the canonical name
+    environ.update(MAGMA_DATABASE_URL=database_url, PYTHONUNBUFFERED="1", **env)
     if api_key is not None:
         environ["MAGMA_API_KEY"] = api_key
     with open(log, "wb") as out:

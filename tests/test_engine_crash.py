@@ -131,9 +131,9 @@ def test_killed_driver_is_replaced_without_losing_or_repeating_work(
         fixed={"threads": 1, "variant": "dense"},
     )
     study_id = db.create_study(spec)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "DATABASE_URL")}
     env.update(
-        DATABASE_URL=database_url,
+        MAGMA_DATABASE_URL=database_url,
         MAGMA_STORAGE=str(tmp_path / "ray"),
         MAGMA_CACHE_DIR=str(magma_cache_dir),
         MAGMA_DRIVER_STALE_SECONDS="3",

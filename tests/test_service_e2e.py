@@ -33,9 +33,9 @@ def driver(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """``magma-bench driver`` in its own session with a private local Ray."""
     directory = tmp_path_factory.mktemp("driver")
     ray_tmpdir = tempfile.mkdtemp(prefix="mbrt", dir="/tmp")  # short: socket paths
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "DATABASE_URL")}
     env.update(
-        DATABASE_URL=server.database_url,
+        MAGMA_DATABASE_URL=server.database_url,
         MAGMA_STORAGE=str(directory / "ray"),
         MAGMA_CACHE_DIR=str(directory / "cache"),
         RAY_TMPDIR=ray_tmpdir,

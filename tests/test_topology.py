@@ -145,7 +145,7 @@ def test_a_study_runs_across_two_ray_nodes_and_survives_losing_one(
 ) -> None:
     with fresh_database("postgresql", tmp_path) as url:
         api_port = free_port()
-        cluster.env["DATABASE_URL"] = url
+        cluster.env["MAGMA_DATABASE_URL"] = url
         ray_node(cluster, "ray-head", "head_node")
         wait_for(lambda: len(alive_nodes(cluster)) == 1, timeout=90, what="the Ray head")
         ray_node(cluster, "ray-worker", "worker_node", head_port=int(cluster.env["RAY_PORT"]))
