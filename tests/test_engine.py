@@ -467,9 +467,11 @@ def test_driver_fails_a_stored_study_whose_spec_is_invalid(
 ) -> None:
     """A spec that reached the database without validation (an older schema, a manual
     insert) fails the study with the field named; the driver does not crash."""
-    data = quadratic_spec(name="bad", search={"lr": [0.1]}).model_dump(mode="json")
-    data["search"] = {"lr": [0.1], "variant": ["bogus"]}
-    study_id = db.create_study(data)
+    study_id = db.create_study(quadratic_spec(name="bad", search={"lr": [0.1]}))
+    with db.transaction() as session:  # a manual insert: nothing validates it
+        study = session.get(Study, study_id)
+        assert study is not None
+        study.spec = {**study.spec, "search": {"lr": [0.1], "variant": ["bogus"]}}
     run_driver(db, tmp_path / "ray")
     study = db.study(study_id)
     assert study.status == "failed"

@@ -29,7 +29,8 @@ from worker.contract import (
     check_metric,
     mask_seed,
 )
-from worker.models import model_names
+from worker.data.tokenizer import BYTES
+from worker.models import model_names, model_tokenizer
 
 
 class TrialConfig(BaseModel):
@@ -53,7 +54,11 @@ class TrialConfig(BaseModel):
     )
     validation_files: list[str] | None = None
     max_documents: int | None = Field(None, ge=1, description="per split; bounds hub streams")
-    tokenizer: str | None = Field(None, description="HF name or path; None: bundled T5 spiece")
+    tokenizer: str | None = Field(
+        None,
+        description=f"{BYTES!r} (UTF-8 bytes), a SentencePiece .model file, or an HF name or "
+        "path; None: the one the model's config names, else the bundled T5 spiece",
+    )
     eval_tokens: int | None = Field(None, ge=1, description="None: the whole validation split")
     cache_dir: Path | None = None
     # --- synthetic workloads -------------------------------------------------------
@@ -101,6 +106,9 @@ class TrialConfig(BaseModel):
             data["mask_seed"] = mask_seed(seed) if isinstance(seed, int) else None
         if data.get("metric") is None:
             data["metric"] = DEFAULT_METRIC.get(str(data.get("workload", "llama-c4")))
+        model = data.get("model", cls.model_fields["model"].default)
+        if data.get("tokenizer") is None and model in model_names():
+            data["tokenizer"] = model_tokenizer(model)
         return data
 
     @field_validator("model")
@@ -109,6 +117,25 @@ class TrialConfig(BaseModel):
         names = model_names()
         if value not in names:
             raise ValueError(f"must be one of {names}")
+        return value
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _fits_model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A model's vocabulary is sized for one tokenizer: reject a pair that would waste
+        it (bytes into a 32000-row embedding) or overflow it (T5 ids into 258 rows)."""
+        model = info.data.get("model")
+        if model is None:  # the model itself was invalid and is reported
+            return value
+        needed = model_tokenizer(model)
+        if needed is not None and value != needed:
+            raise ValueError(f"model {model!r} needs tokenizer {needed!r}, got {value!r}")
+        if value == BYTES and needed != BYTES:
+            byte_models = [name for name in model_names() if model_tokenizer(name) == BYTES]
+            raise ValueError(
+                f"{BYTES!r} needs a byte-vocabulary model, one of {byte_models}; "
+                f"{model!r} has a T5 vocabulary"
+            )
         return value
 
     @field_validator("metric")

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
         validation_alias=AliasChoices(*DATABASE_URL_VARIABLES),
-        description="SQLAlchemy URL of the database: the API's, the driver's and Optuna's",
+        description="SQLAlchemy URL of the database the API and the driver share",
     )
     ray_address: str | None = Field(
         None,

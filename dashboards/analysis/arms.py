@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from dashboards.analysis.intervals import Interval, mean_interval
+from dashboards.analysis.intervals import Interval, mean_interval, range_interval
 from dashboards.analysis.objective import Mode, check_mode, rank
 from dashboards.records import Arm, TrialRecord
 from studies.best import Outcome, outcome
@@ -33,6 +34,12 @@ class Configuration:
     summary: Interval
     #: how many seeds diverged
     diverged: int
+
+    @cached_property
+    def interval(self) -> Interval:
+        """The same mean with the interval charts draw (``range_interval``): in the
+        metric's range, where ``summary``'s symmetric t interval can cross zero."""
+        return range_interval([trial.result for trial in self.trials if trial.result is not None])
 
     @property
     def params(self) -> dict[str, Any]:

@@ -1,11 +1,15 @@
-"""Learning curves: each trial's validation metric against its progress."""
+"""Learning curves: each trial's validation metric against its progress, and each arm's
+at its best configuration, summarised over the seeds."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dashboards.records import MetricPoint, TrialRecord, by_trial
+from dashboards.analysis.arms import Configuration, best_per_arm
+from dashboards.analysis.objective import Mode
+from dashboards.records import Arm, MetricPoint, TrialRecord, by_trial
 
 
 @dataclass(frozen=True)
@@ -34,3 +38,61 @@ def learning_curves(
         if xs:
             curves.append(Curve(trial, tuple(xs), tuple(ys)))
     return curves
+
+
+@dataclass(frozen=True)
+class ArmCurve:
+    """An arm's best configuration trained over its seeds: at each progress value that a
+    seed reported, the median over the seeds that reported it and their range."""
+
+    arm: Arm
+    configuration: Configuration
+    #: each seed's own curve, in seed order
+    seeds: tuple[Curve, ...]
+    x: tuple[float, ...]
+    median: tuple[float, ...]
+    #: the band: the smallest and largest seed value at each x (with the two to five
+    #: seeds a study runs, quartiles would be read off one or two points anyway)
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    #: how many seeds reported at each x
+    n: tuple[int, ...]
+
+
+def best_configuration_curves(
+    trials: Iterable[TrialRecord],
+    metrics: Iterable[MetricPoint],
+    y: str,
+    x: str = "step",
+    mode: Mode = "min",
+) -> list[ArmCurve]:
+    """Per arm, in arm order, the learning curve of its best configuration (the study's
+    best rule, ``best_per_arm``); an arm without one, or whose best reported no ``y``,
+    has no curve. Seeds of a configuration evaluate at the same steps, so they are
+    summarised at each x value any of them reported."""
+    bests = [config for config in best_per_arm(trials, mode).values() if config is not None]
+    curves = learning_curves([trial for config in bests for trial in config.trials], metrics, y, x)
+    by_id = {curve.trial.id: curve for curve in curves}
+    result = []
+    for config in bests:
+        seeds = tuple(by_id[t.id] for t in config.trials if t.id in by_id)
+        if not seeds:
+            continue
+        at: dict[float, list[float]] = {}
+        for curve in seeds:
+            for px, py in zip(curve.x, curve.y, strict=True):
+                at.setdefault(px, []).append(py)
+        xs = sorted(at)
+        result.append(
+            ArmCurve(
+                arm=config.arm,
+                configuration=config,
+                seeds=seeds,
+                x=tuple(xs),
+                median=tuple(statistics.median(at[px]) for px in xs),
+                low=tuple(min(at[px]) for px in xs),
+                high=tuple(max(at[px]) for px in xs),
+                n=tuple(len(at[px]) for px in xs),
+            )
+        )
+    return result

@@ -1,5 +1,5 @@
-"""Objective against learning rate per arm, with each arm's window of good LRs shaded
-(the paper's Figure A3)."""
+"""Objective against learning rate per arm, with each arm's window of good LRs shaded and
+its stability frontier marked (the paper's Figure A3)."""
 
 from __future__ import annotations
 
@@ -8,28 +8,45 @@ from collections.abc import Collection, Mapping
 import plotly.graph_objects as go
 
 from dashboards.analysis.lr_window import LRWindow
-from dashboards.figures.style import DIVERGED_SYMBOL, arm_colors, new_figure, objective_title
+from dashboards.figures.style import (
+    DIVERGED_SYMBOL,
+    arm_colors,
+    error_bars,
+    format_value,
+    interval_values,
+    new_figure,
+    objective_title,
+    value_axis_type,
+)
 from dashboards.records import Arm
+
+#: the frontier's vertical lines: the largest LR with no diverged seed, the smallest with one
+STABLE_DASH = "dash"
+DIVERGED_DASH = "dot"
 
 
 def lr_window_figure(windows: Mapping[Arm, LRWindow], metric: str) -> go.Figure:
-    """Per arm: stable LRs as a line with seed-interval error bars, diverged LRs as
-    ``x`` markers drawn at the worst objective plotted (they have none to place them by),
-    and the window as a shaded band, the legend giving its width in decades."""
+    """Per arm: stable LRs as a line (the interpolation the window is measured on, when the
+    objective axis is logarithmic) with 95% seed intervals (``range_interval``: never below
+    zero for a loss), diverged LRs as ``x`` markers drawn at the worst objective plotted
+    (they have none to place them by), the window as a shaded band, the legend giving its
+    width in decades, and the stability frontier as vertical lines: dashed at the largest
+    LR with no diverged seed, dotted at the smallest with one. The objective axis is
+    logarithmic where the plotted values span more than a decade (``value_axis_type``)."""
     fig = new_figure(f"{objective_title(metric).capitalize()} against learning rate")
     colors = arm_colors(windows)
     worst = _worst(windows.values())
+    plotted: list[float | None] = []
     for arm, window in windows.items():
         stable = [p for p in window.points if not p.diverged]
         diverged = [p for p in window.points if p.diverged]
+        intervals = [p.configuration.interval for p in stable]
+        plotted += interval_values(intervals)
         width = "no window" if window.width is None else f"window {window.width:.2f} decades"
         fig.add_scatter(
             x=[p.lr for p in stable],
             y=[p.mean for p in stable],
-            error_y={
-                "type": "data",
-                "array": [p.configuration.summary.half_width for p in stable],
-            },
+            error_y=error_bars(intervals),
             mode="lines+markers",
             name=f"{arm.label} ({width})",
             legendgroup=arm.label,
@@ -37,6 +54,7 @@ def lr_window_figure(windows: Mapping[Arm, LRWindow], metric: str) -> go.Figure:
             customdata=[list(p.configuration.trial_ids) for p in stable],
         )
         if diverged:
+            plotted.append(worst)
             fig.add_scatter(
                 x=[p.lr for p in diverged],
                 y=[worst] * len(diverged),
@@ -57,11 +75,24 @@ def lr_window_figure(windows: Mapping[Arm, LRWindow], metric: str) -> go.Figure:
                 x1=window.high,
                 fillcolor=colors[arm],
                 opacity=0.12,
-                line={"color": colors[arm], "width": 1, "dash": "dot"},
+                line_width=0,
                 layer="below",
             )
+        frontier = (
+            (window.max_stable_lr, STABLE_DASH, "largest LR without divergence"),
+            (window.min_diverged_lr, DIVERGED_DASH, "smallest diverged LR"),
+        )
+        for lr, dash, what in frontier:
+            if lr is not None:
+                fig.add_vline(
+                    x=lr,
+                    line={"color": colors[arm], "dash": dash, "width": 1.5},
+                    name=f"{arm.label} {what} {format_value(lr)}",
+                    legendgroup=arm.label,
+                    showlegend=True,
+                )
     fig.update_xaxes(type="log", title="learning rate")
-    fig.update_yaxes(title=objective_title(metric))
+    fig.update_yaxes(type=value_axis_type(plotted), title=objective_title(metric))
     return fig
 
 
@@ -71,10 +102,10 @@ def _worst(windows: Collection[LRWindow]) -> float:
     tops, bottoms = [], []
     for window in windows:
         for point in window.points:
-            summary = point.configuration.summary
+            interval = point.configuration.interval
             if not point.diverged:
-                tops.append(summary.mean if summary.high is None else summary.high)
-                bottoms.append(summary.mean if summary.low is None else summary.low)
+                tops.append(interval.mean if interval.high is None else interval.high)
+                bottoms.append(interval.mean if interval.low is None else interval.low)
     if not tops:
         return 1.0
     modes = {window.mode for window in windows}

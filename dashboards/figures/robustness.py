@@ -13,32 +13,34 @@ from dashboards.analysis.pairing import PairedComparison
 from dashboards.figures.style import (
     DIVERGED_SYMBOL,
     arm_colors,
+    error_bars,
+    interval_values,
     new_figure,
     objective_title,
     params_label,
     params_text,
+    value_axis_type,
 )
 from dashboards.records import Arm
 
 
 def intervals_figure(configs: Sequence[Configuration], metric: str) -> go.Figure:
-    """Each configuration's mean over seeds with its 95% interval, lowest first, and every
-    completed seed as a small dot; a configuration with a diverged seed gets the diverged
-    marker. Configurations with no completed seed are left out."""
+    """Each configuration's mean over seeds with its 95% interval in the metric's range
+    (``range_interval``: a log-space t interval for a loss, never below zero), lowest
+    first, and every completed seed as a small dot; a configuration with a diverged seed
+    gets the diverged marker. Configurations with no completed seed are left out. The
+    objective axis is logarithmic where the values span more than a decade."""
     shown = [config for config in configs if config.summary.mean is not None]
     shown.sort(key=lambda config: config.summary.mean)
     labels = [params_label(config.arm, config.params) for config in shown]
     colors = arm_colors(config.arm for config in shown)
+    intervals = [config.interval for config in shown]
     fig = new_figure(f"{objective_title(metric).capitalize()} over seeds")
     fig.add_scatter(
         x=labels,
         y=[config.summary.mean for config in shown],
         # an explicit colour: by default error bars take the marker's, a list here
-        error_y={
-            "type": "data",
-            "array": [config.summary.half_width for config in shown],
-            "color": "#444",
-        },
+        error_y=error_bars(intervals, color="#444"),
         mode="markers",
         name="mean, 95% interval",
         marker={
@@ -64,7 +66,8 @@ def intervals_figure(configs: Sequence[Configuration], metric: str) -> go.Figure
         customdata=[trial_id for _, _, trial_id in seeds],
     )
     fig.update_xaxes(type="category", title="configuration")
-    fig.update_yaxes(title=objective_title(metric))
+    values = [*interval_values(intervals), *(value for _, value, _ in seeds)]
+    fig.update_yaxes(type=value_axis_type(values), title=objective_title(metric))
     return fig
 
 

@@ -15,10 +15,13 @@ from dashboards.figures.style import (
     DIVERGED_SYMBOL,
     TEMPLATE,
     arm_colors,
+    error_bars,
     format_value,
+    interval_values,
     new_figure,
     objective_title,
     params_label,
+    value_axis_type,
 )
 from dashboards.records import Arm
 
@@ -100,36 +103,41 @@ def importance_figure(importances: Mapping[Arm, Importance]) -> go.Figure:
 
 def slice_figure(configs: Sequence[Configuration], params: Sequence[str], metric: str) -> go.Figure:
     """The mean objective of every configuration against each parameter in ``params``,
-    one panel each, coloured by arm; error bars are seed intervals, configurations with
-    a diverged seed are drawn with the diverged marker, and the LR axis is logarithmic."""
+    one panel each, coloured by arm; error bars are 95% seed intervals in the metric's
+    range (``range_interval``), configurations with a diverged seed are drawn with the
+    diverged marker, the LR axis is logarithmic, and so is the shared objective axis where
+    its values span more than a decade (``value_axis_type``)."""
     if not params:
         raise ValueError("slice_figure needs at least one parameter")
     fig = make_subplots(rows=1, cols=len(params), shared_yaxes=True, subplot_titles=params)
     fig.update_layout(title={"text": "Slices"}, template=TEMPLATE)
     colors = arm_colors(config.arm for config in configs)
     shown = set()
+    plotted: list[float | None] = []
     for column, name in enumerate(params, start=1):
         for arm in colors:
-            plotted = [
+            drawn = [
                 c
                 for c in configs
                 if c.arm == arm and name in c.params and c.summary.mean is not None
             ]
-            if not plotted:
+            if not drawn:
                 continue
+            intervals = [c.interval for c in drawn]
+            plotted += interval_values(intervals)
             fig.add_scatter(
-                x=[c.params[name] for c in plotted],
-                y=[c.summary.mean for c in plotted],
-                error_y={"type": "data", "array": [c.summary.half_width for c in plotted]},
+                x=[c.params[name] for c in drawn],
+                y=[c.summary.mean for c in drawn],
+                error_y=error_bars(intervals),
                 mode="markers",
                 marker={
                     "color": colors[arm],
-                    "symbol": [DIVERGED_SYMBOL if c.diverged else "circle" for c in plotted],
+                    "symbol": [DIVERGED_SYMBOL if c.diverged else "circle" for c in drawn],
                 },
                 name=arm.label,
                 legendgroup=arm.label,
                 showlegend=arm not in shown,
-                hovertext=[params_label(c.arm, c.params) for c in plotted],
+                hovertext=[params_label(c.arm, c.params) for c in drawn],
                 row=1,
                 col=column,
             )
@@ -137,5 +145,6 @@ def slice_figure(configs: Sequence[Configuration], params: Sequence[str], metric
         fig.update_xaxes(title=name, row=1, col=column)
         if name in LOG_SCALE:
             fig.update_xaxes(type="log", row=1, col=column)
+    fig.update_yaxes(type=value_axis_type(plotted))
     fig.update_yaxes(title=objective_title(metric), row=1, col=1)
     return fig

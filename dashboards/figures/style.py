@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import hex_to_rgb, qualitative
 
 from dashboards.analysis.arms import ARM_PARAMS
+from dashboards.analysis.intervals import Interval
 from dashboards.records import Arm
 from worker.contract import TrialStatus, metric_title
 
@@ -24,6 +26,8 @@ STATUS_COLORS = {
 }
 #: the marker of a point whose run diverged
 DIVERGED_SYMBOL = "x"
+#: a value axis turns logarithmic when its largest value is more than this times its smallest
+LOG_SPAN = 10.0
 
 
 def objective_title(metric: str) -> str:
@@ -60,3 +64,37 @@ def params_label(arm: Arm, params: Mapping[str, Any]) -> str:
 
 def new_figure(title: str) -> go.Figure:
     return go.Figure(layout={"title": {"text": title}, "template": TEMPLATE})
+
+
+def value_axis_type(values: Iterable[float | None]) -> Literal["log", "linear"]:
+    """``log`` when every plotted value is positive and they span more than ``LOG_SPAN``
+    (a loss from 1 to 4,000 on a linear axis flattens everything near its best into the
+    floor), ``linear`` otherwise. None, a value not drawn, is skipped."""
+    drawn = [value for value in values if value is not None and math.isfinite(value)]
+    if not drawn or min(drawn) <= 0:
+        return "linear"
+    return "log" if max(drawn) > LOG_SPAN * min(drawn) else "linear"
+
+
+def interval_values(intervals: Iterable[Interval]) -> list[float | None]:
+    """Every value an error-barred point draws: its mean and both ends of its interval."""
+    return [value for i in intervals for value in (i.mean, i.low, i.high)]
+
+
+def error_bars(intervals: Sequence[Interval], **style: Any) -> dict[str, Any]:
+    """Plotly ``error_y`` for intervals that need not be symmetric about their means
+    (``range_interval``'s); no bar where an interval has a single seed."""
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [i.plus for i in intervals],
+        "arrayminus": [i.minus for i in intervals],
+        **style,
+    }
+
+
+def translucent(color: str, opacity: float) -> str:
+    """``#1f77b4`` as ``rgba(31, 119, 180, opacity)``: a band or a faint line of an arm's
+    colour."""
+    red, green, blue = hex_to_rgb(color)
+    return f"rgba({red}, {green}, {blue}, {opacity})"

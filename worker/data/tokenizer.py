@@ -1,4 +1,5 @@
-"""Tokenizers: the bundled T5 SentencePiece model (GaLore's protocol) or any HF one."""
+"""Tokenizers: the bundled T5 SentencePiece model (GaLore's protocol), UTF-8 bytes (the
+CPU-scale models), or any HF one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Protocol
 from worker.data.corpus import ASSETS
 
 T5_SPIECE = ASSETS / "tokenizer" / "spiece.model"
+#: the byte-level tokenizer's name, as ``TrialConfig.tokenizer`` and model configs spell it
+BYTES = "bytes"
 
 
 class Tokenizer(Protocol):
@@ -36,6 +39,20 @@ class SentencePieceTokenizer:
         return self._sp.encode(texts)
 
 
+class ByteTokenizer:
+    """UTF-8 bytes as ids 0-255, then EOS 256 and pad 257. Nothing to train or ship and
+    no unknown ids; its 258-row embedding and head leave a small model's parameters to
+    the attention and MLP weights that Magma masks, as at the paper's scale."""
+
+    vocab_size = 258
+    eos_id = 256
+    pad_id = 257
+    fingerprint = "bytes:utf-8+eos256+pad257"
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [list(text.encode("utf-8")) for text in texts]
+
+
 class HFTokenizer:
     """Any ``transformers`` tokenizer by hub name (needs the network) or local path."""
 
@@ -54,8 +71,12 @@ class HFTokenizer:
 
 
 def load_tokenizer(name_or_path: str | None) -> Tokenizer:
+    """``None``: the bundled T5 model; ``"bytes"``: UTF-8 bytes; a ``.model`` file:
+    SentencePiece; anything else: an HF tokenizer name or path."""
     if name_or_path is None:
         return SentencePieceTokenizer()
+    if name_or_path == BYTES:
+        return ByteTokenizer()
     path = Path(name_or_path)
     if path.suffix == ".model" and path.is_file():
         return SentencePieceTokenizer(path)

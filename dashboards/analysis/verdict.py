@@ -1,0 +1,335 @@
+"""Tested differences: each masked arm against its dense base, both at their own best
+configuration, paired by seed, with a plain verdict and the warnings that qualify it.
+
+The definitions (the README's "Tested differences" repeats them):
+
+- **Bests.** Each arm's best configuration by the study's one rule
+  (``arms.best_configuration``, which follows ``studies.best``): only a configuration whose
+  every seed completed competes.
+- **Pairs.** The two bests' trials with the same ``seed_index``. A seed gives every arm the
+  same data order and initialisation, so a pair's difference cancels the seed's own luck.
+- **Log path**, when every paired objective is > 0: d_i = ln(masked_i) - ln(dense_i); the
+  paired Student-t interval d_mean +- t_{0.975, n-1} s / sqrt(n) (``intervals.mean_interval``,
+  s the sample SD, n the pairs); reported as the % change exp(d_mean) - 1 (the ratio of
+  the geometric means, minus 1) with the interval [exp(low) - 1, exp(high) - 1].
+- **Bootstrap path**, when some objective is <= 0 and has no log: x_i = (masked_i -
+  dense_i) / |mean(dense)|, the difference of the means as a fraction of the dense mean;
+  the change is mean(x) and its interval the 95% percentile interval of 9,999 resamples
+  of the seeds, each resampled seed carrying both arms (``scipy.stats.bootstrap``, seeded,
+  so the same trials always give the same interval). It needs 3 pairs for an interval:
+  resampling 2 pairs only spans their two differences, far too narrow to trust.
+- **Verdict.** ``better`` or ``worse`` when the interval excludes 0, by the way the study
+  optimises (a negative change is better when minimising); otherwise no detectable
+  difference at this number of seeds, which is also the verdict without an interval.
+- **Seeds needed** to detect a 1% change: the smallest n >= 2 at which a two-sided paired
+  t-test at alpha 0.05 has 80% power against a true change of ln(1.01) on the log path
+  (0.01 on the bootstrap path's scale), given the observed SD s of the paired
+  differences: power = P(|T| > t_{0.975, n-1}) for T noncentral t with n - 1 degrees of
+  freedom and noncentrality (effect / s) sqrt(n). None with fewer than 2 pairs: no SD.
+- **Warnings** (``WarningCode``): an arm's best LR is the smallest or largest it tested
+  (an LR with a complete, diverged or pruned configuration); fewer than 3 pairs; a trial of
+  an arm diverged at its chosen LR (in any configuration with that LR, or in its
+  confirmation runs); the confirmation stage's verdict differs from this one.
+
+The confirmation stage (the chosen configurations rerun on fresh seeds) is not built yet:
+``verdicts`` takes its trials per arm when it exists and, until then, nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from dashboards.analysis.arms import Configuration, best_configuration, configurations, group_by_arm
+from dashboards.analysis.intervals import mean_interval
+from dashboards.analysis.objective import Mode, check_mode
+from dashboards.records import Arm, TrialRecord
+from worker.contract import Names, Variant
+
+CONFIDENCE = 0.95
+#: the change the seeds-needed estimate is for, as a fraction
+DETECTABLE_CHANGE = 0.01
+POWER = 0.80
+#: fewer pairs than this is warned about (and gives no bootstrap interval)
+MIN_SEEDS = 3
+BOOTSTRAP_RESAMPLES = 9999
+BOOTSTRAP_SEED = 0
+#: the searched value the grid-edge and divergence warnings are about
+LR = "lr"
+#: configuration outcomes that say how an LR did (failed or pending ones say nothing)
+TESTED_OUTCOMES = ("complete", "diverged", "pruned")
+
+
+class Verdict(Names):
+    better = "better"
+    worse = "worse"
+    no_detectable_difference = "no_detectable_difference"
+
+
+class Method(Names):
+    log_t = "log-t"  # paired Student-t interval on the log of the objective
+    bootstrap = "bootstrap"  # paired percentile bootstrap of the difference of means
+
+
+class WarningCode(Names):
+    best_at_grid_edge = "best_at_grid_edge"
+    few_seeds = "few_seeds"
+    diverged_at_chosen_lr = "diverged_at_chosen_lr"
+    confirmation_disagrees = "confirmation_disagrees"
+
+
+@dataclass(frozen=True)
+class VerdictWarning:
+    code: WarningCode
+    message: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The paired change of a masked arm against its dense base, as a fraction."""
+
+    method: Method
+    #: pairs (seeds)
+    n: int
+    #: e.g. -0.018 for 1.8% lower than dense
+    change: float
+    #: its 95% interval; None without one (one pair; fewer than 3 for the bootstrap)
+    low: float | None
+    high: float | None
+    #: SD of the paired differences (log, or fraction of the dense mean); None for one pair
+    sd: float | None
+    seeds_needed: int | None
+    verdict: Verdict
+
+    @property
+    def verdict_text(self) -> str:
+        if self.verdict == Verdict.no_detectable_difference:
+            return f"no detectable difference at {_seeds(self.n)}"
+        return self.verdict.value
+
+    def describe(self) -> str:
+        """``-1.8% [-3.1%, -0.5%] better (5 seeds; 1% needs 12 seeds)``."""
+        interval = (
+            f"[{percent(self.low)}, {percent(self.high)}]"
+            if self.low is not None and self.high is not None
+            else "[no interval]"
+        )
+        method = ", bootstrap" if self.method == Method.bootstrap else ""
+        target = f"{DETECTABLE_CHANGE:.0%} needs"
+        needs = (
+            f"{target} {self.seeds_needed} seeds"
+            if self.seeds_needed is not None
+            else f"{target}: no variance estimate"
+        )
+        counts = f"({_seeds(self.n)}{method}; {needs})"
+        return f"{percent(self.change)} {interval} {self.verdict_text} {counts}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One masked arm against the dense arm of its base."""
+
+    baseline: Arm
+    arm: Arm
+    baseline_best: Configuration | None
+    best: Configuration | None
+    #: None when there is nothing to pair; ``reason`` says why
+    estimate: Estimate | None
+    reason: str | None
+    #: the same estimate over the confirmation stage's fresh seeds, when it ran
+    confirmation: Estimate | None
+    warnings: tuple[VerdictWarning, ...]
+
+    @property
+    def summary(self) -> str:
+        """The one line every surface shows: ``adamw+magma vs adamw: -1.8% [...] better ...``."""
+        head = f"{self.arm.label} vs {self.baseline.label}: "
+        if self.estimate is None:
+            return f"{head}no verdict: {self.reason}"
+        return head + self.estimate.describe()
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
+def verdicts(
+    trials: Iterable[TrialRecord],
+    mode: Mode,
+    confirmation: Mapping[Arm, Sequence[TrialRecord]] | None = None,
+) -> list[Comparison]:
+    """Every masked arm against its base's dense arm (bases and variants in canonical
+    order); ``confirmation``: each arm's confirmation-stage trials, none of them in
+    ``trials``. See the module docstring for the definitions."""
+    check_mode(mode)
+    confirmation = confirmation or {}
+    groups = group_by_arm(trials)
+    configs = {arm: configurations(arm_trials) for arm, arm_trials in groups.items()}
+    bests = {arm: best_configuration(arm_configs, mode) for arm, arm_configs in configs.items()}
+    result = []
+    for arm in groups:
+        baseline = Arm(arm.base, Variant.dense.value)
+        if arm.variant == Variant.dense.value or baseline not in groups:
+            continue
+        base_best, best = bests[baseline], bests[arm]
+        warnings: list[VerdictWarning] = []
+        for which, chosen in ((baseline, base_best), (arm, best)):
+            if chosen is not None:
+                warnings += _edge(which, chosen, configs[which])
+                runs = [*groups[which], *confirmation.get(which, ())]
+                warnings += _diverged(which, chosen, runs)
+        estimate, reason = None, None
+        if base_best is None or best is None:
+            missing = baseline if base_best is None else arm
+            reason = f"{missing.label} has no configuration that completed on every seed"
+        else:
+            pairs = _paired(base_best.trials, best.trials)
+            warnings += _few(len(pairs))
+            estimate = _estimate(pairs, mode)
+            if not pairs:
+                reason = "the two best configurations share no seed"
+            elif estimate is None:
+                reason = "the dense mean is 0, so a change has no size in percent"
+        confirmed = None
+        if baseline in confirmation and arm in confirmation:
+            confirmed = _estimate(_paired(confirmation[baseline], confirmation[arm]), mode)
+        if estimate is not None and confirmed is not None and confirmed.verdict != estimate.verdict:
+            warnings.append(
+                VerdictWarning(
+                    WarningCode.confirmation_disagrees,
+                    f"the confirmation stage says {confirmed.describe()}; "
+                    f"the selection stage says {estimate.verdict_text}",
+                )
+            )
+        result.append(
+            Comparison(baseline, arm, base_best, best, estimate, reason, confirmed, tuple(warnings))
+        )
+    return result
+
+
+def _paired(
+    dense: Iterable[TrialRecord], masked: Iterable[TrialRecord]
+) -> list[tuple[float, float]]:
+    """(dense, masked) objectives of the completed trials sharing a seed, by seed."""
+    by_seed = {t.seed_index: t.result for t in dense if t.result is not None}
+    return [
+        (by_seed[t.seed_index], t.result)
+        for t in sorted(masked, key=lambda t: t.seed_index)
+        if t.result is not None and t.seed_index in by_seed
+    ]
+
+
+def _estimate(pairs: Sequence[tuple[float, float]], mode: Mode) -> Estimate | None:
+    """The paired change on the log path or, with a value <= 0, the bootstrap path; None
+    without pairs or (bootstrap) with a dense mean of 0."""
+    if not pairs:
+        return None
+    n = len(pairs)
+    low = high = None
+    if all(d > 0 and m > 0 for d, m in pairs):
+        method, effect = Method.log_t, math.log1p(DETECTABLE_CHANGE)
+        differences = [math.log(m) - math.log(d) for d, m in pairs]
+        interval = mean_interval(differences, CONFIDENCE)
+        change = math.expm1(statistics.fmean(differences))
+        if interval.low is not None and interval.high is not None:
+            low, high = math.expm1(interval.low), math.expm1(interval.high)
+    else:
+        method, effect = Method.bootstrap, DETECTABLE_CHANGE
+        scale = abs(statistics.fmean(d for d, _ in pairs))
+        if scale == 0:
+            return None
+        differences = [(m - d) / scale for d, m in pairs]
+        change = statistics.fmean(differences)
+        if n >= MIN_SEEDS:
+            low, high = _bootstrap(differences)
+    sd = statistics.stdev(differences) if n > 1 else None
+    needed = seeds_needed(sd, effect) if sd is not None else None
+    return Estimate(method, n, change, low, high, sd, needed, verdict(low, high, mode))
+
+
+def _bootstrap(differences: Sequence[float]) -> tuple[float, float]:
+    """The percentile interval of the mean over resampled seeds, from a fixed seed."""
+    result = stats.bootstrap(
+        (differences,),
+        np.mean,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(BOOTSTRAP_SEED),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def verdict(low: float | None, high: float | None, mode: Mode) -> Verdict:
+    """Better or worse when the interval excludes 0 (lower is better when minimising)."""
+    if low is None or high is None or low <= 0 <= high:
+        return Verdict.no_detectable_difference
+    lower = high < 0
+    return Verdict.better if lower == (check_mode(mode) == "min") else Verdict.worse
+
+
+def seeds_needed(sd: float, effect: float) -> int:
+    """The smallest n >= 2 at which a two-sided paired t-test at level 1 - CONFIDENCE has
+    POWER against a true mean difference ``effect``, differences with SD ``sd``."""
+    if sd == 0:
+        return 2
+    alpha = 1 - CONFIDENCE
+    normal = ((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(POWER)) * sd / effect) ** 2
+    n = max(2, math.ceil(normal))  # the normal approximation: a start a step or two away
+    while n > 2 and _power(n - 1, effect / sd, alpha) >= POWER:
+        n -= 1
+    while _power(n, effect / sd, alpha) < POWER:
+        n += 1
+    return n
+
+
+def _power(n: int, standardized: float, alpha: float) -> float:
+    df = n - 1
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    shift = standardized * math.sqrt(n)
+    return float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+
+
+def _edge(arm: Arm, best: Configuration, configs: Sequence[Configuration]) -> list[VerdictWarning]:
+    tested = sorted({float(c.value(LR)) for c in configs if c.outcome in TESTED_OUTCOMES})
+    lr = float(best.value(LR))
+    if len(tested) == 1:
+        message = f"{arm.label}: only lr {lr:g} was tested, so its best lr is not bracketed"
+    elif lr in (tested[0], tested[-1]):
+        side = "smallest" if lr == tested[0] else "largest"
+        message = (
+            f"{arm.label}: its best lr {lr:g} is the {side} tested ({tested[0]:g} to "
+            f"{tested[-1]:g}); its optimum may lie beyond the grid"
+        )
+    else:
+        return []
+    return [VerdictWarning(WarningCode.best_at_grid_edge, message)]
+
+
+def _diverged(arm: Arm, best: Configuration, runs: Sequence[TrialRecord]) -> list[VerdictWarning]:
+    lr = float(best.value(LR))
+    at_lr = [t for t in runs if float(t.value(LR)) == lr]
+    diverged = sum(t.diverged for t in at_lr)
+    if not diverged:
+        return []
+    message = f"{arm.label}: {diverged} of {len(at_lr)} trials at its chosen lr {lr:g} diverged"
+    return [VerdictWarning(WarningCode.diverged_at_chosen_lr, message)]
+
+
+def _few(n: int) -> list[VerdictWarning]:
+    if n >= MIN_SEEDS:
+        return []
+    message = f"only {_seeds(n)} paired, fewer than {MIN_SEEDS}"
+    if n < 2:
+        message += ": no variance, so no interval and no seeds-needed estimate"
+    return [VerdictWarning(WarningCode.few_seeds, message)]
