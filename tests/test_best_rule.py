@@ -111,3 +111,14 @@ def test_every_reader_names_the_same_best_configuration(server: Server, tmp_path
         optuna.trial.TrialState.COMPLETE,
     ]
     assert opened.trials[2].value == float("inf")
+
+
+def test_an_objective_metric_the_workload_does_not_report_is_a_422(server: Server) -> None:
+    spec = quadratic_spec(name="bad-metric").model_dump(mode="json")
+    spec["objective"] = {"metric": "val_ppl"}  # the quadratic reports no perplexity
+    response = httpx.post(f"{server.api}/studies", json=spec)
+    assert response.status_code == 422, response.text
+    (detail,) = response.json()["error"]["details"]
+    assert detail["field"] == "objective.metric"
+    assert "reports no metric 'val_ppl'" in detail["message"]
+    assert "'train_loss'" in detail["message"] and "'val_loss'" in detail["message"]
