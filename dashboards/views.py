@@ -26,7 +26,7 @@ from dashboards.analysis.arms import (
     group_by_arm,
     searched_values,
 )
-from dashboards.analysis.curves import learning_curves
+from dashboards.analysis.curves import best_configuration_curves, learning_curves
 from dashboards.analysis.importance import parameter_importance
 from dashboards.analysis.intervals import divergence_rates
 from dashboards.analysis.lr_window import lr_windows
@@ -35,9 +35,10 @@ from dashboards.analysis.objective import rank
 from dashboards.analysis.pairing import paired_comparison
 from dashboards.analysis.status import status_counts
 from dashboards.analysis.table import comparison_table
+from dashboards.analysis.verdict import Comparison, verdicts
 from dashboards.figures.lr_window import lr_window_figure
 from dashboards.figures.mechanism import mechanism_figure
-from dashboards.figures.overview import learning_curves_spec, status_figure
+from dashboards.figures.overview import best_curves_figure, learning_curves_spec, status_figure
 from dashboards.figures.robustness import (
     divergence_figure,
     intervals_figure,
@@ -105,13 +106,14 @@ def overview(data: StudyData, _: NoOptions) -> PageView:
     counts = status_counts(data.trials)
     y, x = data.metric, PROGRESS_METRIC[data.workload]
     curves = learning_curves(data.trials, data.metrics, y, x)
+    best_curves = best_configuration_curves(data.trials, curves, data.mode)
     configs = configurations(data.trials)
     stable = sorted(
         (c for c in configs if c.eligible),
         key=lambda c: (rank(c.summary.mean, data.mode), c.number),
     )
     finished = sum(n for status, n in counts.items() if status in FINISHED_TRIAL_STATUSES)
-    return PageView(
+    view = PageView(
         figures={
             "status": lambda: status_figure(counts),
             "curves": lambda: learning_curves_spec(curves, data.metric, x),
@@ -131,6 +133,9 @@ def overview(data: StudyData, _: NoOptions) -> PageView:
             },
         },
     )
+    if best_curves:
+        view.figures["best-curves"] = lambda: best_curves_figure(best_curves, data.metric, x)
+    return view
 
 
 def _config_row(config: Configuration) -> dict[str, Any]:
@@ -291,6 +296,7 @@ def lr_window(data: StudyData, options: LRWindowOptions) -> PageView:
                 "high": window.high,
                 "width": window.width,
                 "max_stable_lr": window.max_stable_lr,
+                "min_diverged_lr": window.min_diverged_lr,
                 "diverged": [p.lr for p in window.points if p.diverged],
             }
         )
@@ -376,6 +382,7 @@ def _pair(arms: list[Arm], options: RobustnessOptions) -> tuple[Arm | None, Arm 
 
 def table(data: StudyData, _: NoOptions) -> PageView:
     result = comparison_table(data.trials, data.mode)
+    tested = {comparison.arm: comparison for comparison in verdicts(data.trials, data.mode)}
     rows = []
     for base, cells in result.rows.items():
         row = []
@@ -393,6 +400,7 @@ def table(data: StudyData, _: NoOptions) -> PageView:
                     "params": params_text(best.params) if best else "",
                     "trial_ids": cell.trial_ids,
                     "reason": cell.reason,
+                    "verdict": _verdict_row(tested.get(cell.arm)),
                 }
             )
         rows.append({"base": base, "cells": row})
@@ -400,6 +408,18 @@ def table(data: StudyData, _: NoOptions) -> PageView:
         figures={"table": lambda: comparison_table_figure(result, data.metric)},
         context={"variants": result.variants, "rows": rows},
     )
+
+
+def _verdict_row(comparison: Comparison | None) -> dict[str, Any] | None:
+    """A masked cell's paired verdict against its dense base, and its warnings."""
+    if comparison is None:
+        return None
+    estimate = comparison.estimate
+    return {
+        "summary": comparison.summary,
+        "verdict": estimate.verdict.value if estimate else None,
+        "warnings": [warning.message for warning in comparison.warnings],
+    }
 
 
 # --- mechanism --------------------------------------------------------------------------

@@ -206,9 +206,12 @@ def _trial_line(trial_id: int, payload: dict[str, Any], finished: int, runs: int
 
 @app.command("status")
 def status_command(study: Annotated[int, typer.Argument(help="study id")]) -> None:
-    """A study's status, progress per trial status, and best configuration so far."""
+    """A study's status, progress per trial status, best configuration so far, and each
+    masked arm's verdict against its dense base, with its warnings."""
+    client = Client()
     try:
-        detail = Client().study(study)
+        detail = client.study(study)
+        verdict = client.verdict(study)
     except APIClientError as exc:
         raise _fail(exc) from None
     typer.echo(f"study {detail['id']} ({detail['name']}): {detail['status']}")
@@ -217,6 +220,10 @@ def status_command(study: Annotated[int, typer.Argument(help="study id")]) -> No
         typer.echo(f"best: {detail['best']['params']}  objective {detail['best']['objective']:.6g}")
     if detail["error"]:
         typer.echo(f"error: {detail['error'].splitlines()[-1]}")
+    for comparison in verdict["comparisons"]:
+        typer.echo(comparison["summary"])
+        for warning in comparison["warnings"]:
+            typer.echo(f"  warning: {warning['message']}")
 
 
 @app.command("list")

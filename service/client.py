@@ -107,6 +107,9 @@ class Client:
         response = self.http.get(f"/studies/{study_id}/best", params={"format": fmt})
         return self._check(response).text
 
+    def verdict(self, study_id: int) -> dict[str, Any]:
+        return self._check(self.http.get(f"/studies/{study_id}/verdict")).json()
+
     def health(self) -> dict[str, Any]:
         return self._check(self.http.get("/health")).json()
 

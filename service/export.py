@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,10 @@ def data_provenance(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def best_document(study: Study, best: BestConfiguration) -> dict[str, Any]:
+def best_document(
+    study: Study, best: BestConfiguration, verdicts: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """The export; ``verdicts``: the study's comparisons as ``/verdict`` gives them."""
     return {
         "study": {
             "id": study.id,
@@ -119,6 +123,7 @@ def best_document(study: Study, best: BestConfiguration) -> dict[str, Any]:
             "packages": package_versions(),
             "data": data_provenance(best.config),
         },
+        "verdicts": list(verdicts),
     }
 
 

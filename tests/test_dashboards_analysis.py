@@ -15,9 +15,9 @@ from dashboards.analysis.arms import (
     group_by_arm,
     searched_values,
 )
-from dashboards.analysis.curves import learning_curves
+from dashboards.analysis.curves import best_configuration_curves, learning_curves
 from dashboards.analysis.importance import parameter_importance
-from dashboards.analysis.intervals import divergence_rates, mean_interval
+from dashboards.analysis.intervals import divergence_rates, mean_interval, range_interval
 from dashboards.analysis.lr_window import lr_windows
 from dashboards.analysis.mechanism import mechanism_series
 from dashboards.analysis.pairing import paired_comparison
@@ -134,6 +134,54 @@ def test_one_value_has_no_interval_and_none_has_no_mean():
         mean_interval([1.0, 2.0], confidence=1.0)
 
 
+def test_range_interval_of_positive_values_is_a_t_interval_of_their_logs():
+    # logs 1, 2, 3: mean 2, s = 1, sem = 1 / sqrt(3), df 2; back-transformed
+    e = math.e
+    interval = range_interval([e, e**2, e**3])
+    half = T975[2] / math.sqrt(3)
+    assert interval.mean == pytest.approx((e + e**2 + e**3) / 3, rel=1e-12)
+    assert interval.low == pytest.approx(math.exp(2 - half), rel=1e-12)
+    assert interval.high == pytest.approx(math.exp(2 + half), rel=1e-12)
+    assert interval.n == 3 and interval.confidence == 0.95
+    # 1 and 100: logs 0 and ln 100, centred on ln 10 with sem ln 10, so 10^(1 +- t)
+    wide = range_interval([1.0, 100.0])
+    assert wide.mean == 50.5
+    assert wide.low == pytest.approx(10 ** (1 - T975[1]), rel=1e-10)
+    assert wide.high == pytest.approx(10 ** (1 + T975[1]), rel=1e-10)
+    assert wide.low > 0 > mean_interval([1.0, 100.0]).low  # the symmetric one goes negative
+    assert wide.minus == pytest.approx(50.5 - 10 ** (1 - T975[1]), rel=1e-12)
+    assert wide.plus == pytest.approx(10 ** (1 + T975[1]) - 50.5, rel=1e-10)
+    same = range_interval([3.0, 3.0, 3.0])
+    assert (same.low, same.high, same.minus, same.plus) == pytest.approx((3.0, 3.0, 0.0, 0.0))
+
+
+def test_range_interval_clamps_its_bars_when_the_mean_lies_outside():
+    # nineteen 1s and a 10^6: the log interval (around the geometric mean, 10^0.3) ends
+    # far below the arithmetic mean, so the bar reaches down only
+    interval = range_interval([1.0] * 19 + [1e6])
+    assert interval.mean == pytest.approx((19 + 1e6) / 20)
+    assert interval.high < interval.mean and interval.plus == 0.0
+    assert interval.minus == pytest.approx(interval.mean - interval.low)
+
+
+def test_range_interval_bootstraps_values_that_are_not_all_positive():
+    # [-1, 1]: resampled means are -1, 0, 1 with probabilities 1/4, 1/2, 1/4, so the
+    # 2.5% and 97.5% percentiles are -1 and 1
+    assert (range_interval([-1.0, 1.0]).low, range_interval([-1.0, 1.0]).high) == (-1.0, 1.0)
+    # [0, 0, 3]: means 0, 1, 2, 3 with probabilities 8/27, 12/27, 6/27, 1/27; 1/27 > 2.5%
+    zeros = range_interval([0.0, 0.0, 3.0])
+    assert (zeros.mean, zeros.low, zeros.high) == (1.0, 0.0, 3.0)  # never below zero
+    # seeded: the same values give the same interval every time
+    values = [-1.0, 0.5, 2.0, 4.0]
+    assert range_interval(values) == range_interval(values)
+    assert -1.0 <= range_interval(values).low < range_interval(values).high <= 4.0
+    # too few values for an interval, as mean_interval
+    assert range_interval([2.0]) == mean_interval([2.0])
+    assert range_interval([]).mean is None
+    with pytest.raises(ValueError, match="confidence"):
+        range_interval([1.0, 2.0], confidence=0.0)
+
+
 def test_divergence_rate_counts_only_trials_that_ran_to_their_end():
     rows = Rows()
     for seed in range(3):
@@ -170,6 +218,10 @@ def test_configurations_summarise_completed_seeds_and_count_divergences():
     assert first.trial_ids == (101, 100, 102)
     assert first.params == {"variant": "magma", "lr": 1e-3}
     assert (second.summary.mean, second.diverged, second.outcome) == (25.0, 1, "diverged")
+    # the charts' interval over the completed seeds 20 and 22: sqrt(440) * 1.1^(+-t/2)
+    assert first.interval.mean == 21.0
+    assert first.interval.low == pytest.approx(math.sqrt(440) * 1.1 ** (-T975[1] / 2))
+    assert first.interval.high == pytest.approx(math.sqrt(440) * 1.1 ** (T975[1] / 2))
     assert second.finished and not second.eligible
     assert dense.arm == DENSE and dense.outcome == "pending" and not dense.finished
     # canonical order: dense before magma
@@ -238,18 +290,66 @@ def test_group_by_arm_and_searched_values():
 # --- LR window -------------------------------------------------------------------------
 
 
+def crossing(lr: float, far_lr: float, mean: float, far_mean: float, threshold: float) -> float:
+    """Where the curve from (lr, mean) to (far_lr, far_mean), linear in (log lr, log
+    objective), reaches the threshold: the definition, written out for the tests."""
+    fraction = math.log(threshold / mean) / math.log(far_mean / mean)
+    return 10 ** (math.log10(lr) + fraction * (math.log10(far_lr) - math.log10(lr)))
+
+
 def test_window_width_is_the_decades_of_lrs_within_delta_of_the_best():
     rows = Rows()
     for lr, value in [(1e-4, 30.0), (1e-3, 20.5), (3e-3, 20.0), (1e-2, 20.9), (3e-2, 40.0)]:
         rows.add(value, variant="dense", lr=lr)
     window = lr_windows(rows.trials())[DENSE]
     assert window.best.lr == 3e-3 and window.threshold == 21.0
-    assert (window.low, window.high) == (1e-3, 1e-2)
-    assert window.width == pytest.approx(1.0, abs=1e-12)
-    assert window.max_stable_lr == 3e-2
+    # 1e-3 and 1e-2 are within 21; the curve crosses 21 on the way to 30 and to 40
+    low, high = crossing(1e-3, 1e-4, 20.5, 30.0, 21.0), crossing(1e-2, 3e-2, 20.9, 40.0, 21.0)
+    assert (window.low, window.high) == pytest.approx((low, high), rel=1e-12)
+    # ln(21/20.5)/ln(30/20.5) = 0.063275 decades below 1e-3, and
+    # ln(21/20.9)/ln(40/20.9) * log10(3) = 0.003508 above 1e-2
+    assert window.width == pytest.approx(1.066794, abs=1e-6)
+    assert window.max_stable_lr == 3e-2 and window.min_diverged_lr is None
     assert [p.lr for p in window.points] == [1e-4, 1e-3, 3e-3, 1e-2, 3e-2]
-    # a wider delta takes in 1e-4 too (30 <= 1.5 * 20), but never the 40 at 3e-2
-    assert lr_windows(rows.trials(), delta=0.5)[DENSE].width == pytest.approx(2.0, abs=1e-12)
+    # a wider delta takes in 1e-4 too (30 <= 1.5 * 20, inclusive, and the grid ends there)
+    # and runs 0.5567 of the way from 1e-2 to 3e-2, where 40 > 30
+    wide = lr_windows(rows.trials(), delta=0.5)[DENSE]
+    assert wide.low == 1e-4
+    assert wide.high == pytest.approx(crossing(1e-2, 3e-2, 20.9, 40.0, 30.0), rel=1e-12)
+    assert wide.width == pytest.approx(
+        2 + math.log(30 / 20.9) / math.log(40 / 20.9) * math.log10(3)
+    )
+
+
+def test_window_on_a_half_decade_grid_is_not_zero():
+    """The issue's case: neighbours half a decade away miss a 5% threshold, which made
+    every stepwise window 0 decades; the interpolated curve stays within it for a while."""
+    rows = Rows()
+    grid = [10**-3.5, 1e-3, 10**-2.5]
+    for lr, value in zip(grid, [21.5, 20.0, 21.5], strict=True):
+        rows.add(value, variant="magma", lr=lr)
+    window = lr_windows(rows.trials())[MAGMA]
+    # each side: ln(21/20) / ln(21.5/20) = 0.67464 of half a decade
+    side = 0.5 * math.log(1.05) / math.log(21.5 / 20)
+    assert window.low == pytest.approx(10 ** (-3 - side), rel=1e-12)
+    assert window.high == pytest.approx(10 ** (-3 + side), rel=1e-12)
+    assert window.width == pytest.approx(2 * side, rel=1e-12)
+    assert window.width == pytest.approx(0.674637, abs=1e-6)
+    # delta 0: only the best itself
+    assert lr_windows(rows.trials(), delta=0.0)[MAGMA].width == 0.0
+
+
+def test_window_crossings_in_log_lr_and_log_objective():
+    # the best, 8, half a decade from 16 below and 32 above; the threshold 8 * sqrt(2) is
+    # half of the log rise to 16 and a quarter of the log rise to 32
+    rows = Rows()
+    for lr, value in [(1e-3, 16.0), (10**-2.5, 8.0), (1e-2, 32.0)]:
+        rows.add(value, variant="dense", lr=lr)
+    window = lr_windows(rows.trials(), delta=math.sqrt(2) - 1)[DENSE]
+    assert window.threshold == pytest.approx(8 * math.sqrt(2), rel=1e-15)
+    assert window.low == pytest.approx(10**-2.75, rel=1e-12)
+    assert window.high == pytest.approx(10**-2.375, rel=1e-12)
+    assert window.width == pytest.approx(0.375, rel=1e-12)
 
 
 def test_window_stops_at_a_gap_and_the_threshold_is_inclusive():
@@ -262,10 +362,14 @@ def test_window_stops_at_a_gap_and_the_threshold_is_inclusive():
     rows.add(None, variant="magma", lr=1e-2, status="diverged")
     rows.add(20.1, variant="magma", lr=3e-2)  # qualifies, beyond the diverged LR
     window = lr_windows(rows.trials())[MAGMA]
-    assert (window.low, window.high) == (1e-3, 3e-3)
-    assert window.width == pytest.approx(math.log10(3), abs=1e-12)
+    # down: the curve crosses 21 on the segment to the gap, ln(21/20)/ln(25/20) = 0.2187
+    # of the way to 3e-4; up: 3e-3 is in (inclusive), and the diverged 1e-2 ends it there
+    assert window.low == pytest.approx(crossing(1e-3, 3e-4, 20.0, 25.0, 21.0), rel=1e-12)
+    assert window.high == 3e-3
+    fraction = math.log(21 / 20) / math.log(25 / 20)
+    assert window.width == pytest.approx(math.log10(3) + fraction * math.log10(1 / 0.3))
     assert [p.lr for p in window.points if p.diverged] == [1e-2]
-    assert window.max_stable_lr == 3e-2
+    assert window.max_stable_lr == 3e-2 and window.min_diverged_lr == 1e-2
 
 
 def test_window_for_maximised_objectives_and_partial_divergence():
@@ -276,8 +380,39 @@ def test_window_for_maximised_objectives_and_partial_divergence():
     rows.add(None, seed=1, variant="dense", lr=1e-1, status="diverged")
     window = lr_windows(rows.trials(), mode="max")[DENSE]
     assert window.best.lr == 3e-3 and window.threshold == pytest.approx(0.95)
-    assert (window.low, window.high) == (3e-3, 3e-2)
-    assert window.points[-1].diverged and window.max_stable_lr == 3e-2
+    # down: from 1.00 to 0.90 the curve falls to 0.95 at ln(0.95)/ln(0.9) = 0.4868 of the way
+    assert window.low == pytest.approx(crossing(3e-3, 1e-3, 1.0, 0.9, 0.95), rel=1e-12)
+    assert window.high == 3e-2  # the partly diverged 1e-1 ends it at the last tested LR
+    assert window.points[-1].diverged
+    assert window.max_stable_lr == 3e-2 and window.min_diverged_lr == 1e-1
+
+
+def test_window_of_non_positive_objectives_interpolates_the_objective_itself():
+    rows = Rows()
+    rows.add(-10.0, variant="dense", lr=1e-2)
+    rows.add(-8.0, variant="dense", lr=1e-1)
+    window = lr_windows(rows.trials(), delta=0.1)[DENSE]
+    # threshold -10 + 0.1 * 10 = -9, half way to -8: half a decade above 1e-2
+    assert window.threshold == -9.0
+    assert (window.low, window.high) == pytest.approx((1e-2, 10**-1.5), rel=1e-12)
+
+
+def test_stability_frontier_counts_every_configuration_and_seed():
+    rows = Rows()
+    rows.add(20.0, variant="magma", lr=1e-3, p=0.25)
+    rows.add(21.0, variant="magma", lr=1e-3, p=0.5)
+    rows.add(20.5, variant="magma", lr=1e-2, p=0.25)
+    rows.add(19.0, seed=0, variant="magma", lr=1e-2, p=0.5)
+    rows.add(None, seed=1, variant="magma", lr=1e-2, p=0.5, status="diverged")
+    rows.add(21.0, variant="magma", lr=3e-2, p=0.25)
+    rows.add(None, variant="magma", lr=1e-1, p=0.25, status="diverged")
+    rows.add(None, variant="magma", lr=3e-1, p=0.25, status="pruned")  # says nothing
+    rows.add(None, variant="magma", lr=1.0, p=0.25, status="running")  # nor does this
+    window = lr_windows(rows.trials())[MAGMA]
+    # 1e-2 has a stable configuration, so it is no diverged point of the curve, but a seed
+    # diverged there: the frontier lies between 3e-2 (no divergence) and 1e-2
+    assert [p.diverged for p in window.points] == [False, False, False, True]
+    assert window.max_stable_lr == 3e-2 and window.min_diverged_lr == 1e-2
 
 
 def test_window_of_one_lr_all_diverged_and_best_over_other_params():
@@ -291,8 +426,10 @@ def test_window_of_one_lr_all_diverged_and_best_over_other_params():
     windows = lr_windows(rows.trials())
     single = windows[DENSE]
     assert (single.width, single.low, single.high, single.max_stable_lr) == (0.0, 1e-3, 1e-3, 1e-3)
+    assert single.min_diverged_lr is None
     diverged = windows[MAGMA]
     assert diverged.best is None and diverged.width is None and diverged.max_stable_lr is None
+    assert diverged.min_diverged_lr == 1e-3
     assert [p.diverged for p in diverged.points] == [True, True]
     skip = windows[SKIP]
     assert [p.lr for p in skip.points] == [1e-2]  # the running LR has no outcome yet
@@ -497,3 +634,31 @@ def test_learning_curves_skip_missing_values():
     ]
     by_step = learning_curves(rows.trials(), rows.metrics(), "val_ppl")
     assert by_step[1].x == (10.0, 20.0)
+
+
+def test_best_configuration_curves_summarise_the_seeds_of_each_arms_best():
+    rows = Rows()
+    best = [
+        rows.add(value, seed=seed, variant="dense", lr=1e-3)
+        for seed, value in enumerate([30.0, 31.0, 32.0])
+    ]
+    worse = rows.add(40.0, variant="dense", lr=1e-2)
+    diverged = rows.add(None, variant="magma", lr=1e-2, status="diverged")
+    # seed by seed, at tokens 1000 and 2000; the third seed's second value was not finite
+    values = [(44.0, 30.0), (40.0, 31.0), (42.0, None)]
+    for trial_id, (first, second) in zip(best, values, strict=True):
+        rows.metric(trial_id, 10, val_ppl=first, tokens=1000)
+        rows.metric(trial_id, 20, val_ppl=second, tokens=2000)
+    rows.metric(worse, 10, val_ppl=50.0, tokens=1000)
+    rows.metric(diverged, 10, val_ppl=60.0, tokens=1000)
+    curves = learning_curves(rows.trials(), rows.metrics(), "val_ppl", "tokens")
+    [curve] = best_configuration_curves(rows.trials(), curves)
+    assert curve.arm == DENSE and curve.configuration.params["lr"] == 1e-3
+    assert [seed.trial.id for seed in curve.seeds] == best
+    assert curve.x == (1000.0, 2000.0) and curve.n == (3, 2)
+    assert curve.median == (42.0, 30.5)
+    assert (curve.low, curve.high) == ((40.0, 30.0), (44.0, 31.0))
+    # maximising picks lr 1e-2 as dense's best; magma has no best, so no curve
+    [other] = best_configuration_curves(rows.trials(), curves, "max")
+    assert other.median == (50.0,) and other.n == (1,)
+    assert best_configuration_curves(rows.trials(), []) == []

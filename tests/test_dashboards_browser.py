@@ -156,6 +156,9 @@ def test_page_loads_and_draws(site: Site, tab: Tab, name: str) -> None:
     if name == "overview":  # every trial's curve
         traces = tab.page.evaluate("document.getElementById('fig-curves').data.length")
         assert traces == len(LRS) * len(VARIANTS) * 2
+        # each arm with a best: its two seeds, the band's two edges and the median
+        best = tab.page.evaluate("document.getElementById('fig-best-curves').data.length")
+        assert best > 0 and best % (2 + 3) == 0
     if name == "mechanism":
         assert tab.page.locator("#mechanism tbody tr").count() > 0
     if name == "table":

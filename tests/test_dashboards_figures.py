@@ -11,7 +11,7 @@ import plotly.io as pio
 import pytest
 
 from dashboards.analysis.arms import best_per_cell, configurations
-from dashboards.analysis.curves import learning_curves
+from dashboards.analysis.curves import best_configuration_curves, learning_curves
 from dashboards.analysis.importance import parameter_importance
 from dashboards.analysis.intervals import divergence_rates
 from dashboards.analysis.lr_window import lr_windows
@@ -21,14 +21,14 @@ from dashboards.analysis.status import status_counts
 from dashboards.analysis.table import comparison_table
 from dashboards.figures.lr_window import lr_window_figure
 from dashboards.figures.mechanism import mechanism_figure
-from dashboards.figures.overview import learning_curves_figure, status_figure
+from dashboards.figures.overview import best_curves_figure, learning_curves_figure, status_figure
 from dashboards.figures.robustness import (
     divergence_figure,
     intervals_figure,
     paired_difference_figure,
 )
 from dashboards.figures.sensitivity import heatmap_figure, importance_figure, slice_figure
-from dashboards.figures.style import STATUS_COLORS, format_value, params_label
+from dashboards.figures.style import STATUS_COLORS, format_value, params_label, value_axis_type
 from dashboards.figures.table import comparison_table_figure
 from dashboards.records import Arm
 from tests.dashboards_fixtures import Rows
@@ -36,6 +36,20 @@ from worker.contract import TrialStatus
 
 DENSE = Arm("adamw", "dense")
 MAGMA = Arm("adamw", "magma")
+#: t_{0.975, 1}, the two-seed quantile
+T1 = math.tan(math.pi * 0.475)
+
+
+def log_interval(a: float, b: float) -> tuple[float, float]:
+    """The 95% interval of two seeds' values in log space, back-transformed: centred on
+    their geometric mean, t_{0.975,1} * |ln(b/a)| / 2 either side in log."""
+    centre, ratio = math.sqrt(a * b), (b / a) ** (T1 / 2)
+    return centre / ratio, centre * ratio
+
+
+def bar_bottoms(trace: go.Scatter) -> list[float]:
+    """Where each error bar of a trace ends below its point."""
+    return [y - (minus or 0) for y, minus in zip(trace.y, trace.error_y.arrayminus, strict=True)]
 
 
 @pytest.fixture
@@ -93,6 +107,47 @@ def test_learning_curves_figure(metric: str, x_title: str, y_title: str):
     assert fig.layout.yaxis.title.text == y_title
 
 
+def test_best_curves_figure(lr_sweep: Rows):
+    # dense's best is lr 3e-3 (seeds 19 and 21), magma's 3e-3 (19.0, 19.4); perplexity
+    # falls from hundreds to about twenty
+    trials = {(t.arm, t.value("lr"), t.seed_index): t.id for t in lr_sweep.trials()}
+    for (_, lr, seed), trial_id in trials.items():
+        for step, ppl in ((10, 400.0 + 20 * seed), (20, 30.0 + seed)):
+            lr_sweep.metric(trial_id, step, val_ppl=ppl * (1 + lr), tokens=640 * step)
+    curves = learning_curves(lr_sweep.trials(), lr_sweep.metrics(), "val_ppl", "tokens")
+    fig = best_curves_figure(
+        best_configuration_curves(lr_sweep.trials(), curves), "val_ppl", "tokens"
+    )
+    names = [trace.name for trace in fig.data]
+    assert names == [
+        "adamw seed 0",
+        "adamw seed 1",
+        "adamw max over seeds",
+        "adamw min over seeds",
+        "adamw (lr=0.003)",
+        "adamw+magma seed 0",
+        "adamw+magma seed 1",
+        "adamw+magma max over seeds",
+        "adamw+magma min over seeds",
+        "adamw+magma (lr=0.003)",
+    ]
+    seed0, seed1, top, bottom, median = fig.data[:5]
+    assert [trace.showlegend for trace in fig.data[:5]] == [False, False, False, False, None]
+    assert seed0.customdata[0] == trials[(DENSE, 3e-3, 0)]
+    # the arm's colour (Plotly's first, #636EFA), faint for a seed's own run
+    assert median.line.color == "#636EFA" and fig.data[9].line.color != median.line.color
+    assert seed0.line.color == "rgba(99, 110, 250, 0.35)" and seed0.line.width == 1
+    factor = 1 + 3e-3
+    assert list(median.x) == [6400.0, 12800.0]
+    assert list(median.y) == pytest.approx([410 * factor, 30.5 * factor])
+    assert list(top.y) == pytest.approx([420 * factor, 31 * factor])
+    assert list(bottom.y) == pytest.approx([400 * factor, 30 * factor])
+    assert bottom.fill == "tonexty" and bottom.fillcolor == "rgba(99, 110, 250, 0.2)"
+    assert fig.layout.yaxis.type == "log"  # 30 to 420
+    assert fig.layout.xaxis.title.text == "tokens"
+    assert fig.layout.yaxis.title.text == "validation perplexity"
+
+
 def test_lr_window_figure(lr_sweep: Rows):
     windows = lr_windows(lr_sweep.trials())
     fig = lr_window_figure(windows, "val_ppl")
@@ -107,16 +162,30 @@ def test_lr_window_figure(lr_sweep: Rows):
     dense, diverged, magma = fig.data
     assert list(dense.x) == [1e-3, 3e-3, 1e-2]
     assert list(dense.y) == pytest.approx([20.5, 20.0, 20.9])
-    # seed intervals: a zero-width one at 1e-3, t_{0.975,1} * 1 at 3e-3
-    assert dense.error_y.array[0] == 0.0
-    assert dense.error_y.array[1] == pytest.approx(math.tan(math.pi * 0.475))
+    # seed intervals in log space: zero-width at 1e-3 (20.5 twice); around 19 and 21 at
+    # 3e-3, asymmetric about their mean 20
+    low, high = log_interval(19.0, 21.0)
+    assert dense.error_y.symmetric is False
+    assert (dense.error_y.arrayminus[0], dense.error_y.array[0]) == pytest.approx((0.0, 0.0))
+    assert dense.error_y.arrayminus[1] == pytest.approx(20.0 - low)
+    assert dense.error_y.array[1] == pytest.approx(high - 20.0)
     assert list(diverged.x) == [3e-2] and diverged.marker.symbol == "x"
     # drawn at the worst plotted value: the top of dense's error bar at 3e-3
-    assert diverged.y[0] == pytest.approx(20.0 + math.tan(math.pi * 0.475))
+    assert diverged.y[0] == pytest.approx(high)
     assert dense.mode == "lines+markers" and diverged.mode == "markers"
     assert list(magma.x) == [1e-3, 3e-3, 1e-2, 3e-2]
-    spans = [(shape.x0, shape.x1) for shape in fig.layout.shapes]
-    assert spans == [(1e-3, 1e-2), (1e-3, 3e-2)]
+    assert fig.layout.yaxis.type == "linear"  # 19 to 38: within a decade
+    rects = [(shape.x0, shape.x1) for shape in fig.layout.shapes if shape.type == "rect"]
+    assert rects == [(1e-3, 1e-2), (1e-3, 3e-2)]
+    # the stability frontier: dense stable up to 1e-2 and diverged at 3e-2, magma stable
+    # up to 3e-2; dashed for stable, dotted for diverged, in the arm's colour
+    lines = [(s.x0, s.line.dash, s.name) for s in fig.layout.shapes if s.type == "line"]
+    assert lines == [
+        (1e-2, "dash", "adamw largest LR without divergence 0.01"),
+        (3e-2, "dot", "adamw smallest diverged LR 0.03"),
+        (3e-2, "dash", "adamw+magma largest LR without divergence 0.03"),
+    ]
+    assert all(s.showlegend for s in fig.layout.shapes if s.type == "line")
 
 
 def test_lr_window_figure_of_an_arm_that_only_diverged():
@@ -125,8 +194,42 @@ def test_lr_window_figure_of_an_arm_that_only_diverged():
     fig = lr_window_figure(lr_windows(rows.trials()), "val_loss")
     stable, diverged = fig.data
     assert list(stable.x) == [] and list(diverged.x) == [0.1]
-    assert fig.layout.shapes == ()
+    assert [(shape.type, shape.x0, shape.line.dash) for shape in fig.layout.shapes] == [
+        ("line", 0.1, "dot")  # only the frontier's diverged end
+    ]
     assert stable.name == "adamw+magma (no window)"
+
+
+def test_lr_window_figure_of_a_loss_spanning_decades_is_logarithmic_and_stays_positive():
+    """The issue's chart: a loss from about 1 to 4,000 with two seeds that disagree, whose
+    symmetric t bars (mean +- 12.7 * sem) reached far below zero."""
+    rows = Rows()
+    for lr, seeds in {1e-3: (4000.0, 3000.0), 1e-2: (1.0, 3.0), 1e-1: (40.0, 60.0)}.items():
+        for seed, value in enumerate(seeds):
+            rows.add(value, seed=seed, variant="dense", lr=lr)
+    windows = lr_windows(rows.trials())
+    fig = lr_window_figure(windows, "val_loss")
+    [curve] = [trace for trace in fig.data if trace.error_y.type == "data"]
+    assert fig.layout.yaxis.type == "log"
+    assert windows[DENSE].best.configuration.summary.low < 0  # what the table's mean +- says
+    assert min(bar_bottoms(curve)) > 0
+    # at 1e-2: seeds 1 and 3, the bar down to sqrt(3) * 3^(-t/2) = 3^((1 - t) / 2)
+    assert bar_bottoms(curve)[1] == pytest.approx(3 ** ((1 - T1) / 2))
+
+
+@pytest.mark.parametrize(
+    ("values", "axis"),
+    [
+        ([1.0, 4000.0], "log"),
+        ([None, 2.0, 30.0], "log"),  # None: nothing drawn
+        ([1.0, 10.0], "linear"),  # a span of exactly ten stays linear
+        ([0.0, 100.0], "linear"),
+        ([-1.0, 100.0], "linear"),
+        ([], "linear"),
+    ],
+)
+def test_value_axis_type(values: list[float | None], axis: str):
+    assert value_axis_type(values) == axis
 
 
 def test_heatmap_figure():
@@ -170,6 +273,8 @@ def test_slice_figure_uses_a_log_axis_for_lr(lr_sweep: Rows):
     fig = slice_figure(configs, ["lr", "variant"], "val_ppl")
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == "lr"
     assert fig.layout.xaxis2.type is None  # the categorical panel keeps its own axis
+    assert fig.layout.yaxis.type == fig.layout.yaxis2.type == "linear"  # 19 to 22
+    assert all(min(bar_bottoms(trace)) > 0 for trace in fig.data)
     lr_traces = [trace for trace in fig.data if trace.xaxis == "x"]
     assert [trace.name for trace in lr_traces] == ["adamw", "adamw+magma"]
     magma = lr_traces[1]
@@ -186,8 +291,25 @@ def test_intervals_figure_sorts_configurations_and_shows_seeds(lr_sweep: Rows):
     means, seeds = fig.data
     assert list(means.y) == sorted(means.y) and len(means.y) == 7  # 3e-2 dense diverged
     assert means.x[0] == "adamw+magma lr=0.003" and means.y[0] == pytest.approx(19.2)
-    assert means.error_y.array[0] == pytest.approx(0.2 * math.tan(math.pi * 0.475))
+    # seeds 19.0 and 19.4: a log-space interval about their mean 19.2
+    low, high = log_interval(19.0, 19.4)
+    assert means.error_y.arrayminus[0] == pytest.approx(19.2 - low)
+    assert means.error_y.array[0] == pytest.approx(high - 19.2)
+    assert means.error_y.color == "#444"
     assert len(seeds.y) == 14 and fig.layout.xaxis.type == "category"
+    assert fig.layout.yaxis.type == "linear"
+
+
+def test_intervals_figure_turns_logarithmic_and_keeps_bars_above_zero():
+    rows = Rows()
+    for seed, value in enumerate((1.0, 3.0)):
+        rows.add(value, seed=seed, variant="dense", lr=1e-2)
+    rows.add(4000.0, variant="dense", lr=1e-4)
+    fig = intervals_figure(configurations(rows.trials()), "val_loss")
+    means, _ = fig.data
+    assert fig.layout.yaxis.type == "log"
+    assert bar_bottoms(means)[0] == pytest.approx(3 ** ((1 - T1) / 2))
+    assert means.error_y.array[1] is None  # one seed: no bar
 
 
 def test_divergence_figure(lr_sweep: Rows):
@@ -291,6 +413,13 @@ def test_every_figure_serialises_to_strict_json(lr_sweep: Rows):
         intervals_figure(configs, "val_ppl"),
         divergence_figure(divergence_rates(trials)),
         paired_difference_figure(paired_comparison(trials, DENSE, MAGMA), "val_ppl"),
+        best_curves_figure(
+            best_configuration_curves(
+                trials, learning_curves(trials, lr_sweep.metrics(), "val_ppl", "tokens")
+            ),
+            "val_ppl",
+            "tokens",
+        ),
         comparison_table_figure(comparison_table(trials), "val_ppl"),
         mechanism_figure(mechanism_series(trials, lr_sweep.metrics())),
     ]

@@ -36,7 +36,7 @@ HTML = {"Accept": "text/html"}
 KEY = "s3cret-key"
 #: figures each page shows for a study that searched variant, lr, p and tau
 FIGURES = {
-    "overview": {"status", "curves"},
+    "overview": {"status", "curves", "best-curves"},
     "sensitivity": {
         "heatmap-adamw",
         "heatmap-adamw-skipupdate",
@@ -204,6 +204,11 @@ def test_lr_window_delta(site: Site) -> None:
     base = f"/studies/{site.language}/dashboard/lr-window"
     default = site.client.get(base).text
     assert 'name="delta" id="delta" value="0.05"' in default
+    # measured on the interpolated curve, a 5% window is not 0 decades wide
+    assert any(width > 0 for width in widths(default).values())
+    # the stability frontier: the sample's arms diverge above an LR of their own
+    assert re.search(r'<td class="num diverged-lr">\d', default)
+    assert re.search(r'<td class="num stable-lr">\d', default)
     zero = widths(site.client.get(f"{base}?delta=0").text)
     wide = widths(site.client.get(f"{base}?delta=10").text)
     assert set(zero) == {"adamw", "adamw+skipupdate", "adamw+magma"}

@@ -390,6 +390,7 @@ def test_unknown_ids_are_404_with_the_error_shape(server: Server) -> None:
         "/trials/999999",
         "/studies/999999/trials",
         "/studies/999999/best",
+        "/studies/999999/verdict",
         "/studies/999999/events",
         "/studies/999999/trials.csv",
     ):

@@ -60,18 +60,14 @@ class ArmCurve:
 
 
 def best_configuration_curves(
-    trials: Iterable[TrialRecord],
-    metrics: Iterable[MetricPoint],
-    y: str,
-    x: str = "step",
-    mode: Mode = "min",
+    trials: Iterable[TrialRecord], curves: Iterable[Curve], mode: Mode = "min"
 ) -> list[ArmCurve]:
     """Per arm, in arm order, the learning curve of its best configuration (the study's
-    best rule, ``best_per_arm``); an arm without one, or whose best reported no ``y``,
-    has no curve. Seeds of a configuration evaluate at the same steps, so they are
-    summarised at each x value any of them reported."""
+    best rule, ``best_per_arm``), from the trials' ``learning_curves`` (which a page has
+    already drawn); an arm without a best, or whose best has no curve, has none. Seeds of
+    a configuration evaluate at the same steps, so they are summarised at each x value
+    any of them reported."""
     bests = [config for config in best_per_arm(trials, mode).values() if config is not None]
-    curves = learning_curves([trial for config in bests for trial in config.trials], metrics, y, x)
     by_id = {curve.trial.id: curve for curve in curves}
     result = []
     for config in bests:

@@ -1,4 +1,5 @@
-"""A study at a glance: trial statuses and every trial's learning curve."""
+"""A study at a glance: trial statuses, every trial's learning curve, and each arm's at its
+best configuration."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from dashboards.analysis.curves import Curve
+from dashboards.analysis.curves import ArmCurve, Curve
 from dashboards.figures.style import (
     STATUS_COLORS,
     TEMPLATE,
@@ -15,6 +16,9 @@ from dashboards.figures.style import (
     new_figure,
     objective_title,
     params_label,
+    params_text,
+    translucent,
+    value_axis_type,
 )
 
 
@@ -76,3 +80,62 @@ def learning_curves_spec(curves: Sequence[Curve], metric: str, progress: str) ->
             "yaxis": {"title": {"text": objective_title(metric)}, "type": "log"},
         },
     }
+
+
+def best_curves_figure(curves: Sequence[ArmCurve], metric: str, progress: str) -> go.Figure:
+    """Per arm at its best configuration: the median over seeds as a solid line, the
+    seeds' range (min to max) as a band of the arm's colour, and each seed's own run
+    faint behind them. The objective axis is logarithmic where the values span more than
+    a decade (``value_axis_type``), as a curve's early values usually do."""
+    fig = new_figure("Learning curves at each arm's best configuration")
+    colors = arm_colors(curve.arm for curve in curves)
+    for curve in curves:
+        label, color = curve.arm.label, colors[curve.arm]
+        for seed in curve.seeds:
+            fig.add_scatter(
+                x=list(seed.x),
+                y=list(seed.y),
+                mode="lines",
+                name=f"{label} seed {seed.trial.seed_index}",
+                legendgroup=label,
+                showlegend=False,
+                line={"color": translucent(color, 0.35), "width": 1},
+                hovertext=f"trial {seed.trial.number} (seed {seed.trial.seed_index})",
+                customdata=[seed.trial.id] * len(seed.x),
+            )
+        # the band: its top edge, then its bottom edge filled up to it
+        fig.add_scatter(
+            x=list(curve.x),
+            y=list(curve.high),
+            mode="lines",
+            name=f"{label} max over seeds",
+            legendgroup=label,
+            showlegend=False,
+            line={"width": 0},
+            hoverinfo="skip",
+        )
+        fig.add_scatter(
+            x=list(curve.x),
+            y=list(curve.low),
+            mode="lines",
+            name=f"{label} min over seeds",
+            legendgroup=label,
+            showlegend=False,
+            line={"width": 0},
+            fill="tonexty",
+            fillcolor=translucent(color, 0.2),
+            hoverinfo="skip",
+        )
+        fig.add_scatter(
+            x=list(curve.x),
+            y=list(curve.median),
+            mode="lines",
+            name=f"{label} ({params_text(curve.configuration.params) or 'defaults'})",
+            legendgroup=label,
+            line={"color": color, "width": 2.5},
+            hovertext=[f"median of {n} seeds" for n in curve.n],
+        )
+    values = [value for curve in curves for seed in curve.seeds for value in seed.y]
+    fig.update_xaxes(title=progress)
+    fig.update_yaxes(type=value_axis_type(values), title=objective_title(metric))
+    return fig

@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dashboards.analysis.verdict import Method, Verdict, WarningCode
+from worker.contract import Mode
+
 
 class TrialSummary(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -121,3 +124,53 @@ class PresetSubmission(BaseModel):
 
     preset: str
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class ArmBest(BaseModel):
+    arm: str = Field(description="e.g. adamw, or adamw+magma")
+    configuration: int | None = Field(description="its best configuration (the best rule)")
+    lr: float | None
+    objective: float | None = Field(description="mean over the configuration's seeds")
+    params: dict[str, Any] | None
+    trial_ids: list[int]
+
+
+class VerdictWarning(BaseModel):
+    code: Literal[WarningCode.values()]  # type: ignore[valid-type]
+    message: str
+
+
+class ArmComparison(BaseModel):
+    """A masked arm against its base's dense arm, each at its best, paired by seed."""
+
+    baseline: ArmBest
+    arm: ArmBest
+    method: Literal[Method.values()] | None = Field(  # type: ignore[valid-type]
+        description="log-t: paired t interval on ln(objective); bootstrap: paired percentile "
+        "bootstrap of the difference of means (some objective <= 0)"
+    )
+    seeds: int = Field(description="pairs: seeds both best configurations completed")
+    change: float | None = Field(description="arm vs baseline, a fraction: -0.018 is 1.8% lower")
+    low: float | None = Field(description="the change's 95% interval; null without one")
+    high: float | None
+    difference_sd: float | None = Field(
+        description="SD of the paired differences (log, or fraction of the dense mean)"
+    )
+    verdict: Literal[Verdict.values()] | None  # type: ignore[valid-type]
+    seeds_needed: int | None = Field(
+        description="seeds a paired t-test needs for 80% power against a 1% change at "
+        "alpha 0.05, given difference_sd"
+    )
+    reason: str | None = Field(description="why there is no estimate")
+    warnings: list[VerdictWarning]
+    summary: str = Field(description="the line the CLI, the table and the export show")
+
+
+class StudyVerdict(BaseModel):
+    study_id: int
+    metric: str
+    mode: Mode
+    confidence: float
+    detectable_change: float
+    power: float
+    comparisons: list[ArmComparison]

@@ -6,7 +6,28 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from service.api.schemas import BestTrial, StudyDetail, StudySummary, Timings
+from dashboards.analysis.arms import Configuration
+from dashboards.analysis.verdict import (
+    CONFIDENCE,
+    DETECTABLE_CHANGE,
+    LR,
+    POWER,
+    Comparison,
+    verdicts,
+)
+from dashboards.loader import load_study
+from dashboards.records import Arm
+from service.api.schemas import (
+    ArmBest,
+    ArmComparison,
+    BestTrial,
+    StudyDetail,
+    StudySummary,
+    StudyVerdict,
+    Timings,
+    VerdictWarning,
+)
+from service.core.errors import not_found
 from studies.best import BestConfiguration, best_configuration
 from studies.storage import repository as repo
 from studies.storage.models import Study, utcnow
@@ -80,3 +101,52 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
     return (end - start).total_seconds()
+
+
+def verdict(session: Session, study: Study) -> StudyVerdict:
+    """Each masked arm against its dense base (``dashboards.analysis.verdict``), from the
+    trials as the dashboards read them."""
+    data = load_study(session, study.id)
+    if data is None:  # deleted since the caller read it
+        raise not_found("study", study.id)
+    return StudyVerdict(
+        study_id=data.id,
+        metric=data.metric,
+        mode=data.mode,
+        confidence=CONFIDENCE,
+        detectable_change=DETECTABLE_CHANGE,
+        power=POWER,
+        comparisons=[_comparison(c) for c in verdicts(data.trials, data.mode)],
+    )
+
+
+def _comparison(comparison: Comparison) -> ArmComparison:
+    estimate = comparison.estimate
+    return ArmComparison(
+        baseline=_arm_best(comparison.baseline, comparison.baseline_best),
+        arm=_arm_best(comparison.arm, comparison.best),
+        method=estimate.method.value if estimate else None,
+        seeds=estimate.n if estimate else 0,
+        change=estimate.change if estimate else None,
+        low=estimate.low if estimate else None,
+        high=estimate.high if estimate else None,
+        difference_sd=estimate.sd if estimate else None,
+        verdict=estimate.verdict.value if estimate else None,
+        seeds_needed=estimate.seeds_needed if estimate else None,
+        reason=comparison.reason,
+        warnings=[
+            VerdictWarning(code=w.code.value, message=w.message) for w in comparison.warnings
+        ],
+        summary=comparison.summary,
+    )
+
+
+def _arm_best(arm: Arm, best: Configuration | None) -> ArmBest:
+    return ArmBest(
+        arm=arm.label,
+        configuration=best.number if best else None,
+        lr=float(best.value(LR)) if best else None,
+        objective=best.summary.mean if best else None,
+        params=best.params if best else None,
+        trial_ids=list(best.trial_ids) if best else [],
+    )

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api import views
 from service.api.deps import MAX_ID, DatabaseDep, ReadSession, SettingsDep, StudyId
-from service.api.schemas import StudyDetail, StudyPage, TrialPage, TrialSummary
+from service.api.schemas import StudyDetail, StudyPage, StudyVerdict, TrialPage, TrialSummary
 from service.api.submission import parse_body, to_spec
 from service.core.errors import APIError, error_responses, not_found
 from service.export import FORMATS, best_document, render
@@ -280,5 +280,16 @@ def best(
     found = views.best_of(session, study)
     if found is None:
         raise APIError(404, f"study {study_id} has no configuration whose trials all completed")
-    text = render(best_document(study, found), format)
+    comparisons = views.verdict(session, study).comparisons
+    verdicts = [comparison.model_dump(mode="json") for comparison in comparisons]
+    text = render(best_document(study, found, verdicts), format)
     return Response(text, media_type=MEDIA_TYPES[format])
+
+
+@router.get("/{study_id}/verdict", response_model=StudyVerdict, responses=error_responses(404))
+def verdict(study_id: StudyId, session: ReadSession) -> StudyVerdict:
+    """Each masked arm against its dense base, both at their best configuration, paired by
+    seed: the % change with its 95% interval, the verdict (better, worse, or no detectable
+    difference), the seeds a 1% change would need, and the warnings that qualify it
+    (README, "Tested differences")."""
+    return views.verdict(session, _study(session, study_id))
