@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from dashboards.analysis.claims import Role
 from dashboards.analysis.objective import Mode, check_mode
 from dashboards.records import MetricPoint, TrialRecord, metrics_from_rows, trials_from_rows
 from studies.storage import repository as repo
@@ -137,3 +138,16 @@ def study_list(session: Session, limit: int, offset: int) -> tuple[list[dict[str
             }
         )
     return rows, total
+
+
+def claim_studies(session: Session, roles: list[Role]) -> dict[Role, StudyData | None]:
+    """Each role's newest complete study (its preset's name and workload fields), with its
+    trials; None for a role no complete study fills."""
+    found: dict[Role, StudyData | None] = dict.fromkeys(roles)
+    for study in repo.complete_studies_named(session, {role.preset for role in roles}):
+        if all(found.values()):
+            break
+        for role in roles:
+            if found[role] is None and role.matches(study.spec):
+                found[role] = load_study(session, study.id)
+    return found

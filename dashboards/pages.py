@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from dashboards import export, loader
+from dashboards.analysis import claims
 from dashboards.loader import StudyData
 from dashboards.views import PAGES, OptionError, Page, PageView, template_globals
 from studies.storage.models import MAX_ID
@@ -185,6 +186,22 @@ def make_router(*, auth: Auth, reads: Reads, error: ErrorFactory) -> APIRouter:
                 "total": total,
                 "offset": offset,
                 "limit": STUDIES_PER_PAGE,
+                "auth": auth.enabled(request),
+            },
+        )
+
+    # --- the paper's claims ---------------------------------------------------------------
+
+    @protected.get("/claims", response_class=HTMLResponse)
+    def claims_page(request: Request) -> Response:
+        with reads(request) as session:
+            studies = loader.claim_studies(session, claims.roles())
+        return templates.TemplateResponse(
+            request,
+            "claims.html",
+            {
+                "results": claims.evaluate(studies),
+                "scale": claims.scale,
                 "auth": auth.enabled(request),
             },
         )

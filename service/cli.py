@@ -1,10 +1,10 @@
 """The ``magma-bench`` command line.
 
 ``serve`` runs the API, ``driver`` the study runner, ``up`` both (with a local Ray) for
-a laptop; ``submit``, ``status``, ``list``, ``presets``, ``export`` and ``cancel`` talk to
-the API over HTTP (``MAGMA_URL``, ``MAGMA_API_KEY``). Every command reads its settings
-through ``worker.settings``, and ``up`` hands its environment to both children unchanged,
-so the API and the driver always agree (on the database above all).
+a laptop; ``submit``, ``status``, ``list``, ``presets``, ``claims``, ``export`` and
+``cancel`` talk to the API over HTTP (``MAGMA_URL``, ``MAGMA_API_KEY``). Every command
+reads its settings through ``worker.settings``, and ``up`` hands its environment to both
+children unchanged, so the API and the driver always agree (on the database above all).
 """
 
 from __future__ import annotations
@@ -265,6 +265,34 @@ def presets_command() -> None:
         raise _fail(exc) from None
     rows = [(p["name"], str(p["runs"]), p["description"]) for p in presets]
     _table(("NAME", "RUNS", "DESCRIPTION"), rows)
+
+
+@app.command("claims")
+def claims_command(
+    definitions: Annotated[bool, typer.Option(help="print each claim's test definition")] = False,
+) -> None:
+    """Each claim of the paper, tested on the newest complete study of its preset: the
+    verdict (supported, contradicted, inconclusive), the study and its scale, then the
+    numbers and warnings."""
+    try:
+        report = Client().claims()
+    except APIClientError as exc:
+        raise _fail(exc) from None
+    for claim in report["claims"]:
+        typer.echo(f"{claim['reference']}: {claim['support']}  {claim['statement']}")
+        for study in claim["studies"]:
+            found = (
+                f"study {study['study_id']}, {study['scale']}"
+                if study["study_id"] is not None
+                else "no complete study"
+            )
+            typer.echo(f"  {study['role']} ({study['preset']}): {found}")
+        for line in claim["numbers"]:
+            typer.echo(f"  {line}")
+        for warning in claim["warnings"]:
+            typer.echo(f"  warning: {warning}")
+        if definitions:
+            typer.echo(f"  test: {claim['definition']}")
 
 
 def _finished(progress: dict[str, int]) -> int:

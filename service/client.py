@@ -110,6 +110,9 @@ class Client:
     def verdict(self, study_id: int) -> dict[str, Any]:
         return self._check(self.http.get(f"/studies/{study_id}/verdict")).json()
 
+    def claims(self) -> dict[str, Any]:
+        return self._check(self.http.get("/claims")).json()
+
     def health(self) -> dict[str, Any]:
         return self._check(self.http.get("/health")).json()
 

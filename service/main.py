@@ -18,7 +18,7 @@ from pydantic.json_schema import models_json_schema
 from dashboards import pages
 from service import DISTRIBUTION
 from service.api import deps
-from service.api.routes import events, health, presets, studies, trials
+from service.api.routes import claims, events, health, presets, studies, trials
 from service.api.schemas import PresetSubmission
 from service.core import errors
 from service.core.db import Database
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
     protected = APIRouter(dependencies=[Depends(deps.require_api_key)])
-    for module in (studies, events, trials, presets):
+    for module in (studies, events, trials, presets, claims):
         protected.include_router(module.router)
     api.include_router(protected)
     app.include_router(api)

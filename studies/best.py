@@ -16,7 +16,9 @@ seed trials' statuses (first match wins):
 - **complete**: every seed completed. Scored by the mean objective over the seeds.
 
 Only complete configurations compete for best; the best has the lowest (``min``) or highest
-(``max``) mean, ties going to the earliest configuration.
+(``max``) mean, ties going to the earliest configuration. A bracket study's confirmation
+configurations (params ``stage: confirm``) never compete: they re-measure a choice made on
+other seeds, and letting them choose again would bring back the winner's curse they remove.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any, Literal, Protocol
 from worker.contract import Mode, TrialStatus
 
 Outcome = Literal["pending", "diverged", "pruned", "failed", "complete"]
+#: the params entry that marks a confirmation configuration
+STAGE_KEY, CONFIRM_STAGE = "stage", "confirm"
 #: trial statuses that leave a configuration unscored, by the outcome they give
 _UNSCORED: tuple[tuple[Outcome, tuple[str, ...]], ...] = (
     ("pending", (TrialStatus.queued.value, TrialStatus.running.value)),
@@ -51,6 +55,11 @@ class Score:
     def eligible(self) -> bool:
         """Whether it competes for best: every seed completed."""
         return self.outcome == "complete"
+
+
+def is_confirmation(params: dict[str, Any]) -> bool:
+    """Whether a configuration reruns a choice on fresh seeds (never a candidate)."""
+    return params.get(STAGE_KEY) == CONFIRM_STAGE
 
 
 def worst(mode: Mode) -> float:
@@ -105,6 +114,8 @@ def best_configuration(trials: Iterable[TrialLike], mode: Mode = "min") -> BestC
     candidates = []
     for configuration, group in by_configuration.items():
         group = sorted(group, key=lambda t: t.id)
+        if is_confirmation(group[0].params):
+            continue
         result = score([(t.status, t.objective) for t in group], mode)
         if not result.eligible:
             continue

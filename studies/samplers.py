@@ -15,7 +15,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from studies.best import Score, score
+from studies import bracket
+from studies.best import CONFIRM_STAGE, STAGE_KEY, Score, score
 from studies.spec import Range, StudySpec
 
 #: a configuration's params and its seed trials' ``(status, objective)``
@@ -32,13 +33,21 @@ OPTUNA_STATES: dict[str, TrialState] = {
 
 
 def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
-    """Only the searched parameters: fixed scalars are not Optuna's business."""
+    """Only the searched parameters: fixed scalars are not Optuna's business. A bracket
+    study adds the LR, over every grid point it may reach, and its confirmation stage."""
     result: dict[str, BaseDistribution] = {}
     for name, value in spec.search.items():
         if isinstance(value, Range):
             result[name] = FloatDistribution(value.low, value.high, log=value.log)
         elif isinstance(value, list):
             result[name] = CategoricalDistribution(value)
+    if spec.bracket:
+        reach = bracket.initial_indices(spec.protocol)
+        extensions = spec.protocol.max_extensions
+        low = bracket.lr_at(spec.protocol, reach[0] - extensions)
+        high = bracket.lr_at(spec.protocol, reach[-1] + extensions)
+        result["lr"] = FloatDistribution(low, high, log=True)
+        result[STAGE_KEY] = CategoricalDistribution([CONFIRM_STAGE])
     return result
 
 
@@ -84,7 +93,9 @@ def optuna_trials(
             continue
         params, seeds = configurations[number]
         state, value = optuna_state(score(seeds, spec.mode))
-        trials.append(create_trial(state=state, value=value, params=params, distributions=searched))
+        # a bracket study's selection configurations have no stage
+        present = {name: searched[name] for name in params}
+        trials.append(create_trial(state=state, value=value, params=params, distributions=present))
     return trials
 
 

@@ -94,6 +94,24 @@ class Objective(BaseModel):
     mode: Mode | None = Field(None, description="default: the metric's natural direction")
 
 
+class Protocol(BaseModel):
+    """How the arms' learning rates are tuned (``studies.bracket``).
+
+    ``none``: the sampler searches ``lr`` like any other value. ``bracket``: every arm (a
+    point of the grid of the other searched lists) runs the same log grid of LRs,
+    ``lr_start x 10^(k lr_step_decades)``, extended one step per round on the side of its
+    best until that best is bracketed, so no arm is judged at an LR its tuning never got
+    past; ``confirm_seeds`` reruns each arm's choice on fresh seeds (winner's curse)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["none", "bracket"] = "none"
+    lr_start: float = Field(1e-3, gt=0, description="the grid's centre")
+    lr_step_decades: float = Field(0.5, gt=0, le=2, description="grid step, in decades")
+    initial_points: int = Field(3, ge=1, le=15, description="LRs of the first round")
+    max_extensions: int = Field(4, ge=0, le=20, description="rounds after the first")
+    confirm_seeds: int = Field(0, ge=0, le=20, description="fresh seeds for the choices")
+
+
 class StudySpec(BaseModel):
     """One study. ``trials`` counts configurations; each runs ``seeds`` times."""
 
@@ -114,6 +132,7 @@ class StudySpec(BaseModel):
     early_stopping: EarlyStopping = EarlyStopping(kind="none")
     resources: Resources = Resources()
     objective: Objective = Objective()
+    protocol: Protocol = Protocol()
 
     @field_validator("search", mode="before")
     @classmethod
@@ -156,7 +175,9 @@ class StudySpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
-        if self.sampler == "grid":
+        if self.protocol.kind == "bracket":
+            self._check_bracket()
+        elif self.sampler == "grid":
             ranges = [k for k, v in self.search.items() if isinstance(v, Range)]
             if ranges:
                 raise ValueError(f"sampler 'grid' needs lists, not ranges, for {ranges}")
@@ -180,6 +201,23 @@ class StudySpec(BaseModel):
                 self._check(self.trial_config({name: choice}))
         return self
 
+    def _check_bracket(self) -> None:
+        """The bracket protocol owns ``lr`` and runs every arm: nothing else samples."""
+        if "lr" in self.search:
+            raise ValueError("search.lr: protocol 'bracket' searches the LR; remove it from search")
+        if "lr" in self.fixed:
+            raise ValueError("fixed.lr: protocol 'bracket' searches the LR; remove it")
+        ranges = [k for k, v in self.search.items() if isinstance(v, Range)]
+        if ranges:
+            raise ValueError(f"protocol 'bracket' runs every arm: give lists, not ranges: {ranges}")
+        if self.sampler != "grid" or self.trials is not None:
+            raise ValueError("protocol 'bracket' plans its own runs: use sampler 'grid', no trials")
+        if self.early_stopping.kind != "none":
+            raise ValueError(
+                "early_stopping: protocol 'bracket' compares every LR's final value; use 'none'"
+            )
+        self._check(self.trial_config({"lr": self.protocol.lr_start}))
+
     def _check(self, config: dict[str, Any]) -> None:
         try:
             TrialConfig(**config)
@@ -202,13 +240,35 @@ class StudySpec(BaseModel):
         return math.prod(len(_choices(v)) for v in self.search.values()) if self.search else 1
 
     @property
+    def bracket(self) -> bool:
+        return self.protocol.kind == "bracket"
+
+    @property
     def configurations(self) -> int:
+        """Configurations the study runs; under ``bracket`` at most this many, selection
+        and confirmation together: arms x (initial + max_extensions) (+ arms)."""
+        if self.bracket:
+            rounds = self.protocol.initial_points + self.protocol.max_extensions
+            return self.grid_size * rounds + (self.grid_size if self.protocol.confirm_seeds else 0)
         return self.grid_size if self.sampler == "grid" else int(self.trials or 1)
 
     @property
     def runs(self) -> int:
-        """Trials the study runs: every configuration once per seed."""
+        """Trials the study runs: every configuration once per seed. Under ``bracket`` an
+        upper bound: arms x (initial + max_extensions) x seeds + arms x confirm_seeds."""
+        if self.bracket:
+            rounds = self.protocol.initial_points + self.protocol.max_extensions
+            return self.grid_size * (rounds * self.seeds + self.protocol.confirm_seeds)
         return self.configurations * self.seeds
+
+    @property
+    def first_round_runs(self) -> int:
+        """The runs a study cannot do without: under ``bracket``, its first round and the
+        confirmation (extensions stop at the server cap instead); otherwise all of them."""
+        if not self.bracket:
+            return self.runs
+        protocol = self.protocol
+        return self.grid_size * (protocol.initial_points * self.seeds + protocol.confirm_seeds)
 
     @property
     def metric(self) -> str:

@@ -24,11 +24,13 @@ from typing import Any
 import pytest
 
 from dashboards import loader
+from dashboards.analysis.claims import CLAIMS
 from dashboards.analysis.lr_window import lr_windows
 from dashboards.views import PAGES
 from studies.storage import repository as repo
 
 pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
+from tests.claims_fixtures import write_quadratic  # noqa: E402
 from tests.db_fixtures import Database, fresh_database, quadratic_spec  # noqa: E402
 from tests.service_fixtures import Server, running_server  # noqa: E402
 
@@ -295,3 +297,51 @@ def test_overview_updates_live(site: Site, tab: Tab) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     tab.page.screenshot(path=str(SCREENSHOTS / "overview-live.png"), full_page=True)
     assert tab.errors == []
+
+
+def test_claims_page_and_the_verdict_it_rests_on(site: Site, tab: Tab) -> None:
+    """The claims page, reached from the index, shows each claim's verdict, its study and
+    its test's definition; the table page of the study a claim rests on shows the same
+    paired verdict, with the same warnings, under the masked cell."""
+    heterogeneous = write_quadratic(site.db, "heterogeneous", 0.8, "complete")  # -20%
+    homogeneous = write_quadratic(site.db, "homogeneous", 1.01, "complete")  # +1%: neutral
+    tab.goto(site.server.url + "/")
+    with tab.page.expect_navigation(wait_until="load"):
+        tab.page.click("#claims-link")
+    assert tab.page.url == f"{site.server.url}/claims"
+    supports = tab.page.eval_on_selector_all(
+        "#claims tbody tr",
+        "rows => Object.fromEntries(rows.map(r => [r.dataset.claim,"
+        " r.querySelector('td.support').textContent.trim()]))",
+    )
+    # only Figure 4 has its studies (the site's own study is no preset's)
+    assert supports == {
+        claim.id: "supported" if claim.id == "fig-4" else "inconclusive" for claim in CLAIMS
+    }
+    row = tab.page.locator('#claims tr[data-claim="fig-4"]')
+    studies = row.locator(".study a").evaluate_all("links => links.map(a => a.pathname)")
+    assert studies == [f"/studies/{i}/dashboard/overview" for i in (heterogeneous, homogeneous)]
+    numbers = row.locator(".number").all_inner_texts()
+    assert numbers[0].startswith("heterogeneous: adamw+magma vs adamw: -20.0% [-20.0%, -20.0%]")
+    warnings = row.locator(".warning").all_inner_texts()
+    assert any("only lr 0.1 was tested" in warning for warning in warnings)
+    definitions = tab.page.locator("#claims .definition").all_inner_texts()
+    assert definitions == [f"Test: {claim.definition}" for claim in CLAIMS]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab.page.screenshot(path=str(SCREENSHOTS / "claims.png"), full_page=True)
+
+    with tab.page.expect_navigation(wait_until="load"):
+        tab.page.click(f'#claims a[href="/studies/{heterogeneous}/dashboard/overview"]')
+    tab.page.wait_for_function(DRAWN)
+    tab.goto(f"{site.server.url}/studies/{heterogeneous}/dashboard/table")
+    cell = tab.page.locator('#comparison tr[data-base="adamw"] .verdict')
+    assert cell.count() == 1 and cell.get_attribute("data-verdict") == "better"
+    assert "heterogeneous: " + cell.inner_text() == numbers[0]
+    shown = tab.page.locator('#comparison tr[data-base="adamw"] .warning').all_inner_texts()
+    assert [f"warning: heterogeneous: {text.removeprefix('warning: ')}" for text in shown] == [
+        warning for warning in warnings if warning.startswith("warning: heterogeneous: ")
+    ]
+    tab.page.screenshot(path=str(SCREENSHOTS / "table-verdict.png"), full_page=True)
+    assert tab.errors == []
+    elsewhere = [url for url in tab.requests if not url.startswith(site.server.url + "/")]
+    assert elsewhere == []

@@ -289,7 +289,7 @@ EXTERNAL = re.compile(r"https?://|//fonts\.|@import|@font-face", re.I)
 
 
 def test_no_external_references(site: Site) -> None:
-    paths = ["/", "/login"] + [
+    paths = ["/", "/login", "/claims"] + [
         f"/studies/{study}/dashboard/{page}"
         for study in (site.language, site.synthetic, site.empty)
         for page in PAGES
@@ -334,7 +334,8 @@ def test_pages_want_the_key(guarded: tuple[TestClient, int]) -> None:
     client, study_id = guarded
     client.cookies.clear()
     page = f"/studies/{study_id}/dashboard/lr-window?delta=0.1"
-    for path in ("/", page, f"/studies/{study_id}/dashboard/overview/figures/curves.html"):
+    figure = f"/studies/{study_id}/dashboard/overview/figures/curves.html"
+    for path in ("/", "/claims", page, figure):
         browser = client.get(path, headers=HTML)
         assert browser.status_code == 303
         assert browser.headers["location"].startswith("/login?next=")

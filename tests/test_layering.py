@@ -66,8 +66,10 @@ SERVE_WITHOUT_TORCH = textwrap.dedent(
             "/api/v1/studies",
             f"/api/v1/studies/{study}/trials",
             "/api/v1/presets",
+            "/api/v1/claims",
             "/openapi.json",
             "/",
+            "/claims",
             f"/studies/{study}/dashboard/overview",
         ):
             response = client.get(path)

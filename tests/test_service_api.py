@@ -603,6 +603,7 @@ def test_auth_when_a_key_is_set(server: Server, tmp_path: Path) -> None:
         for method, path in [
             ("GET", "/studies"),
             ("GET", "/presets"),
+            ("GET", "/claims"),
             ("POST", "/studies"),
             ("GET", "/studies/1/events"),
             ("GET", "/trials/1"),

@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
+from studies.best import CONFIRM_STAGE, STAGE_KEY, best_configuration, is_confirmation
 from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.engine import MIGRATIONS, make_engine, migrate, session_factory, transaction
@@ -584,3 +585,31 @@ def test_metric_rows_are_cascaded_with_their_study(db: Database) -> None:
     with db.sessions() as session:
         assert session.scalar(select(Metric).where(Metric.trial_id == trial_id)) is None
         assert session.scalar(select(Event).where(Event.study_id == study_id)) is None
+
+
+def test_confirmation_runs_never_compete_for_best(db: Database) -> None:
+    """A bracket study's confirmation reruns the choice on fresh seeds: even with a better
+    mean (1.0 against 2.0 and 3.0) it is never the best, in SQL or by ``studies.best``."""
+    study_id = new_study(db)
+    params = [{"lr": 0.1}, {"lr": 0.3}, {"lr": 0.1, STAGE_KEY: CONFIRM_STAGE}]
+    means = [2.0, 3.0, 1.0]
+    with db.transaction() as session:
+        for number, (values, mean) in enumerate(zip(params, means, strict=True)):
+            first_seed = 2 if is_confirmation(values) else 0
+            configs = [{"seed": first_seed + s} for s in range(2)]
+            trials = repo.create_configuration(
+                session, study_id, number, values, configs, first_seed
+            )
+            for trial, objective in zip(trials, (mean - 0.5, mean + 0.5), strict=True):
+                repo.finish_trial(session, trial.id, "complete", objective, 10)
+        repo.add_event(session, study_id, "bracket", {"rounds": 0})
+        repo.add_event(session, study_id, "bracket", {"rounds": 1})
+    trials = db.trials(study_id)
+    assert [t.seed_index for t in trials] == [0, 1, 0, 1, 2, 3]
+    best = best_configuration(trials)
+    assert best is not None and (best.configuration, best.objective) == (0, 2.0)
+    with db.sessions() as session:
+        assert repo.best_configuration_number(session, study_id, "min") == 0
+        latest = repo.latest_event(session, study_id, "bracket")
+        assert latest is not None and latest.payload == {"rounds": 1}
+        assert repo.latest_event(session, study_id, "no-such-kind") is None

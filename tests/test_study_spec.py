@@ -11,6 +11,7 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from pydantic import ValidationError
 
+from studies import bracket
 from studies.caps import check_caps
 from studies.presets import PRESET_DIR, load_preset, preset_names
 from studies.samplers import distributions, make_sampler
@@ -20,16 +21,27 @@ from worker.contract import mask_seed
 from worker.models import model_names
 from worker.settings import Caps, Settings
 
-#: preset -> (configurations, seeds); every preset must be listed here
+#: preset -> (configurations, seeds), at most that many configurations for the bracket
+#: presets: arms x (initial_points + max_extensions) (+ arms with a confirmation stage);
+#: every preset must be listed here
 PRESETS = {
-    "paper-table1": (50, 1),  # 5 bases x 2 variants x 5 LRs
+    "paper-table1": (60, 1),  # 5 bases x 2 variants = 10 arms x (3 + 2) LRs + 10
     "sensitivity-p-tau": (12, 1),  # 3 p x 4 tau
-    "lr-window": (28, 2),  # 2 bases x 2 variants x 7 LRs
-    "components": (6, 2),  # 2 variants x 3 components
-    "granularity": (8, 2),  # 2 variants x 4 granularities
-    "quadratic": (10, 3),  # 2 variants x 5 LRs
-    "heavy-tailed": (10, 3),  # 2 variants x 5 LRs
+    "lr-window": (32, 2),  # 2 bases x 2 variants = 4 arms x (5 + 3) LRs
+    "components": (30, 2),  # 2 variants x 3 components = 6 arms x (3 + 2) LRs
+    "granularity": (40, 2),  # 2 variants x 4 granularities = 8 arms x (3 + 2) LRs
+    "quadratic": (16, 3),  # 2 variants x (3 + 4) LRs + 2
+    "heavy-tailed": (14, 3),  # 2 variants x (3 + 3) LRs + 2
     "demo": (4, 1),  # 2 variants x 2 LRs
+}
+#: the presets that compare arms, each arm's LR tuned by the bracket protocol: their arms
+BRACKET_ARMS = {
+    "paper-table1": 10,
+    "lr-window": 4,
+    "components": 6,
+    "granularity": 8,
+    "quadratic": 2,
+    "heavy-tailed": 2,
 }
 BASES = ("adam", "adamw", "rmsprop", "laprop", "muon", "c-adamw", "sgd")
 
@@ -63,8 +75,9 @@ def test_preset_loads_with_expected_size(name):
     s = load_preset(name)
     assert s.name == name
     assert s.sampler == "grid"
-    assert s.configurations == s.grid_size == configurations
-    assert len(s.grid_points()) == configurations
+    assert s.configurations == configurations
+    assert s.grid_size == len(s.grid_points()) == BRACKET_ARMS.get(name, configurations)
+    assert s.bracket == (name in BRACKET_ARMS)
     assert s.seeds == seeds
     assert s.description and s.paper_reference
     assert s.fixed.get("threads") == 1
@@ -83,7 +96,10 @@ def test_paper_table1_arms():
     s = load_preset("paper-table1")
     assert s.search["base"] == ["adamw", "c-adamw", "laprop", "rmsprop", "muon"]
     assert s.search["variant"] == ["dense", "magma"]
-    assert s.search["lr"] == [1e-4, 5e-4, 1e-3, 5e-3, 1e-2]  # Appendix B.1
+    # the LR is the protocol's: half-decades around 1e-3, covering Appendix B.1's 1e-4..1e-2
+    assert "lr" not in s.search and s.protocol.kind == "bracket"
+    reach = [bracket.lr_at(s.protocol, k) for k in (-2, -1, 0, 1, 2)]
+    assert reach == [1e-4, 3.16228e-4, 1e-3, 3.16228e-3, 1e-2]
     config = TrialConfig(**s.trial_config(s.grid_points()[0]))
     assert (config.p, config.tau, config.components) == (0.5, 2.0, "attention+mlp")
 
@@ -115,10 +131,21 @@ def test_synthetic_presets():
 
 def test_demo_is_small():
     s = load_preset("demo")
-    assert s.workload.model == "llama-tiny"
+    assert s.workload.model == "llama-bytes"  # the CPU-scale default, byte vocabulary
     assert s.configurations * s.seeds == 4
     assert s.early_stopping.kind == "none"
     assert s.workload.steps <= 300
+
+
+def test_cpu_llama_presets_default_to_the_byte_model():
+    """At the CPU scale the T5 embedding and head would hold ~95% of the parameters; the
+    byte model leaves most of them to the attention and MLP weights that Magma masks."""
+    llama = [n for n in PRESETS if load_preset(n).workload.kind == "llama-c4"]
+    assert len(llama) == 6
+    for name in llama:
+        s = load_preset(name)
+        assert s.workload.model == "llama-bytes", name
+        assert TrialConfig(**s.trial_config(s.grid_points()[0])).tokenizer == "bytes", name
 
 
 def test_load_preset_merges_nested_overrides():
@@ -128,16 +155,64 @@ def test_load_preset_merges_nested_overrides():
             "workload": {"model": "llama-60m", "steps": 10000, "batch_size": 512},
             "search": {"lr": [1e-3]},
             "seeds": 2,
+            "protocol": {"kind": "none"},  # today's LR grid instead of bracketing
         },
     )
     assert (s.workload.model, s.workload.steps, s.workload.batch_size) == ("llama-60m", 10000, 512)
-    assert s.workload.seq_len == 64  # untouched keys of a merged mapping stay
-    assert s.workload.eval_tokens == 4096
+    assert s.workload.seq_len == 128  # untouched keys of a merged mapping stay
+    assert s.workload.eval_tokens == 65536
+    # the paper-scale model brings its own T5 tokenizer in place of the CPU default's bytes
+    assert TrialConfig(**s.trial_config(s.grid_points()[0])).tokenizer is None
     assert s.search["base"] == ["adamw", "c-adamw", "laprop", "rmsprop", "muon"]
     assert s.search["lr"] == [1e-3]  # a list is replaced, not merged
     assert s.configurations == 10
     assert s.seeds == 2
     assert s.fixed == {"threads": 1}
+
+
+def bracket_spec(**fields) -> StudySpec:
+    """``spec`` with the bracket protocol: the LR is the protocol's, not searched."""
+    search = {"base": ["adamw", "rmsprop"], "variant": ["dense", "magma"], "p": 0.5}
+    protocol = {"kind": "bracket", "initial_points": 3, "max_extensions": 2, "confirm_seeds": 2}
+    return spec(**{"search": search, "seeds": 3, "protocol": protocol, **fields})
+
+
+def test_bracket_protocol_counts_its_runs_as_an_upper_bound():
+    s = bracket_spec()
+    assert s.grid_size == 4  # arms: 2 bases x 2 variants
+    assert s.grid_points()[0] == {"base": "adamw", "variant": "dense", "p": 0.5}
+    # 4 arms x (3 + 2) LRs + 4 confirmations; runs 4 x (5 x 3 seeds) + 4 x 2 = 68
+    assert (s.configurations, s.runs, s.first_round_runs) == (24, 68, 4 * (3 * 3 + 2))
+    assert spec().protocol.kind == "none"  # off unless asked for
+    distribution = distributions(s)["lr"]
+    assert isinstance(distribution, FloatDistribution) and distribution.log
+    # the grid reaches k = -1 - 2 .. 1 + 2 around 1e-3 in half decades
+    assert (distribution.low, distribution.high) == (3.16228e-5, 3.16228e-2)
+
+
+def test_bracket_caps_check_the_first_round_and_confirmation():
+    check_caps(bracket_spec(), Caps(max_trials=44))  # 4 arms x (3 x 3 + 2) = 44
+    with pytest.raises(ValueError, match="first round and confirmation need 44 runs") as excinfo:
+        check_caps(bracket_spec(), Caps(max_trials=43))
+    assert "cap of 43" in error_text(excinfo)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"search": {"variant": ["dense", "magma"], "lr": [1e-3, 1e-2]}}, "search.lr: protocol"),
+        ({"fixed": {"lr": 1e-3}}, "fixed.lr: protocol 'bracket' searches the LR"),
+        ({"search": {"variant": ["dense"], "p": {"low": 0.1, "high": 0.9}}}, "not ranges: ['p']"),
+        ({"sampler": "tpe", "trials": 4}, "use sampler 'grid', no trials"),
+        ({"early_stopping": {"kind": "asha"}}, "early_stopping: protocol 'bracket'"),
+        ({"protocol": {"kind": "bracket", "lr_step_decades": 0}}, "lr_step_decades"),
+        ({"protocol": {"kind": "bracket", "lr_start": 1e-3, "typo": 1}}, "typo"),
+    ],
+)
+def test_bracket_protocol_validation_names_the_field(fields, message):
+    with pytest.raises(ValidationError) as excinfo:
+        bracket_spec(**fields)
+    assert message in error_text(excinfo)
 
 
 def test_load_preset_overrides_are_validated():

@@ -33,7 +33,8 @@ from tests.processes import session_processes, stop_session  # noqa: E402
 from tests.service_fixtures import MAGMA_BENCH, free_port  # noqa: E402
 
 RAY = Path(sys.executable).parent / "ray"
-STEPS, INTERVAL = 600, 20
+#: long enough that two trials overlap deep into their runs (a quadratic step takes ~10 ms)
+STEPS, INTERVAL = 3000, 20
 
 
 @dataclass

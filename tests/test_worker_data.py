@@ -22,7 +22,13 @@ from tests.worker_fixtures import LLAMA_DOCUMENTS, llama_config, token_cache_dir
 from worker.data import corpus
 from worker.data.batches import IGNORE_INDEX, Rows, TrainOrder
 from worker.data.token_cache import TokenizedSplit, tokenized_split
-from worker.data.tokenizer import T5_SPIECE, SentencePieceTokenizer, load_tokenizer
+from worker.data.tokenizer import (
+    BYTES,
+    T5_SPIECE,
+    ByteTokenizer,
+    SentencePieceTokenizer,
+    load_tokenizer,
+)
 from worker.workloads import build_workload
 
 FIRST_TRAIN = "Beginners BBQ Class Taking Place in Missoula!"
@@ -78,6 +84,19 @@ def test_t5_tokenizer(t5):
     assert (t5.vocab_size, t5.eos_id, t5.pad_id) == (32000, 1, 0)
     assert t5.encode([FIRST_TRAIN]) == [FIRST_TRAIN_IDS]
     assert t5.fingerprint.startswith("spm:")
+
+
+def test_byte_tokenizer_round_trips_c4(train_texts):
+    tokenizer = load_tokenizer(BYTES)
+    assert isinstance(tokenizer, ByteTokenizer)
+    assert (tokenizer.vocab_size, tokenizer.eos_id, tokenizer.pad_id) == (258, 256, 257)
+    encoded = tokenizer.encode(train_texts)
+    assert encoded[0][: len(FIRST_TRAIN)] == list(FIRST_TRAIN.encode())
+    for text, ids in zip(train_texts, encoded, strict=True):
+        assert all(0 <= i < 256 for i in ids)  # EOS and pad are never text
+        assert bytes(ids).decode("utf-8") == text  # exact, unlike T5's normalisation
+    # the sample is not all ASCII: multi-byte characters round-trip too
+    assert sum(len(ids) != len(text) for text, ids in zip(train_texts, encoded, strict=True)) > 10
 
 
 # --- token cache ----------------------------------------------------------------------
@@ -170,6 +189,17 @@ def test_cache_key_changes_with_documents_and_tokenizer(tmp_path, train_sources,
     assert int(other.tokens.max()) < 400
     assert len(other.tokens) != len(hundred.tokens)
     assert len(list(cache.glob("train-*.json"))) == 3
+
+
+def test_cache_keyed_by_byte_tokenizer(tmp_path, train_sources, train_texts, t5):
+    spm = tokenized_split(train_sources, "train", t5, tmp_path, 100)
+    raw = tokenized_split(train_sources, "train", load_tokenizer(BYTES), tmp_path, 100)
+    assert raw.path != spm.path
+    assert json.loads(raw.path.with_suffix(".json").read_text())["tokenizer"].startswith("bytes:")
+    assert raw.tokens.dtype == np.uint16
+    expected = [b for text in train_texts[:100] for b in [*text.encode(), 256]]
+    assert raw.tokens.tolist() == expected
+    assert len(list(tmp_path.glob("train-*.json"))) == 2
 
 
 def _build_in_subprocess(cache_dir: str, limit: int, barrier) -> tuple[str, list[int], bytes]:

@@ -26,6 +26,8 @@ from tests.worker_fixtures import (
 )
 from worker.config import TrialConfig
 from worker.contract import mask_seed
+from worker.data.tokenizer import BYTES, ByteTokenizer
+from worker.models import build_model
 from worker.optimizers import build_optimizers
 from worker.trainer import train
 from worker.workloads import build_workload
@@ -161,6 +163,37 @@ def test_muon_builds_two_optimizers_and_trains(token_cache_dir):  # noqa: F811
     assert {"survival/attention", "survival/mlp", "alignment/attention"} <= set(final)
 
 
+# --- the byte-vocabulary CPU model ----------------------------------------------------
+
+
+def test_byte_model_masks_most_parameters():
+    """The paper's 60M model has 44% of its parameters in attention+MLP; llama-bytes must
+    have at least 40% (it has 85%), where the T5-vocabulary CPU models have 1-5%."""
+    model = build_model("llama-bytes", seed=0)
+    masked = sum(p.numel() for ps in magma.components(model).values() for p in ps)
+    total = sum(p.numel() for p in model.parameters())
+    assert masked / total >= 0.4, (masked, total)
+    assert model.config.vocab_size == ByteTokenizer.vocab_size
+    config = TrialConfig(model="llama-bytes")
+    assert config.tokenizer == BYTES  # filled in from the model's config, and stored
+    assert TrialConfig(**config.model_dump(mode="json")) == config
+
+
+def test_byte_model_trains(token_cache_dir):  # noqa: F811
+    steps = 30
+    config = llama_config(
+        token_cache_dir, model="llama-bytes", lr=1e-2, steps=steps, eval_interval=steps // 2
+    )
+    recorder = Recorder()
+    final = recorder.run(config)
+    assert final["status"] == "complete"
+    assert abs(recorder.losses[0] - math.log(ByteTokenizer.vocab_size)) < 0.1  # uniform
+    first, last = recorder.reports
+    assert last["val_loss"] < first["val_loss"] < math.log(ByteTokenizer.vocab_size) - 1.5
+    assert final["tokens"] == steps * 4 * 63
+    assert {"survival/attention", "alignment/mlp"} <= set(final)
+
+
 # --- synthetic workloads --------------------------------------------------------------
 
 
@@ -281,6 +314,8 @@ def test_resuming_a_finished_trial_returns_its_metrics(tmp_path):
         ({"base": "foo"}, "base", "'adamw'"),
         ({"variant": "sparse"}, "variant", "'magma'"),
         ({"model": "llama-huge"}, "model", "llama-nano"),
+        ({"model": "llama-bytes", "tokenizer": "t5-small"}, "tokenizer", "needs tokenizer 'bytes'"),
+        ({"model": "llama-tiny", "tokenizer": BYTES}, "tokenizer", "one of ['llama-bytes']"),
         ({"workload": "mnist"}, "workload", "'quadratic'"),
         ({"lr": 0.0}, "lr", "greater than 0"),
         ({"betas": (0.9, 1.0)}, "betas", "[0, 1)"),

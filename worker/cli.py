@@ -44,7 +44,7 @@ def _choices(names: type[Names]) -> str:
 def train_command(
     config_file: Annotated[Path | None, _option("YAML/JSON file of TrialConfig fields")] = None,
     workload: Annotated[str | None, _option(_choices(WorkloadKind))] = None,
-    model: Annotated[str | None, _option("llama-nano | llama-tiny | llama-60m | ...")] = None,
+    model: Annotated[str | None, _option("llama-bytes | llama-tiny | llama-60m | ...")] = None,
     base: Annotated[str | None, _option(_choices(Base))] = None,
     variant: Annotated[str | None, _option(_choices(Variant))] = None,
     lr: Annotated[float | None, _option("peak learning rate")] = None,

@@ -15,7 +15,7 @@ from typing import Any
 from dashboards.analysis.intervals import Interval, mean_interval, range_interval
 from dashboards.analysis.objective import Mode, check_mode, rank
 from dashboards.records import Arm, TrialRecord
-from studies.best import Outcome, outcome
+from studies.best import Outcome, is_confirmation, outcome
 
 #: the parameters that name an arm rather than place a configuration within it
 ARM_PARAMS = ("base", "variant")
@@ -58,8 +58,8 @@ class Configuration:
 
     @property
     def eligible(self) -> bool:
-        """Every seed completed: it competes for best."""
-        return self.outcome == "complete"
+        """Every seed completed, and it is no confirmation rerun: it competes for best."""
+        return self.outcome == "complete" and not is_confirmation(self.params)
 
     @property
     def trial_ids(self) -> tuple[int, ...]:

@@ -31,8 +31,8 @@ The definitions (the README's "Tested differences" repeats them):
   an arm diverged at its chosen LR (in any configuration with that LR, or in its
   confirmation runs); the confirmation stage's verdict differs from this one.
 
-The confirmation stage (the chosen configurations rerun on fresh seeds) is not built yet:
-``verdicts`` takes its trials per arm when it exists and, until then, nothing.
+The confirmation stage (each arm's chosen configuration rerun on fresh seeds, by a bracket
+study's ``protocol.confirm_seeds``) is read from the trials marked ``stage: confirm``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from dashboards.analysis.arms import Configuration, best_configuration, configur
 from dashboards.analysis.intervals import mean_interval
 from dashboards.analysis.objective import Mode, check_mode
 from dashboards.records import Arm, TrialRecord
+from studies.best import is_confirmation
 from worker.contract import Names, Variant
 
 CONFIDENCE = 0.95
@@ -169,9 +170,13 @@ def verdicts(
 ) -> list[Comparison]:
     """Every masked arm against its base's dense arm (bases and variants in canonical
     order); ``confirmation``: each arm's confirmation-stage trials, none of them in
-    ``trials``. See the module docstring for the definitions."""
+    ``trials``. Without it, the confirmation trials of a bracket study (params ``stage:
+    confirm``) are taken out of ``trials`` as it. See the module docstring."""
     check_mode(mode)
-    confirmation = confirmation or {}
+    if confirmation is None:
+        trials = list(trials)
+        confirmation = group_by_arm(t for t in trials if is_confirmation(t.params))
+        trials = [t for t in trials if not is_confirmation(t.params)]
     groups = group_by_arm(trials)
     configs = {arm: configurations(arm_trials) for arm, arm_trials in groups.items()}
     bests = {arm: best_configuration(arm_configs, mode) for arm, arm_configs in configs.items()}
@@ -214,6 +219,14 @@ def verdicts(
             Comparison(baseline, arm, base_best, best, estimate, reason, confirmed, tuple(warnings))
         )
     return result
+
+
+def paired_estimate(
+    baseline: Iterable[TrialRecord], trials: Iterable[TrialRecord], mode: Mode
+) -> Estimate | None:
+    """``trials`` against ``baseline`` by the same paired rule as ``verdicts``, for any two
+    configurations (two component choices of one arm, say); None without a shared seed."""
+    return _estimate(_paired(baseline, trials), check_mode(mode))
 
 
 def _paired(

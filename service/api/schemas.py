@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dashboards.analysis.claims import Support
 from dashboards.analysis.verdict import Method, Verdict, WarningCode
 from worker.contract import Mode
 
@@ -54,7 +55,10 @@ class StudySummary(BaseModel):
     id: int
     name: str
     status: str
-    runs: int = Field(description="trials the study will run: configurations x seeds")
+    runs: int = Field(
+        description="trials the study will run: configurations x seeds; a bracket study's "
+        "is an upper bound (its extensions stop once every arm's LR is bracketed)"
+    )
     progress: dict[str, int] = Field(description="trial count per trial status")
     created_at: datetime
     started_at: datetime | None
@@ -69,11 +73,31 @@ class BestTrial(BaseModel):
     params: dict[str, Any]
 
 
+class BracketArm(BaseModel):
+    arm: dict[str, Any] = Field(description="the arm's searched values, lr aside")
+    status: str = Field(
+        description="bracketed (both neighbours of its best LR are worse or diverged); "
+        "max_extensions or caps (stopped unbracketed by that limit); running"
+    )
+    lrs: list[float] = Field(description="every LR it ran, ascending")
+    best_lr: float | None
+    best_value: float | None
+
+
+class Bracket(BaseModel):
+    """A bracket study's LR tuning (``protocol.kind: bracket``), as last recorded."""
+
+    done: bool = Field(description="no more selection rounds; the confirmation may follow")
+    rounds: int = Field(description="selection rounds run: the first, then the extensions")
+    arms: list[BracketArm]
+
+
 class StudyDetail(StudySummary):
     spec: dict[str, Any]
     error: str | None
     best: BestTrial | None = Field(description="over configurations whose seeds all completed")
     timings: Timings
+    bracket: Bracket | None = Field(None, description="a bracket study's LR tuning, else null")
 
 
 class StudyPage(BaseModel):
@@ -174,3 +198,28 @@ class StudyVerdict(BaseModel):
     detectable_change: float
     power: float
     comparisons: list[ArmComparison]
+
+
+class ClaimStudy(BaseModel):
+    """A study a claim is tested on: the newest complete one of its preset and workload."""
+
+    role: str = Field(description="study, or e.g. heavy / light for a two-study claim")
+    preset: str
+    workload: dict[str, str] = Field(description="the workload fields the study must have")
+    study_id: int | None = Field(description="null when no complete study fills the role")
+    scale: str | None = Field(description="workload, model, steps, batch and seeds it ran at")
+
+
+class ClaimRow(BaseModel):
+    id: str
+    reference: str = Field(description="where the paper makes the claim")
+    statement: str
+    definition: str = Field(description="how the test decides")
+    studies: list[ClaimStudy]
+    support: Literal[Support.values()]  # type: ignore[valid-type]
+    numbers: list[str] = Field(description="the numbers the verdict rests on")
+    warnings: list[str]
+
+
+class ClaimsReport(BaseModel):
+    claims: list[ClaimRow]

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from dashboards.analysis import claims as claim_tests
 from dashboards.analysis.arms import Configuration
 from dashboards.analysis.verdict import (
     CONFIDENCE,
@@ -15,12 +16,16 @@ from dashboards.analysis.verdict import (
     Comparison,
     verdicts,
 )
-from dashboards.loader import load_study
+from dashboards.loader import claim_studies, load_study
 from dashboards.records import Arm
 from service.api.schemas import (
     ArmBest,
     ArmComparison,
     BestTrial,
+    Bracket,
+    ClaimRow,
+    ClaimsReport,
+    ClaimStudy,
     StudyDetail,
     StudySummary,
     StudyVerdict,
@@ -77,6 +82,7 @@ def detail(session: Session, study: Study) -> StudyDetail:
     progress = repo.trial_status_counts(session, [study.id])[study.id]
     best = best_of(session, study)
     end = study.finished_at or utcnow()
+    bracket = repo.latest_event(session, study.id, "bracket")
     return StudyDetail(
         **summary(study, progress).model_dump(),
         spec=study.spec,
@@ -94,6 +100,7 @@ def detail(session: Session, study: Study) -> StudyDetail:
             queued_seconds=_seconds(study.created_at, study.started_at),
             running_seconds=_seconds(study.started_at, end) if study.started_at else None,
         ),
+        bracket=Bracket.model_validate(bracket.payload) if bracket else None,
     )
 
 
@@ -149,4 +156,35 @@ def _arm_best(arm: Arm, best: Configuration | None) -> ArmBest:
         objective=best.summary.mean if best else None,
         params=best.params if best else None,
         trial_ids=list(best.trial_ids) if best else [],
+    )
+
+
+def claims(session: Session) -> ClaimsReport:
+    """Every claim of the paper tested on its presets' newest complete studies
+    (``dashboards.analysis.claims``), as the claims page shows them."""
+    results = claim_tests.evaluate(claim_studies(session, claim_tests.roles()))
+    return ClaimsReport(
+        claims=[
+            ClaimRow(
+                id=result.claim.id,
+                reference=result.claim.reference,
+                statement=result.claim.statement,
+                definition=result.claim.definition,
+                studies=[
+                    ClaimStudy(
+                        role=role.name,
+                        preset=role.preset,
+                        workload=dict(role.workload),
+                        study_id=study.id if study else None,
+                        scale=claim_tests.scale(study.spec) if study else None,
+                    )
+                    for role in result.claim.roles
+                    for study in [result.studies[role.name]]
+                ],
+                support=result.finding.support.value,
+                numbers=list(result.finding.numbers),
+                warnings=list(result.finding.warnings),
+            )
+            for result in results
+        ]
     )

@@ -24,7 +24,8 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from sqlalchemy.orm import Session, sessionmaker
 
-from studies.best import score
+from studies import bracket
+from studies.best import CONFIRM_STAGE, STAGE_KEY, Score, is_confirmation, score
 from studies.engine._pickling import Unpicklable
 from studies.samplers import distributions, in_memory_study, optuna_state
 from studies.spec import StudySpec
@@ -32,6 +33,7 @@ from studies.storage import repository as repo
 from studies.storage.engine import transaction
 from studies.storage.models import Trial
 from worker.contract import OBJECTIVE_KEY, REPORTED_TRIAL_STATUSES, STATUS_KEY, TrialStatus
+from worker.settings import get_settings
 from worker.trainable import META_KEY
 
 
@@ -44,12 +46,16 @@ class StudySearcher(Unpicklable, Searcher):
         spec: StudySpec,
         sessions: sessionmaker[Session],
         flush: Callable[[], None] = lambda: None,
+        max_runs: int | None = None,
     ) -> None:
         super().__init__(metric=OBJECTIVE_KEY, mode=spec.mode)
         self.study_id, self.spec, self.sessions = study_id, spec, sessions
         self.distributions = distributions(spec)
         self.flush = flush  # metric rows before the completion that follows them
         self.handed_out: dict[str, int] = {}  # Tune trial id -> SQL trial id
+        self.max_runs = (
+            max_runs or get_settings().caps.max_trials
+        )  # the server cap a bracket study's extensions stop at
         self.cancelled = False
         with transaction(sessions) as session:
             configurations = repo.configurations(session, study_id)
@@ -61,7 +67,9 @@ class StudySearcher(Unpicklable, Searcher):
         with transaction(self.sessions) as session:
             trial = repo.next_queued(session, self.study_id, self.handed_out.values())
             created = repo.configurations_created(session, self.study_id)
-        if trial is None and created < self.spec.configurations:
+        if trial is None and self.spec.bracket:
+            trial = self._next_round()
+        elif trial is None and created < self.spec.configurations:
             trial = self._new_configuration(created)
         if trial is None:
             return None if self.handed_out else Searcher.FINISHED
@@ -93,6 +101,99 @@ class StudySearcher(Unpicklable, Searcher):
                 {"configuration": optuna_trial.number, "params": params},
             )
         return trials[0]
+
+    def _next_round(self) -> Trial | None:
+        """Bracket protocol: once every planned run has finished, the planner's next round
+        of LRs for every arm, or, when it is done, the confirmation stage (None: wait, or
+        nothing is left). Rounds are synchronous: an extension needs the last results."""
+        with transaction(self.sessions) as session:
+            existing = repo.configurations(session, self.study_id)
+            last = repo.latest_event(session, self.study_id, "bracket")
+            reported = last.payload if last is not None else None
+        arms = self._arm_params()
+        points: list[dict[int, Score]] = [{} for _ in arms]
+        confirming = False
+        for params, seeds in existing.values():
+            if is_confirmation(params):
+                confirming = True
+                continue
+            arm = arms.index({k: v for k, v in params.items() if k != "lr"})
+            points[arm][bracket.index_of(self.spec.protocol, params["lr"])] = score(
+                seeds, self.spec.mode
+            )
+        if confirming:
+            return None
+        protocol, seeds = self.spec.protocol, self.spec.seeds
+        budget = min(self.spec.runs, self.max_runs) - len(arms) * protocol.confirm_seeds
+        runs_used = seeds * sum(len(arm_points) for arm_points in points)
+        plan = bracket.plan(
+            protocol, points, self.spec.mode, seeds=seeds, runs_used=runs_used, budget=budget
+        )
+        if plan.waiting:
+            return None
+        rounds = max(len(arm_points) for arm_points in points) - protocol.initial_points + 1
+        report = {
+            "done": plan.done,
+            "rounds": rounds if any(points) else 0,
+            "arms": [
+                {"arm": arm, **state.as_dict()} for arm, state in zip(arms, plan.arms, strict=True)
+            ],
+        }
+        new: list[tuple[dict[str, Any], int, int]] = []  # params, first seed, seeds
+        if not plan.done:
+            new = [
+                ({**arm, "lr": lr}, 0, seeds)
+                for lrs, arm in zip(plan.next_lrs, arms, strict=True)
+                for lr in lrs
+            ]
+        elif protocol.confirm_seeds:
+            new = [
+                (
+                    {**arm, "lr": state.best_lr, STAGE_KEY: CONFIRM_STAGE},
+                    seeds,
+                    protocol.confirm_seeds,
+                )
+                for arm, state in zip(arms, plan.arms, strict=True)
+                if state.best_lr is not None
+            ]
+        if report == reported and not new:
+            return None
+        return self._create(len(existing), new, report)
+
+    def _arm_params(self) -> list[dict[str, Any]]:
+        """Each arm's searched values: a point of the grid of the searched lists."""
+        names = [name for name in self.distributions if name not in ("lr", STAGE_KEY)]
+        return [{name: point[name] for name in names} for point in self.spec.grid_points()]
+
+    def _create(
+        self, created: int, new: list[tuple[dict[str, Any], int, int]], report: dict[str, Any]
+    ) -> Trial | None:
+        """Configurations ``new`` (params, first seed index, seeds), each asked of Optuna
+        so that numbers stay Optuna's, and the bracket report, in one transaction."""
+        asked = []
+        for params, first_seed, count in new:
+            self.optuna.enqueue_trial(params)
+            trial = self.optuna.ask({name: self.distributions[name] for name in params})
+            run = {k: v for k, v in params.items() if k != STAGE_KEY}
+            configs = [self.spec.complete_trial_config(run, first_seed + s) for s in range(count)]
+            asked.append((trial.number, params, first_seed, configs))
+        with transaction(self.sessions) as session:
+            if repo.configurations_created(session, self.study_id) != created:
+                raise RuntimeError(f"study {self.study_id} gained configurations elsewhere")
+            repo.add_event(session, self.study_id, "bracket", report)
+            first = None
+            for number, params, first_seed, configs in asked:
+                trials = repo.create_configuration(
+                    session, self.study_id, number, params, configs, first_seed
+                )
+                repo.add_event(
+                    session,
+                    self.study_id,
+                    "configuration",
+                    {"configuration": number, "params": params},
+                )
+                first = first or trials[0]
+        return first
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False

@@ -88,7 +88,7 @@ class Study(Base):
     #: the metric the study optimises (a key of its trials' metric rows)
     metric: Mapped[str] = mapped_column(String(60))
     mode: Mapped[str] = mapped_column(String(3))
-    #: trials the study runs: configurations x seeds
+    #: trials the study runs: configurations x seeds (a bracket study: at most this many)
     runs: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default=StudyStatus.queued.value, index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)

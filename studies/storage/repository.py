@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import Row, case, func, or_, select, text, update
 from sqlalchemy.orm import Session, defer
 
+from studies.best import CONFIRM_STAGE, STAGE_KEY
 from studies.spec import StudySpec
 from studies.storage.models import Event, Metric, Study, Trial, utcnow
-from worker.contract import ACTIVE_STUDY_STATUSES, FINISHED_TRIAL_STATUSES
+from worker.contract import ACTIVE_STUDY_STATUSES, FINISHED_TRIAL_STATUSES, StudyStatus
 
 
 def _finite(value: Any) -> float | None:
@@ -148,8 +149,10 @@ def create_configuration(
     configuration: int,
     params: dict[str, Any],
     configs: list[dict[str, Any]],
+    first_seed: int = 0,
 ) -> list[Trial]:
-    """One queued trial per seed repeat of a configuration."""
+    """One queued trial per seed repeat of a configuration; ``configs[i]`` runs seed
+    index ``first_seed + i`` (a confirmation stage's fresh seeds follow the study's)."""
     first = session.scalar(
         select(func.coalesce(func.max(Trial.number), -1)).where(Trial.study_id == study_id)
     )
@@ -158,7 +161,7 @@ def create_configuration(
             study_id=study_id,
             number=first + 1 + seed_index,
             configuration=configuration,
-            seed_index=seed_index,
+            seed_index=first_seed + seed_index,
             params=params,
             config=config,
         )
@@ -319,6 +322,18 @@ def list_studies(
     return list(page), total
 
 
+def complete_studies_named(session: Session, names: Iterable[str]) -> list[Study]:
+    """The complete studies with one of ``names``, newest first: the claims report tests
+    the newest of each preset (and workload)."""
+    return list(
+        session.scalars(
+            select(Study)
+            .where(Study.name.in_(list(names)), Study.status == StudyStatus.complete.value)
+            .order_by(Study.id.desc())
+        )
+    )
+
+
 def trial_status_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
     counts: dict[int, dict[str, int]] = {study_id: {} for study_id in study_ids}
     if not study_ids:
@@ -415,6 +430,16 @@ def last_event_id(session: Session, study_id: int) -> int:
     return session.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
 
 
+def latest_event(session: Session, study_id: int, kind: str) -> Event | None:
+    """A study's newest event of ``kind`` (a bracket study's ``bracket`` status, say)."""
+    return session.scalars(
+        select(Event)
+        .where(Event.study_id == study_id, Event.kind == kind)
+        .order_by(Event.id.desc())
+        .limit(1)
+    ).first()
+
+
 def events_after(session: Session, study_id: int, after: int, limit: int) -> list[Event]:
     return list(
         session.scalars(
@@ -435,12 +460,14 @@ def delete_study(session: Session, study_id: int) -> None:
 
 def best_configuration_number(session: Session, study_id: int, mode: str) -> int | None:
     """The configuration with the best mean objective among those whose every trial
-    completed (see ``studies.best``), found in SQL so a 10k-trial study stays cheap."""
+    completed, confirmation stages aside (see ``studies.best``), found in SQL so a
+    10k-trial study stays cheap."""
     complete = func.sum(case((Trial.status == "complete", 1), else_=0))
     mean = func.avg(Trial.objective)
+    stage = func.coalesce(Trial.params[STAGE_KEY].as_string(), "")
     query = (
         select(Trial.configuration)
-        .where(Trial.study_id == study_id)
+        .where(Trial.study_id == study_id, stage != CONFIRM_STAGE)
         .group_by(Trial.configuration)
         .having(complete == func.count(), func.count(Trial.objective) == func.count())
         .order_by(mean.asc() if mode == "min" else mean.desc(), Trial.configuration)

@@ -1,0 +1,541 @@
+"""The paper's claims, each tested against the latest finished study of the preset that
+reruns it: supported, contradicted or inconclusive, with the numbers and the warnings.
+
+``CLAIMS`` is the one registry: every surface (``GET /api/v1/claims``, ``magma-bench
+claims``, the ``/claims`` page and the README's "Claims" table, which a test checks
+against it) shows its statements and definitions. A test is conservative: a claim is
+supported or contradicted only by a difference whose 95% interval excludes 0 (the paired
+rule of ``verdict``) or, for the two claims about a range (Figure A1's spread, Figure
+A3's window), by a measured number against a stated threshold; anything short of that is
+inconclusive, with the reason. Where a study ran a confirmation stage (its chosen
+configurations rerun on fresh seeds) its verdict decides: the selection stage's best is
+biased towards luck. A study takes part in a claim when its spec's ``name`` is
+the preset's (a preset's studies keep its name) and its workload has the role's fields
+(Figure 3's heavy and light covariates, Figure 4's two Hessians); the newest complete
+one of each role is tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dashboards.analysis.arms import (
+    Configuration,
+    best_configuration,
+    best_per_cell,
+    configurations,
+)
+from dashboards.analysis.lr_window import lr_windows
+from dashboards.analysis.objective import Mode
+from dashboards.analysis.verdict import (
+    MIN_SEEDS,
+    Comparison,
+    Estimate,
+    Verdict,
+    paired_estimate,
+    percent,
+    verdicts,
+)
+from dashboards.records import Arm, TrialRecord
+from worker.contract import Names, Variant
+
+#: Figure A1: the largest spread of the neighbourhood's cells, relative to its best cell,
+#: that still counts as insensitive (the paper's Figure A1 spans about 2% around p=0.5)
+SPREAD_TOLERANCE = 0.02
+#: Figure A3: the LR-window tolerance, relative to the best mean (the lr-window page's default)
+WINDOW_DELTA = 0.05
+#: Figure 4: "neutral" means the paired change's 95% interval lies inside +-this
+NEUTRAL_MARGIN = 0.05
+#: the configurations the ablation claims single out
+CHOSEN_COMPONENTS = "attention+mlp"
+CHOSEN_GRANULARITY = "block"
+CENTRE = {"p": 0.5, "tau": 2.0}
+
+
+class Support(Names):
+    supported = "supported"
+    contradicted = "contradicted"
+    inconclusive = "inconclusive"
+
+
+class StudyView(Protocol):
+    """What a claim reads of a study (``dashboards.loader.StudyData`` is one)."""
+
+    id: int
+    mode: Mode
+    spec: dict[str, Any]
+    trials: list[TrialRecord]
+
+
+@dataclass(frozen=True)
+class Role:
+    """A study a claim needs: the preset it runs and the workload fields it must have."""
+
+    name: str
+    preset: str
+    workload: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, spec: Mapping[str, Any]) -> bool:
+        workload = spec.get("workload") or {}
+        return spec.get("name") == self.preset and all(
+            workload.get(key) == value for key, value in self.workload
+        )
+
+    @property
+    def label(self) -> str:
+        fields = ", ".join(f"{key}={value}" for key, value in self.workload)
+        return f"{self.preset} ({fields})" if fields else self.preset
+
+
+@dataclass(frozen=True)
+class Finding:
+    support: Support
+    #: the numbers the verdict rests on, one line each
+    numbers: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+
+Test = Callable[[Mapping[str, StudyView]], Finding]
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    reference: str
+    statement: str
+    roles: tuple[Role, ...]
+    #: how the test decides, in words (the README's "Claims" table shows the same text)
+    definition: str
+    test: Test
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim
+    #: each role's study, None when no complete study of it exists
+    studies: dict[str, StudyView | None]
+    finding: Finding
+
+
+# --- the tests ----------------------------------------------------------------------------
+
+
+def _improvement(estimate: Estimate, mode: Mode) -> float:
+    """The change with the sign that makes a gain positive."""
+    return -estimate.change if mode == "min" else estimate.change
+
+
+def _masked(comparisons: Sequence[Comparison]) -> list[Comparison]:
+    return [c for c in comparisons if c.arm.variant == Variant.magma.value]
+
+
+def _decisive(comparison: Comparison) -> Estimate | None:
+    """The confirmation stage's estimate when the study ran one (fresh seeds: free of the
+    selection's winner's curse), else the selection stage's."""
+    return comparison.confirmation or comparison.estimate
+
+
+def _line(comparison: Comparison) -> str:
+    """The comparison's summary, and its confirmation stage's when there is one."""
+    if comparison.confirmation is None:
+        return comparison.summary
+    return f"{comparison.summary}; confirmation: {comparison.confirmation.describe()}"
+
+
+def _warnings(comparisons: Sequence[Comparison]) -> tuple[str, ...]:
+    return tuple(w.message for c in comparisons for w in c.warnings)
+
+
+def table1(studies: Mapping[str, StudyView]) -> Finding:
+    study = studies["study"]
+    comparisons = _masked(verdicts(study.trials, study.mode))
+    if not comparisons:
+        return Finding(Support.inconclusive, ("no base was run both dense and with magma",))
+    found = [estimate.verdict if (estimate := _decisive(c)) else None for c in comparisons]
+    if Verdict.worse in found:
+        support = Support.contradicted
+    elif all(v == Verdict.better for v in found):
+        support = Support.supported
+    else:
+        support = Support.inconclusive
+    return Finding(support, tuple(_line(c) for c in comparisons), _warnings(comparisons))
+
+
+def _neighbours(values: Sequence[float], centre: float) -> list[float] | None:
+    """The centre and its tested neighbours on each side; None when it was not tested."""
+    ordered = sorted(set(values))
+    if centre not in ordered:
+        return None
+    i = ordered.index(centre)
+    return ordered[max(i - 1, 0) : i + 2]
+
+
+def sensitivity(studies: Mapping[str, StudyView]) -> Finding:
+    study = studies["study"]
+    masked = [t for t in study.trials if t.arm.variant == Variant.magma.value]
+    cells = best_per_cell(masked, "p", "tau", study.mode)
+    ps = _neighbours([float(p) for p, _ in cells], CENTRE["p"])
+    taus = _neighbours([float(tau) for _, tau in cells], CENTRE["tau"])
+    if ps is None or taus is None or (CENTRE["p"], CENTRE["tau"]) not in cells:
+        return Finding(Support.inconclusive, ("p=0.5, tau=2 was not run with magma",))
+    if len(ps) < 2 or len(taus) < 2:
+        return Finding(Support.inconclusive, ("p or tau has no tested neighbour of 0.5 or 2",))
+    hood = {(p, tau): cells.get((p, tau)) for p in ps for tau in taus if (p, tau) in cells}
+    failed = [cell for cell, config in hood.items() if config is None]
+    if failed:
+        text = ", ".join(f"p={p:g} tau={tau:g}" for p, tau in failed)
+        return Finding(Support.contradicted, (f"no configuration completed at {text}",))
+    means = {cell: config.summary.mean for cell, config in hood.items() if config is not None}
+    best = min(means.values()) if study.mode == "min" else max(means.values())
+    if best == 0:
+        return Finding(Support.inconclusive, ("the best cell's objective is 0",))
+    spread = (max(means.values()) - min(means.values())) / abs(best)
+    cells_text = "; ".join(f"p={p:g} tau={tau:g}: {mean:.6g}" for (p, tau), mean in means.items())
+    numbers = (
+        f"spread {spread:.2%} of the best cell over {len(means)} cells "
+        f"(tolerance {SPREAD_TOLERANCE:.0%})",
+        cells_text,
+    )
+    seeds = min(len(config.trials) for config in hood.values() if config is not None)
+    warnings = (
+        (f"{seeds} seed(s) a cell: the spread includes seed noise",) if seeds < MIN_SEEDS else ()
+    )
+    support = Support.supported if spread <= SPREAD_TOLERANCE else Support.contradicted
+    return Finding(support, numbers, warnings)
+
+
+def lr_window(studies: Mapping[str, StudyView]) -> Finding:
+    study = studies["study"]
+    windows = lr_windows(study.trials, study.mode, WINDOW_DELTA)
+    numbers: list[str] = []
+    warnings: list[str] = []
+    found: list[Support] = []
+    for arm in windows:
+        if arm.variant != Variant.magma.value or Arm(arm.base, "dense") not in windows:
+            continue
+        masked, dense = windows[arm], windows[Arm(arm.base, "dense")]
+        m, d = getattr(masked, "width", None), getattr(dense, "width", None)
+        if m is None or d is None:
+            numbers.append(f"{arm.label} vs {arm.base}: a window is missing (no stable LR)")
+            found.append(Support.inconclusive)
+            continue
+        numbers.append(f"{arm.label} vs {arm.base}: {m:.2f} vs {d:.2f} decades")
+        for window in (masked, dense):
+            if _censored(window):
+                warnings.append(f"{window.arm.label}: its window reaches the end of the LR grid")
+        if m > d:
+            found.append(Support.inconclusive if _censored(dense) else Support.supported)
+        elif m < d:
+            found.append(Support.inconclusive if _censored(masked) else Support.contradicted)
+        else:
+            found.append(Support.inconclusive)
+    seeds = {t.seed_index for t in study.trials}
+    if len(seeds) < MIN_SEEDS:
+        warnings.append(f"{len(seeds)} seed(s): the windows are drawn through seed noise")
+    return Finding(_all_or_any(found), tuple(numbers), tuple(warnings))
+
+
+def _censored(window: Any) -> bool:
+    """Whether a window ends at the first or last tested LR (it may extend beyond)."""
+    points = getattr(window, "points", ())
+    low, high = getattr(window, "low", None), getattr(window, "high", None)
+    if not points or low is None or high is None:
+        return False
+    return low <= points[0].lr or high >= points[-1].lr
+
+
+def _all_or_any(found: Sequence[Support]) -> Support:
+    """Contradicted by any part, supported by every part, else inconclusive."""
+    if Support.contradicted in found:
+        return Support.contradicted
+    if found and all(s == Support.supported for s in found):
+        return Support.supported
+    return Support.inconclusive
+
+
+def _one_comparison(study: StudyView) -> Comparison | None:
+    masked = _masked(verdicts(study.trials, study.mode))
+    return masked[0] if masked else None
+
+
+def heavy_tailed(studies: Mapping[str, StudyView]) -> Finding:
+    heavy, light = _one_comparison(studies["heavy"]), _one_comparison(studies["light"])
+    if heavy is None or light is None:
+        return Finding(Support.inconclusive, ("a study has no dense and magma arms of a base",))
+    numbers = (f"heavy: {_line(heavy)}", f"light: {_line(light)}")
+    warnings = tuple(f"heavy: {w}" for w in _warnings([heavy])) + tuple(
+        f"light: {w}" for w in _warnings([light])
+    )
+    heavy_estimate, light_estimate = _decisive(heavy), _decisive(light)
+    if heavy_estimate is None or light_estimate is None:
+        return Finding(Support.inconclusive, numbers, warnings)
+    gain_heavy = _improvement(heavy_estimate, studies["heavy"].mode)
+    gain_light = _improvement(light_estimate, studies["light"].mode)
+    if heavy_estimate.verdict == Verdict.worse or (
+        light_estimate.verdict == Verdict.better and gain_light >= gain_heavy
+    ):
+        support = Support.contradicted
+    elif heavy_estimate.verdict == Verdict.better and gain_heavy > gain_light:
+        support = Support.supported
+    else:
+        support = Support.inconclusive
+    return Finding(support, numbers, warnings)
+
+
+def quadratic(studies: Mapping[str, StudyView]) -> Finding:
+    hetero = _one_comparison(studies["heterogeneous"])
+    homo = _one_comparison(studies["homogeneous"])
+    if hetero is None or homo is None:
+        return Finding(Support.inconclusive, ("a study has no dense and magma arms of a base",))
+    numbers = (f"heterogeneous: {_line(hetero)}", f"homogeneous: {_line(homo)}")
+    warnings = tuple(f"heterogeneous: {w}" for w in _warnings([hetero])) + tuple(
+        f"homogeneous: {w}" for w in _warnings([homo])
+    )
+    homo_estimate, hetero_estimate = _decisive(homo), _decisive(hetero)
+    low, high = (homo_estimate.low, homo_estimate.high) if homo_estimate else (None, None)
+    neutral = (
+        low is not None and high is not None and -NEUTRAL_MARGIN <= low <= high <= NEUTRAL_MARGIN
+    )
+    outside = (
+        low is not None and high is not None and (low > NEUTRAL_MARGIN or high < -NEUTRAL_MARGIN)
+    )
+    helps = hetero_estimate.verdict if hetero_estimate else None
+    if helps == Verdict.worse or outside:
+        support = Support.contradicted
+    elif helps == Verdict.better and neutral:
+        support = Support.supported
+    else:
+        support = Support.inconclusive
+    return Finding(support, numbers, warnings)
+
+
+def _best_where(
+    trials: Sequence[TrialRecord], arm: Arm, name: str, value: Any, mode: Mode
+) -> Configuration | None:
+    chosen = [t for t in trials if t.arm == arm and t.value(name) == value]
+    return best_configuration(configurations(chosen), mode)
+
+
+def _choice(
+    study: StudyView, arm: Arm, name: str, chosen: Any, baseline: Arm, baseline_value: Any
+) -> Finding:
+    """``chosen`` (of ``name``) in ``arm`` is best or tied among the values ``arm`` ran and
+    better than ``baseline`` (at ``baseline_value`` of ``name``, None for its best)."""
+    trials, mode = study.trials, study.mode
+    values = sorted({t.value(name) for t in trials if t.arm == arm}, key=str)
+    best = _best_where(trials, arm, name, chosen, mode)
+    if best is None:
+        return Finding(Support.inconclusive, (f"{arm.label} at {name}={chosen} never completed",))
+    if baseline_value is None:
+        base = best_configuration(configurations(t for t in trials if t.arm == baseline), mode)
+    else:
+        base = _best_where(trials, baseline, name, baseline_value, mode)
+    found: list[Support] = []
+    numbers: list[str] = []
+    rivals = 0
+    for value in values:
+        other = _best_where(trials, arm, name, value, mode) if value != chosen else None
+        if other is None:
+            continue
+        rivals += 1
+        estimate = paired_estimate(other.trials, best.trials, mode)
+        numbers.append(f"{name}={chosen} vs {name}={value}: {_describe(estimate)}")
+        found.append(
+            Support.contradicted
+            if estimate is not None and estimate.verdict == Verdict.worse
+            else Support.supported
+        )
+    if rivals == 0:
+        found.append(Support.inconclusive)
+        numbers.append(f"{arm.label} ran no other {name} that completed")
+    label = baseline.label + (f" ({name}={baseline_value})" if baseline_value else "")
+    estimate = paired_estimate(base.trials, best.trials, mode) if base is not None else None
+    numbers.append(f"{arm.label} ({name}={chosen}) vs {label}: {_describe(estimate)}")
+    verdict = estimate.verdict if estimate is not None else None
+    found.append(
+        {Verdict.better: Support.supported, Verdict.worse: Support.contradicted}.get(
+            verdict, Support.inconclusive
+        )
+    )
+    seeds = len(best.trials)
+    warnings = (f"{seeds} seed(s) a configuration",) if seeds < MIN_SEEDS else ()
+    return Finding(_all_or_any(found), tuple(numbers), warnings)
+
+
+def _describe(estimate: Estimate | None) -> str:
+    if estimate is None:
+        return "no shared seed"
+    interval = (
+        f"[{percent(estimate.low)}, {percent(estimate.high)}]"
+        if estimate.low is not None
+        else "[no interval]"
+    )
+    return f"{percent(estimate.change)} {interval} {estimate.verdict_text}"
+
+
+def _base(study: StudyView) -> str | None:
+    bases = {t.arm.base for t in study.trials}
+    return bases.pop() if len(bases) == 1 else None
+
+
+def components(studies: Mapping[str, StudyView]) -> Finding:
+    study = studies["study"]
+    base = _base(study)
+    if base is None:
+        return Finding(Support.inconclusive, ("the study does not run exactly one base",))
+    arm, dense = Arm(base, Variant.magma.value), Arm(base, Variant.dense.value)
+    return _choice(study, arm, "components", CHOSEN_COMPONENTS, dense, None)
+
+
+def granularity(studies: Mapping[str, StudyView]) -> Finding:
+    study = studies["study"]
+    base = _base(study)
+    if base is None:
+        return Finding(Support.inconclusive, ("the study does not run exactly one base",))
+    arm, undamped = Arm(base, Variant.magma.value), Arm(base, Variant.skipupdate.value)
+    return _choice(study, arm, "granularity", CHOSEN_GRANULARITY, undamped, CHOSEN_GRANULARITY)
+
+
+# --- the registry -------------------------------------------------------------------------
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "table1",
+        "Table 1",
+        "Magma improves each base optimizer at its best learning rate.",
+        (Role("study", "paper-table1"),),
+        "For every base run both dense and with magma, the paired verdict of base+magma vs "
+        "the base, each at its best configuration (the tested-differences rule; its "
+        "confirmation stage's verdict when the study ran one): supported "
+        "when every base's verdict is better, contradicted when any is worse, otherwise "
+        "inconclusive.",
+        table1,
+    ),
+    Claim(
+        "fig-a1",
+        "Figure A1",
+        "Magma is insensitive to p and tau around p=0.5 and tau=2.",
+        (Role("study", "sensitivity-p-tau"),),
+        "Over the magma trials, each (p, tau) cell's best configuration; the neighbourhood is "
+        "p=0.5 and tau=2 with their adjacent tested values. Spread = (largest - smallest "
+        "cell mean) / |best cell mean|: supported when every neighbourhood cell completed "
+        f"and the spread is <= {SPREAD_TOLERANCE:.0%}, contradicted when it is larger or a "
+        "cell only diverged; inconclusive when p=0.5, tau=2 or a neighbour was not run.",
+        sensitivity,
+    ),
+    Claim(
+        "fig-a3",
+        "Figure A3",
+        "Magma has a wider window of good learning rates than its dense base.",
+        (Role("study", "lr-window"),),
+        "Each arm's LR window (the lr-window rule at delta "
+        f"{WINDOW_DELTA:g}: the LRs whose interpolated objective stays within "
+        f"{WINDOW_DELTA:.0%} of the best), for every base run dense and with magma: "
+        "magma's width in decades larger is supported for that base, smaller contradicted, "
+        "equal inconclusive; a comparison is inconclusive instead when the window that "
+        "came out narrower reaches an end of the LR grid (it may extend beyond). Supported "
+        "when every base is, contradicted when any is.",
+        lr_window,
+    ),
+    Claim(
+        "fig-3",
+        "Figure 3",
+        "Magma helps under heavy-tailed gradient noise, and less under light-tailed noise.",
+        (
+            Role("heavy", "heavy-tailed", (("covariates", "heavy"),)),
+            Role("light", "heavy-tailed", (("covariates", "light"),)),
+        ),
+        "The paired verdict (the confirmation stage's when there is one) of the masked arm "
+        "vs dense in the heavy-covariates study and in "
+        "the light-covariates one (the heavy-tailed preset with overrides "
+        '{"workload": {"covariates": "light"}}): supported when heavy is better and its '
+        "improvement (the change, signed so a gain is positive) exceeds light's; "
+        "contradicted when heavy is worse, or light is better by at least as much; "
+        "otherwise inconclusive.",
+        heavy_tailed,
+    ),
+    Claim(
+        "fig-4",
+        "Figure 4",
+        "Magma helps on the heterogeneous quadratic and is neutral on the homogeneous one.",
+        (
+            Role("heterogeneous", "quadratic", (("hessian", "heterogeneous"),)),
+            Role("homogeneous", "quadratic", (("hessian", "homogeneous"),)),
+        ),
+        "The paired verdict (the confirmation stage's when there is one) of the masked arm "
+        "vs dense on each Hessian (the quadratic "
+        'preset, and with overrides {"workload": {"hessian": "homogeneous"}}): supported '
+        "when the heterogeneous verdict is better and the homogeneous change's 95% interval "
+        f"lies within +-{NEUTRAL_MARGIN:.0%} (neutral); contradicted when heterogeneous is "
+        f"worse or the homogeneous interval lies wholly beyond +-{NEUTRAL_MARGIN:.0%}; "
+        "otherwise inconclusive.",
+        quadratic,
+    ),
+    Claim(
+        "table-a1",
+        "Table A1",
+        "Masking attention+MLP is the right choice of components.",
+        (Role("study", "components"),),
+        "In the base's magma arm, each components value's best configuration; attention+mlp "
+        "paired by seed against each other value, and against the dense base at its best. "
+        "Supported when no other value is better than attention+mlp (verdict not worse: "
+        "best or tied) and attention+mlp is better than dense; contradicted when another "
+        "value is better or attention+mlp is worse than dense; otherwise inconclusive.",
+        components,
+    ),
+    Claim(
+        "table-a2",
+        "Table A2",
+        "Block granularity loses nothing, and damping (magma) beats undamped sampling "
+        "(skipupdate).",
+        (Role("study", "granularity"),),
+        "In the base's magma arm, each granularity's best configuration; block paired by "
+        "seed against each other granularity, and magma at block against skipupdate at "
+        "block. Supported when no granularity is better than block (best or tied) and magma "
+        "is better than skipupdate; contradicted when another granularity is better or "
+        "magma is worse than skipupdate; otherwise inconclusive.",
+        granularity,
+    ),
+)
+
+
+def roles() -> list[Role]:
+    """Every study role the claims need, each once."""
+    return list(dict.fromkeys(role for claim in CLAIMS for role in claim.roles))
+
+
+def evaluate(studies: Mapping[Role, StudyView | None]) -> list[ClaimResult]:
+    """Every claim against its roles' studies (None: no complete study); a claim missing
+    a study is inconclusive and says which."""
+    results = []
+    for claim in CLAIMS:
+        found = {role.name: studies.get(role) for role in claim.roles}
+        missing = [role.label for role in claim.roles if found[role.name] is None]
+        if missing:
+            finding = Finding(
+                Support.inconclusive,
+                (f"no complete study of {' or '.join(missing)}",),
+            )
+        else:
+            finding = claim.test({name: s for name, s in found.items() if s is not None})
+        results.append(ClaimResult(claim, found, finding))
+    return results
+
+
+def scale(spec: Mapping[str, Any]) -> str:
+    """The scale a study ran at, in one line: workload, model, steps, batch, seeds."""
+    workload = spec.get("workload") or {}
+    kind = workload.get("kind")
+    steps, batch = workload.get("steps"), workload.get("batch_size")
+    if kind == "llama-c4":
+        tokens = f"{batch} x {workload.get('seq_len')} tokens"
+        head = f"{kind} {workload.get('model')}, {steps} steps of {tokens}"
+    elif kind == "quadratic":
+        head = f"{kind} ({workload.get('hessian')}), {steps} steps of batch {batch}"
+    else:
+        covariates = workload.get("covariates")
+        head = f"{kind} ({covariates} covariates), {steps} steps of {batch} sequences"
+    seeds = spec.get("seeds")
+    return f"{head}, {seeds} seed{'s' if seeds != 1 else ''}"

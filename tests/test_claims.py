@@ -1,0 +1,322 @@
+"""The claims report (``dashboards.analysis.claims``): each claim's test on hand-built
+trials with hand-computed verdicts, how studies are matched to claims, and the README's
+"Claims" table against the registry."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboards.analysis import claims
+from dashboards.analysis.claims import CLAIMS, Role, Support
+from dashboards.analysis.objective import Mode
+from dashboards.records import TrialRecord
+from dashboards.views import LRWindowOptions
+from tests.dashboards_fixtures import Rows
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+#: dense per seed; a masked arm is these times a factor, so every pair has the same ratio
+DENSE = (10.0, 20.0, 40.0)
+
+
+@dataclass
+class Study:
+    """A ``claims.StudyView``: what a claim reads of a study."""
+
+    trials: list[TrialRecord]
+    spec: dict[str, Any] = field(default_factory=dict)
+    mode: Mode = "min"
+    id: int = 1
+
+
+def arms(rows: Rows, factor: float, *, base: str = "adamw", **params: Any) -> None:
+    """The dense arm (DENSE) and the magma arm (DENSE x factor) of ``base``, 3 seeds."""
+    for seed, dense in enumerate(DENSE):
+        rows.add(dense, seed=seed, base=base, variant="dense", lr=1e-3, **params)
+        rows.add(dense * factor, seed=seed, base=base, variant="magma", lr=1e-3, **params)
+
+
+def test_table1_is_supported_when_every_base_is_better_and_contradicted_by_one_worse() -> None:
+    rows = Rows()
+    arms(rows, 0.9)  # ln(0.9) every seed: -10.0%, an interval of zero width
+    found = claims.table1({"study": Study(rows.trials())})
+    assert found.support == Support.supported
+    assert found.numbers[0].startswith("adamw+magma vs adamw: -10.0% [-10.0%, -10.0%] better")
+    # one base worse (+10%) outweighs the other's gain
+    arms(rows, 1.1, base="rmsprop")
+    found = claims.table1({"study": Study(rows.trials())})
+    assert found.support == Support.contradicted
+    assert "rmsprop+magma vs rmsprop: +10.0% [+10.0%, +10.0%] worse" in found.numbers[1]
+
+
+def confirm(rows: Rows, factor: float) -> None:
+    """A bracket study's confirmation stage: dense and magma rerun on fresh seeds 3 to 5
+    (DENSE, and DENSE x factor), as configurations of their own marked ``stage: confirm``."""
+    for variant, scale in (("dense", 1.0), ("magma", factor)):
+        configuration = max(row["configuration"] for row in rows.trial_rows) + 1
+        for seed, dense in enumerate(DENSE, start=3):
+            rows.add(dense * scale, seed=seed, base="adamw", variant=variant, lr=1e-3)
+            row = rows.trial_rows[-1]
+            row["configuration"] = configuration
+            row["params"] = {**row["params"], "stage": "confirm"}
+
+
+def test_table1_takes_the_confirmation_stage_verdict_when_there_is_one() -> None:
+    rows = Rows()
+    arms(rows, 0.9)  # the selection stage: -10% better
+    confirm(rows, 1.0)  # fresh seeds: no difference at all
+    found = claims.table1({"study": Study(rows.trials())})
+    assert found.support == Support.inconclusive
+    assert found.numbers[0].startswith("adamw+magma vs adamw: -10.0% [-10.0%, -10.0%] better")
+    assert (
+        "; confirmation: +0.0% [+0.0%, +0.0%] no detectable difference at 3 seeds"
+        in (found.numbers[0])
+    )
+    assert any(w.startswith("the confirmation stage says +0.0%") for w in found.warnings)
+
+
+def test_table1_with_one_seed_is_inconclusive_and_says_why() -> None:
+    rows = Rows()
+    rows.add(10.0, base="adamw", variant="dense", lr=1e-3)
+    rows.add(9.0, base="adamw", variant="magma", lr=1e-3)
+    found = claims.table1({"study": Study(rows.trials())})
+    assert found.support == Support.inconclusive
+    assert "no detectable difference at 1 seed" in found.numbers[0]
+    assert any("only 1 seed paired" in w for w in found.warnings)
+    empty = claims.table1({"study": Study([])})
+    assert empty.support == Support.inconclusive
+
+
+def sensitivity_rows(centre: float, **cells: float) -> Rows:
+    """p {0.25, 0.5, 0.75} x tau {0.5, 1, 2, 4}, 1 seed, every objective 20 but tau=0.5's
+    (30, outside the neighbourhood) and ``cells`` (``p0.25_tau1=21.0``)."""
+    rows = Rows()
+    for p in (0.25, 0.5, 0.75):
+        for tau in (0.5, 1.0, 2.0, 4.0):
+            value = cells.get(f"p{p:g}_tau{tau:g}", 30.0 if tau == 0.5 else 20.0)
+            if (p, tau) == (0.5, 2.0):
+                value = centre
+            rows.add(value, base="rmsprop", variant="magma", lr=1e-3, p=p, tau=tau)
+    return rows
+
+
+def test_fig_a1_spread_within_the_tolerance_is_supported_beyond_it_contradicted() -> None:
+    # 9 cells (p 0.25-0.75, tau 1-4): 20 but one 20.3, spread 0.3 / 20 = 1.50% <= 2%
+    found = claims.sensitivity(
+        {"study": Study(sensitivity_rows(20.0, **{"p0.75_tau4": 20.3}).trials())}
+    )
+    assert found.support == Support.supported
+    assert found.numbers[0] == "spread 1.50% of the best cell over 9 cells (tolerance 2%)"
+    assert "1 seed(s) a cell" in found.warnings[0]
+    # one cell at 21: 1 / 20 = 5.00% (tau=0.5's 30 is outside the neighbourhood either way)
+    found = claims.sensitivity(
+        {"study": Study(sensitivity_rows(20.0, **{"p0.25_tau1": 21.0}).trials())}
+    )
+    assert found.support == Support.contradicted
+    assert found.numbers[0].startswith("spread 5.00% ")
+
+
+def test_fig_a1_without_the_centre_is_inconclusive() -> None:
+    rows = Rows()
+    for tau in (1.0, 2.0):
+        rows.add(20.0, base="rmsprop", variant="magma", lr=1e-3, p=0.25, tau=tau)
+    found = claims.sensitivity({"study": Study(rows.trials())})
+    assert found.support == Support.inconclusive
+    assert found.numbers == ("p=0.5, tau=2 was not run with magma",)
+
+
+def window_rows(dense: list[float | None], magma: list[float | None]) -> Rows:
+    """lr 1e-4 to 1 by decades, 1 seed; None diverged."""
+    rows = Rows()
+    for variant, values in (("dense", dense), ("magma", magma)):
+        for lr, value in zip((1e-4, 1e-3, 1e-2, 1e-1, 1.0), values, strict=True):
+            status = "diverged" if value is None else "complete"
+            rows.add(value, status=status, base="adamw", variant=variant, lr=lr)
+    return rows
+
+
+# Windows that end at a diverged LR or the grid's end, never by interpolation: magma
+# 1e-4 to 1e-1 = 3 decades (reaching the grid's low end), dense 1e-3 to 1e-2 = 1 decade.
+WIDE = [5.0, 5.0, 5.0, 5.0, None]
+NARROW = [None, 5.0, 5.0, None, None]
+
+
+@pytest.mark.parametrize(
+    ("dense", "magma", "support", "numbers"),
+    [
+        (NARROW, WIDE, Support.supported, "3.00 vs 1.00 decades"),
+        (WIDE, NARROW, Support.contradicted, "1.00 vs 3.00 decades"),
+        # magma narrower, but its window reaches the grid's end: it may be wider
+        ([5.0] * 5, WIDE, Support.inconclusive, "3.00 vs 4.00 decades"),
+    ],
+)
+def test_fig_a3_compares_window_widths(
+    dense: list[float | None], magma: list[float | None], support: Support, numbers: str
+) -> None:
+    found = claims.lr_window({"study": Study(window_rows(dense, magma).trials())})
+    assert found.support == support
+    assert found.numbers == (f"adamw+magma vs adamw: {numbers}",)
+    assert "1 seed(s): the windows are drawn through seed noise" in found.warnings
+
+
+def two(heavy: float, light: float) -> dict[str, Study]:
+    rows = {name: Rows() for name in ("heavy", "light")}
+    arms(rows["heavy"], heavy)
+    arms(rows["light"], light)
+    return {name: Study(r.trials()) for name, r in rows.items()}
+
+
+def test_fig_3_needs_heavy_better_and_by_more_than_light() -> None:
+    found = claims.heavy_tailed(two(heavy=0.8, light=0.99))  # -20% vs -1%
+    assert found.support == Support.supported
+    assert found.numbers[0].startswith("heavy: adamw+magma vs adamw: -20.0% [-20.0%, -20.0%]")
+    assert found.numbers[1].startswith("light: adamw+magma vs adamw: -1.0% ")
+    assert claims.heavy_tailed(two(heavy=0.8, light=0.7)).support == Support.contradicted
+    assert claims.heavy_tailed(two(heavy=1.1, light=1.0)).support == Support.contradicted
+    # light no better, heavy no different (an interval around 0): nothing either way
+    rows = {name: Rows() for name in ("heavy", "light")}
+    for seed, (dense, masked) in enumerate([(10.0, 9.0), (20.0, 22.0), (40.0, 40.0)]):
+        rows["heavy"].add(dense, seed=seed, base="adamw", variant="dense", lr=1e-3)
+        rows["heavy"].add(masked, seed=seed, base="adamw", variant="magma", lr=1e-3)
+    arms(rows["light"], 1.0)
+    found = claims.heavy_tailed({name: Study(r.trials()) for name, r in rows.items()})
+    assert found.support == Support.inconclusive
+
+
+def test_fig_4_needs_heterogeneous_better_and_homogeneous_within_the_margin() -> None:
+    def run(hetero: float, homo: float) -> claims.Finding:
+        studies = two(hetero, homo)
+        return claims.quadratic(
+            {"heterogeneous": studies["heavy"], "homogeneous": studies["light"]}
+        )
+
+    # +1% on the homogeneous: its interval [+1%, +1%] lies within +-5%
+    assert run(0.8, 1.01).support == Support.supported
+    # -10% on the homogeneous: wholly beyond -5%, so not neutral
+    assert run(0.8, 0.9).support == Support.contradicted
+    assert run(1.2, 1.0).support == Support.contradicted
+    assert run(1.0, 1.0).support == Support.inconclusive
+
+
+def components_rows(all_factor: float) -> Rows:
+    """rmsprop dense (DENSE, once per components value, as the preset runs it) and magma on
+    attention (x0.95), attention+mlp (x0.9) and all (x ``all_factor``), 3 seeds."""
+    rows = Rows()
+    factors = {"attention": 0.95, "attention+mlp": 0.9, "all": all_factor}
+    for components, factor in factors.items():
+        for seed, dense in enumerate(DENSE):
+            common = {"base": "rmsprop", "lr": 1e-3, "components": components}
+            rows.add(dense, seed=seed, variant="dense", **common)
+            rows.add(dense * factor, seed=seed, variant="magma", **common)
+    return rows
+
+
+def test_table_a1_attention_mlp_best_and_better_than_dense() -> None:
+    found = claims.components({"study": Study(components_rows(0.95).trials())})
+    assert found.support == Support.supported
+    # values in alphabetical order; 0.9 / 0.95 - 1 = -5.26% against both all and attention
+    assert found.numbers[0].startswith("components=attention+mlp vs components=all: -5.3% ")
+    assert found.numbers[1].startswith("components=attention+mlp vs components=attention: -5.3%")
+    assert found.numbers[-1].startswith(
+        "rmsprop+magma (components=attention+mlp) vs rmsprop: -10.0% [-10.0%, -10.0%] better"
+    )
+    # all at x0.8: attention+mlp is 0.9 / 0.8 - 1 = +12.5% worse than it
+    found = claims.components({"study": Study(components_rows(0.8).trials())})
+    assert found.support == Support.contradicted
+    assert found.numbers[0].startswith("components=attention+mlp vs components=all: +12.5% ")
+
+
+def granularity_rows(block: float) -> Rows:
+    """rmsprop skipupdate at DENSE; magma x0.9 at element, x0.99 at row and column, and x
+    ``block`` at block, 3 seeds."""
+    rows = Rows()
+    factors = {"element": 0.9, "row": 0.99, "column": 0.99, "block": block}
+    for granularity, factor in factors.items():
+        for seed, dense in enumerate(DENSE):
+            common = {"base": "rmsprop", "lr": 1e-3, "granularity": granularity}
+            rows.add(dense, seed=seed, variant="skipupdate", **common)
+            rows.add(dense * factor, seed=seed, variant="magma", **common)
+    return rows
+
+
+def test_table_a2_block_best_or_tied_and_damping_better() -> None:
+    # block ties element exactly (no detectable difference), beats row and column
+    found = claims.granularity({"study": Study(granularity_rows(0.9).trials())})
+    assert found.support == Support.supported
+    assert found.numbers[-1].startswith(
+        "rmsprop+magma (granularity=block) vs rmsprop+skipupdate (granularity=block): -10.0%"
+    )
+    # block at x0.99 against element at x0.9: 0.99 / 0.9 - 1 = +10.0% worse
+    found = claims.granularity({"study": Study(granularity_rows(0.99).trials())})
+    assert found.support == Support.contradicted
+    # column, element, row: alphabetical
+    assert found.numbers[1].startswith("granularity=block vs granularity=element: +10.0% ")
+
+
+def test_evaluate_marks_a_claim_without_its_study_inconclusive() -> None:
+    rows = Rows()
+    arms(rows, 0.9)
+    table1 = Role("study", "paper-table1")
+    results = claims.evaluate({table1: Study(rows.trials())})
+    by_id = {result.claim.id: result for result in results}
+    assert [r.claim.id for r in results] == [claim.id for claim in CLAIMS]
+    assert by_id["table1"].finding.support == Support.supported
+    light = by_id["fig-3"]
+    assert light.finding.support == Support.inconclusive
+    assert light.finding.numbers == (
+        "no complete study of heavy-tailed (covariates=heavy) or heavy-tailed (covariates=light)",
+    )
+
+
+def test_roles_match_a_study_by_its_preset_name_and_workload() -> None:
+    light = Role("light", "heavy-tailed", (("covariates", "light"),))
+    spec = {"name": "heavy-tailed", "workload": {"covariates": "light"}}
+    assert light.matches(spec)
+    assert not light.matches({**spec, "workload": {"covariates": "heavy"}})
+    assert not light.matches({**spec, "name": "other"})
+    assert {role.preset for role in claims.roles()} == {
+        "paper-table1",
+        "sensitivity-p-tau",
+        "lr-window",
+        "heavy-tailed",
+        "quadratic",
+        "components",
+        "granularity",
+    }
+
+
+def test_scale_summarises_the_workload_and_seeds() -> None:
+    spec = {
+        "seeds": 2,
+        "workload": {"kind": "llama-c4", "model": "llama-nano", "steps": 200, "batch_size": 4}
+        | {"seq_len": 64},
+    }
+    assert claims.scale(spec) == "llama-c4 llama-nano, 200 steps of 4 x 64 tokens, 2 seeds"
+    quadratic = {"seeds": 1, "workload": {"kind": "quadratic", "hessian": "homogeneous"}}
+    quadratic["workload"] |= {"steps": 500, "batch_size": 3}
+    assert claims.scale(quadratic) == "quadratic (homogeneous), 500 steps of batch 3, 1 seed"
+
+
+def test_the_readme_lists_every_claim_with_its_registry_definition() -> None:
+    """The README's "Claims" table is the registry's: one row per claim, same text."""
+    text = README.read_text()
+    section = text[text.index("## Claims") :]
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    rows = re.findall(r"^\| (?!claim |---)(.+) \|$", section, re.MULTILINE)
+    expected = [
+        f"{c.reference} | {c.statement} | {', '.join(r.label for r in c.roles)} | {c.definition}"
+        for c in CLAIMS
+    ]
+    assert rows == expected
+
+
+def test_the_thresholds_are_the_ones_the_definitions_state() -> None:
+    text = {claim.id: claim.definition for claim in CLAIMS}
+    assert f"<= {claims.SPREAD_TOLERANCE:.0%}" in text["fig-a1"]
+    assert f"+-{claims.NEUTRAL_MARGIN:.0%}" in text["fig-4"]
+    # Figure A3's windows are the lr-window page's default ones
+    assert LRWindowOptions().delta == claims.WINDOW_DELTA

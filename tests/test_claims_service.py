@@ -1,0 +1,81 @@
+"""The claims report served: ``GET /api/v1/claims``, ``magma-bench claims`` and the
+``/claims`` page agree, on each backend, about studies written with the engine's
+repository functions: the newest complete study of each preset and workload is the one
+tested, and a claim without one is inconclusive."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
+from tests.claims_fixtures import write_quadratic  # noqa: E402
+from tests.db_fixtures import Database  # noqa: E402
+from tests.service_fixtures import Server, cli  # noqa: E402
+
+pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
+
+SCALE = "500 steps of batch 3, 3 seeds"
+
+
+def test_the_api_the_cli_and_the_page_show_the_same_claims(server: Server) -> None:
+    db = Database(server.database_url)
+    try:
+        write_quadratic(db, "heterogeneous", 1.2, "complete")  # older: superseded
+        heterogeneous = write_quadratic(db, "heterogeneous", 0.8, "complete")  # -20%
+        write_quadratic(db, "heterogeneous", 1.2, "running")  # newer, but not complete
+        write_quadratic(db, "heterogeneous", 1.2, "failed")
+        homogeneous = write_quadratic(db, "homogeneous", 1.01, "complete")  # +1%: neutral
+    finally:
+        db.dispose()
+
+    response = httpx.get(f"{server.api}/claims")
+    assert response.status_code == 200, response.text
+    rows = {row["id"]: row for row in response.json()["claims"]}
+    assert list(rows) == [
+        "table1",
+        "fig-a1",
+        "fig-a3",
+        "fig-3",
+        "fig-4",
+        "table-a1",
+        "table-a2",
+    ]
+    fig4 = rows["fig-4"]
+    assert fig4["support"] == "supported"
+    assert [(s["role"], s["study_id"], s["scale"]) for s in fig4["studies"]] == [
+        ("heterogeneous", heterogeneous, f"quadratic (heterogeneous), {SCALE}"),
+        ("homogeneous", homogeneous, f"quadratic (homogeneous), {SCALE}"),
+    ]
+    assert fig4["numbers"][0].startswith(
+        "heterogeneous: adamw+magma vs adamw: -20.0% [-20.0%, -20.0%] better"
+    )
+    assert fig4["numbers"][1].startswith("homogeneous: adamw+magma vs adamw: +1.0% ")
+    assert any("only lr 0.1 was tested" in w for w in fig4["warnings"])
+    table1 = rows["table1"]
+    assert table1["support"] == "inconclusive"
+    assert table1["numbers"] == ["no complete study of paper-table1"]
+    assert table1["studies"] == [
+        {"role": "study", "preset": "paper-table1", "workload": {}, "study_id": None, "scale": None}
+    ]
+
+    listed = cli(server, "claims", "--definitions")
+    assert listed.returncode == 0, listed.stderr
+    for row in rows.values():
+        assert f"{row['reference']}: {row['support']}  {row['statement']}" in listed.stdout
+        assert f"  test: {row['definition']}" in listed.stdout
+    assert f"  heterogeneous (quadratic): study {heterogeneous}, quadratic (heterogeneous)" in (
+        listed.stdout
+    )
+    assert "  study (paper-table1): no complete study" in listed.stdout
+
+    page = httpx.get(f"{server.url}/claims")
+    assert page.status_code == 200
+    shown = dict(re.findall(r'<tr data-claim="([^"]+)">.*?data-support="(\w+)"', page.text, re.S))
+    assert shown == {claim: row["support"] for claim, row in rows.items()}
+    linked = re.findall(r'href="/studies/(\d+)/dashboard/overview">study', page.text)
+    assert [int(i) for i in linked] == [heterogeneous, homogeneous]
+    index = httpx.get(server.url)
+    assert 'href="/claims"' in index.text
