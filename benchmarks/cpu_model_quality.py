@@ -101,11 +101,11 @@ def main() -> None:
     print(
         f"model {config.model} (tokenizer {config.tokenizer or 'T5'}): {total:,} parameters, "
         f"attention+MLP {masked:,} = {masked / total:.1%} "
-        f"(the paper's {PAPER_MODEL.removeprefix('llama-')}: {paper_share():.1%})"
+        f"(the paper's {PAPER_MODEL.removeprefix('llama-').upper()}: {paper_share():.1%})"
     )
     print(
         f"trial ({args.preset} workload): {config.base}+{config.variant} lr {config.lr:g}, "
-        f"{config.steps} steps of {config.batch_size} x {config.seq_len} tokens, "
+        f"{config.steps} steps of {config.batch_size} x {config.seq_len} {unit}s, "
         f"{config.threads} thread(s); status {final['status']}"
     )
     bits = final["val_loss"] / math.log(2)

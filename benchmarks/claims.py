@@ -1,0 +1,281 @@
+"""Does the paper hold at CPU scale? The claims suite, end to end.
+
+Submits every study the claims registry (``dashboards.analysis.claims``) needs, each
+role of a claim once (Figure 3's heavy and light covariates, Figure 4's heterogeneous and
+homogeneous Hessians), runs them with the real driver (in this process, on a local Ray
+with this machine's CPUs), tests the claims with the function behind
+``GET /api/v1/claims`` (each role's newest complete study in the database: this run's,
+in a fresh one) and prints the claims table, the total wall time and each study's.
+At the presets' default scale this takes up to about 60 minutes on 2 cores; a line is
+printed as each study starts and finishes.
+
+    python benchmarks/claims.py                                # the presets' CPU scale
+    python benchmarks/claims.py --only fig-4 --overrides \\
+        '{"workload": {"steps": 10}, "seeds": 1, "protocol": {"confirm_seeds": 0}}'
+    python benchmarks/claims.py --workdir var/claims --json var/claims/claims.json
+
+The database (``--database-url``, by default ``claims.db`` in ``--workdir``, a new
+temporary directory unless given) keeps the studies: point ``MAGMA_DATABASE_URL`` at it to
+browse them with ``magma-bench serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from sqlalchemy.orm import Session, sessionmaker
+
+from dashboards.analysis.claims import CLAIMS, Role
+from service.api.schemas import ClaimsReport
+from service.api.views import claims as claims_report
+from studies.caps import check_caps
+from studies.engine.driver import Driver
+from studies.presets import load_preset
+from studies.spec import StudySpec
+from studies.storage import repository as repo
+from studies.storage.engine import make_engine, migrate, session_factory, transaction
+from studies.storage.models import Study
+from worker.contract import FINISHED_STUDY_STATUSES
+from worker.settings import get_settings
+
+CLAIM_IDS = [claim.id for claim in CLAIMS]
+#: how often the progress thread reads the studies' status
+POLL_SECONDS = 2.0
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """``--overrides``: a JSON object, merged into every preset like the API's overrides."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--overrides",
+        type=json_object,
+        default={},
+        help="JSON merged into every preset, e.g. '{\"seeds\": 1}' (a role's workload "
+        "fields, such as Figure 4's hessian, still win)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=CLAIM_IDS, metavar="CLAIM", help=f"of {CLAIM_IDS}"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="database and Tune checkpoints (default: a new temp dir)"
+    )
+    parser.add_argument("--database-url", help="default: a SQLite file claims.db in --workdir")
+    parser.add_argument("--json", type=Path, help="also write the claims table here as JSON")
+    return parser.parse_args(argv)
+
+
+def study_specs(only: list[str] | None, overrides: dict[str, Any]) -> dict[Role, StudySpec]:
+    """Each role the chosen claims need, once: its preset with ``overrides`` and the role's
+    workload fields (which must win, or the study would not fill the role)."""
+    chosen = [claim for claim in CLAIMS if only is None or claim.id in only]
+    roles = dict.fromkeys(role for claim in chosen for role in claim.roles)
+    return {
+        role: load_preset(
+            role.preset,
+            {**overrides, "workload": {**overrides.get("workload", {}), **dict(role.workload)}},
+        )
+        for role in roles
+    }
+
+
+def submit(sessions: sessionmaker[Session], specs: dict[Role, StudySpec]) -> dict[int, Role]:
+    """Queue the studies as the API would (the server caps checked): study id -> role."""
+    caps = get_settings().caps
+    for spec in specs.values():
+        check_caps(spec, caps)
+    with transaction(sessions) as session:
+        return {repo.create_study(session, spec).id: role for role, spec in specs.items()}
+
+
+def seconds(study: Study) -> float | None:
+    if study.started_at is None or study.finished_at is None:
+        return None
+    return (study.finished_at - study.started_at).total_seconds()
+
+
+def _clock(started: float) -> str:
+    minutes, secs = divmod(int(time.perf_counter() - started), 60)
+    return f"[{minutes:3d}:{secs:02d}]"
+
+
+def report_progress(
+    sessions: sessionmaker[Session],
+    submitted: dict[int, Role],
+    seen: dict[int, str],
+    started: float,
+) -> None:
+    """Print a line for each study that started or finished since the last call (``seen``:
+    the status last printed), so that an hour-long run can be followed."""
+    with sessions() as session:
+        studies = [session.get(Study, study_id) for study_id in submitted]
+        counts = repo.trial_status_counts(session, list(submitted))
+    for study in studies:
+        if study is None or study.status == seen.get(study.id):
+            continue
+        label = f"{_clock(started)} study {study.id} {submitted[study.id].label}"
+        if study.status in FINISHED_STUDY_STATUSES:
+            trials = ", ".join(f"{n} {status}" for status, n in sorted(counts[study.id].items()))
+            error = f", error: {study.error}" if study.error else ""
+            print(f"{label}: {study.status} in {seconds(study) or 0:.0f} s ({trials}){error}")
+        elif study.status == "running" and seen.get(study.id) == "queued":
+            print(f"{label}: running (at most {study.runs} runs)")
+        seen[study.id] = study.status
+
+
+def watch(
+    sessions: sessionmaker[Session],
+    submitted: dict[int, Role],
+    stop: threading.Event,
+    started: float,
+) -> None:
+    """The progress thread: polls until ``stop``, then reports the last changes."""
+    seen = dict.fromkeys(submitted, "queued")
+    while not stop.wait(POLL_SECONDS):
+        report_progress(sessions, submitted, seen, started)
+    report_progress(sessions, submitted, seen, started)
+
+
+def run_driver(url: str, storage: Path) -> None:
+    """The real driver, in this process, until no study is queued; on a local Ray with
+    every CPU of this machine unless this process already has a Ray."""
+    # short trials snapshot Tune's experiment state often, and its warning about that,
+    # several a second, would bury the progress lines
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.ERROR)
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        ray.init(
+            address="local",
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": get_settings().trial_environment()},
+        )
+    driver = Driver(url=url, storage_path=storage, poll_seconds=0.5)
+    try:
+        driver.run(once=True)
+    finally:
+        driver.sessions.kw["bind"].dispose()
+        if own_ray:
+            ray.shutdown()
+
+
+def format_claims(report: ClaimsReport, only: list[str] | None) -> list[str]:
+    """The claims table: one row per claim and study, its numbers and warnings below it."""
+    lines = [f"{'claim':10s} {'verdict':13s} {'study':42s} scale"]
+    for row in report.claims:
+        if only is not None and row.id not in only:
+            continue
+        for i, study in enumerate(row.studies):
+            fields = ", ".join(f"{k}={v}" for k, v in study.workload.items())
+            where = f"{study.preset} ({fields})" if fields else study.preset
+            found = f"#{study.study_id} {where}" if study.study_id is not None else where
+            head = f"{row.reference:10s} {row.support:13s}" if i == 0 else " " * 24
+            lines.append(f"{head} {found:42s} {study.scale or 'no complete study'}")
+        lines += [f"{'':11s}{line}" for line in row.numbers]
+        lines += [f"{'':11s}warning: {warning}" for warning in row.warnings]
+    return lines
+
+
+def study_times(
+    sessions: sessionmaker[Session], submitted: dict[int, Role]
+) -> list[dict[str, Any]]:
+    """Each submitted study's role, status, trials and wall time (claim to finish)."""
+    with sessions() as session:
+        counts = repo.trial_status_counts(session, list(submitted))
+        rows = []
+        for study_id, role in submitted.items():
+            study = session.get(Study, study_id)
+            assert study is not None  # submitted by this run
+            rows.append(
+                {
+                    "study_id": study_id,
+                    "role": role.label,
+                    "status": study.status,
+                    "trials": sum(counts[study_id].values()),
+                    "seconds": seconds(study),
+                    "error": study.error,
+                }
+            )
+    return rows
+
+
+def format_studies(rows: list[dict[str, Any]], total: float) -> list[str]:
+    lines = [f"{'study':>5s} {'role':42s} {'status':10s} {'trials':>6s} {'wall s':>8s}"]
+    for row in rows:
+        wall = f"{row['seconds']:8.1f}" if row["seconds"] is not None else f"{'-':>8s}"
+        lines.append(
+            f"{row['study_id']:5d} {row['role']:42s} {row['status']:10s} {row['trials']:6d} {wall}"
+        )
+    lines.append(f"total wall time: {total:.1f} s (Ray start, every study, the claims)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    specs = study_specs(args.only, args.overrides)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="magma-claims-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    url = args.database_url or f"sqlite:///{workdir.resolve() / 'claims.db'}"
+    writer = make_engine(url)
+    migrate(writer)
+    submitted = submit(session_factory(writer), specs)
+    writer.dispose()
+    # the progress thread and the report only read: they never queue behind the driver
+    engine = make_engine(url, reads_only=True)
+    sessions = session_factory(engine)
+    print(
+        f"# claims suite: {len(submitted)} studies in {url}, overrides {json.dumps(args.overrides)}"
+    )
+    stop = threading.Event()
+    progress = threading.Thread(target=watch, args=(sessions, submitted, stop, started))
+    progress.start()
+    try:
+        run_driver(url, workdir / "ray")
+    finally:
+        stop.set()
+        progress.join()
+    with sessions() as session:
+        report = claims_report(session)
+    times = study_times(sessions, submitted)
+    engine.dispose()
+    total = time.perf_counter() - started
+    print("\n".join(["", *format_claims(report, args.only), "", *format_studies(times, total)]))
+    if args.json is not None:
+        chosen = [row for row in report.claims if args.only is None or row.id in args.only]
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "claims": [row.model_dump(mode="json") for row in chosen],
+                    "studies": times,
+                    "wall_seconds": total,
+                    "overrides": args.overrides,
+                    "database_url": url,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

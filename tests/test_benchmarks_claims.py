@@ -1,0 +1,121 @@
+"""``benchmarks/claims.py``: its options, the presets it submits for each claim's roles,
+its tables, and one tiny end-to-end run of Figure 4's two studies through the real driver."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import claims as bench
+from dashboards.analysis.claims import Support
+from service.api.schemas import ClaimRow, ClaimsReport, ClaimStudy
+
+#: Figure 4 at the smallest scale that still runs both arms of both Hessians: one LR, one
+#: seed, 10 steps (about 20 s with Ray's start on 2 cores)
+TINY = {
+    "workload": {"steps": 10, "eval_interval": 5},
+    "seeds": 1,
+    "protocol": {"kind": "none"},
+    "search": {"lr": 0.1},
+}
+
+
+def test_options() -> None:
+    args = bench.parse_args(["--only", "fig-4", "table1", "--overrides", '{"seeds": 1}'])
+    assert args.only == ["fig-4", "table1"] and args.overrides == {"seeds": 1}
+    assert bench.parse_args([]).only is None
+    for bad in (["--only", "figure-4"], ["--overrides", "[1]"], ["--overrides", "{"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+
+
+def test_each_role_once_with_its_workload_fields() -> None:
+    """A role's workload fields win over ``--overrides``: otherwise the light-covariates
+    study would not fill its role."""
+    specs = bench.study_specs(["fig-3"], {"workload": {"covariates": "heavy", "steps": 7}})
+    assert {role.name: spec.workload.covariates for role, spec in specs.items()} == {
+        "heavy": "heavy",
+        "light": "light",
+    }
+    assert {spec.workload.steps for spec in specs.values()} == {7}
+    every = bench.study_specs(None, {})
+    assert len(every) == len({(role.preset, role.workload) for role in every})
+    assert {role.preset for role in every} >= {"paper-table1", "quadratic", "heavy-tailed"}
+
+
+def test_tables() -> None:
+    report = ClaimsReport(
+        claims=[
+            ClaimRow(
+                id="fig-4",
+                reference="Figure 4",
+                statement="s",
+                definition="d",
+                studies=[
+                    ClaimStudy(
+                        role="heterogeneous",
+                        preset="quadratic",
+                        workload={"hessian": "heterogeneous"},
+                        study_id=3,
+                        scale="quadratic (heterogeneous), 10 steps of batch 3, 1 seed",
+                    ),
+                    ClaimStudy(
+                        role="homogeneous",
+                        preset="quadratic",
+                        workload={"hessian": "homogeneous"},
+                        study_id=None,
+                        scale=None,
+                    ),
+                ],
+                support="inconclusive",
+                numbers=["no complete study of quadratic (hessian=homogeneous)"],
+                warnings=["1 seed"],
+            ),
+            ClaimRow(
+                id="table1",
+                reference="Table 1",
+                statement="s",
+                definition="d",
+                studies=[],
+                support="supported",
+                numbers=[],
+                warnings=[],
+            ),
+        ]
+    )
+    lines = bench.format_claims(report, ["fig-4"])
+    assert lines[1].split()[:4] == ["Figure", "4", "inconclusive", "#3"]
+    assert lines[2].split()[:2] == ["quadratic", "(hessian=homogeneous)"]
+    assert lines[2].endswith("no complete study")
+    assert lines[-1].strip() == "warning: 1 seed"
+    assert not any("Table 1" in line for line in lines)
+    rows = [
+        {"study_id": 3, "role": "quadratic", "status": "complete", "trials": 2, "seconds": 1.5},
+        {"study_id": 4, "role": "quadratic", "status": "failed", "trials": 0, "seconds": None},
+    ]
+    studies = bench.format_studies(rows, 12.0)
+    assert studies[1].split() == ["3", "quadratic", "complete", "2", "1.5"]
+    assert studies[2].split() == ["4", "quadratic", "failed", "0", "-"]
+    assert studies[-1].startswith("total wall time: 12.0 s")
+
+
+def test_runs_figure_4_through_the_driver(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_json = tmp_path / "claims.json"
+    bench.main(
+        ["--only", "fig-4", "--overrides", json.dumps(TINY)]
+        + ["--workdir", str(tmp_path), "--json", str(out_json)]
+    )
+    out = capsys.readouterr().out
+    assert out.count(": complete in ") == 2, out  # one progress line per finished study
+    row = next(line for line in out.splitlines() if line.startswith("Figure 4"))
+    assert row.split()[2] in Support.values()
+    assert "quadratic (heterogeneous), 10 steps of batch 3, 1 seed" in row
+    report = json.loads(out_json.read_text())
+    assert [claim["id"] for claim in report["claims"]] == ["fig-4"]
+    assert [s["study_id"] for s in report["claims"][0]["studies"]] == [1, 2]
+    assert [s["status"] for s in report["studies"]] == ["complete", "complete"]
+    assert all(s["trials"] == 2 and s["seconds"] > 0 for s in report["studies"])
