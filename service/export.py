@@ -23,7 +23,7 @@ from studies.storage.models import Study
 from worker.config import TrialConfig
 from worker.contract import COMPONENT_LABELS, WorkloadKind
 from worker.data.corpus import HUB_PREFIX, file_sha256, resolve_sources
-from worker.data.tokenizer import T5_SPIECE
+from worker.data.tokenizer import BYTES, T5_SPIECE
 
 FORMATS = ("json", "yaml", "python")
 PACKAGES = (DISTRIBUTION, "torch", "transformers", "ray", "optuna")
@@ -69,6 +69,9 @@ def _hashes(
         }
     except (OSError, ValueError) as exc:  # the data moved since the study ran
         hashes = {"unavailable": str(exc)}
+    if tokenizer == BYTES:  # built in: no file to hash
+        hashes["tokenizer_sha256"] = None
+        return hashes
     try:
         hashes["tokenizer_sha256"] = file_sha256(tokenizer).hex()
     except OSError:
