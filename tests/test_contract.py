@@ -3,8 +3,6 @@ the CLI and a study, objective metrics validated against the workload, telemetry
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from studies.spec import StudySpec
-from tests.test_worker_cli import json_objects
+from tests.test_worker_cli import json_objects, run_cli
 from worker.config import TrialConfig
 from worker.contract import (
     DEFAULT_METRIC,
@@ -97,16 +95,8 @@ def test_cli_and_study_run_the_same_masks_for_the_same_seed(tmp_path):
 
     args = ["--workload", "quadratic", "--steps", "30", "--eval-interval", "10"]
     args += ["--lr", "0.05", "--seed", "5", "--threads", "1", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [str(MAGMA_BENCH), "train", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=180,
-        check=True,
-    )
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
     from_cli = json_objects(done.stdout)[-1]  # the final metrics
     assert stored["mask_seed"] == mask_seed(5)
     for key in ("val_loss", "survival/block0", "alignment/block1"):
