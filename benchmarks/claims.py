@@ -6,10 +6,11 @@ homogeneous Hessians), runs them with the real driver (in this process, on a loc
 with this machine's CPUs), tests the claims with the function behind
 ``GET /api/v1/claims`` (each role's newest complete study in the database: this run's,
 in a fresh one) and prints the claims table, the total wall time and each study's.
-At the presets' default scale this takes up to about 60 minutes on 2 cores; a line is
-printed as each study starts and finishes.
+At the suite's scale (``SUITE_SCALE``, the default) this takes up to about 60 minutes on
+2 cores; ``--scale presets`` runs the presets' own, longer CPU scale. A line is printed
+as each study starts and finishes.
 
-    python benchmarks/claims.py                                # the presets' CPU scale
+    python benchmarks/claims.py                                # the suite's CPU scale
     python benchmarks/claims.py --only fig-4 --overrides \\
         '{"workload": {"steps": 10}, "seeds": 1, "protocol": {"confirm_seeds": 0}}'
     python benchmarks/claims.py --workdir var/claims --json var/claims/claims.json
@@ -39,7 +40,7 @@ from service.api.schemas import ClaimsReport
 from service.api.views import claims as claims_report
 from studies.caps import check_caps
 from studies.engine.driver import Driver
-from studies.presets import load_preset
+from studies.presets import load_preset, merge_overrides
 from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.engine import make_engine, migrate, session_factory, transaction
@@ -48,6 +49,58 @@ from worker.contract import FINISHED_STUDY_STATUSES
 from worker.settings import get_settings
 
 CLAIM_IDS = [claim.id for claim in CLAIMS]
+
+#: The suite's language-model scale: llama-bytes (85.5% of its parameters masked) for 200
+#: steps of 8 x 128 bytes, 32768 validation bytes every 50 steps: about 30 s of CPU a run
+#: (about 3.5-3.8 bits per byte at the end against a unigram entropy of 4.6), so that every
+#: claim's studies fit in an hour on 2 cores. The presets' own CPU scale (1000 steps of 16 x
+#: 128) is about 3 times longer a run and 4 hours for the suite: ``--scale presets``.
+SUITE_LM = {
+    "model": "llama-bytes",
+    "steps": 200,
+    "batch_size": 8,
+    "seq_len": 128,
+    "eval_interval": 50,
+    "eval_tokens": 32768,
+}
+#: LR grids of the LM studies: half-decade steps around 3.16e-3 (short runs favour larger
+#: LRs than the presets' 1e-3 centre), extended while an arm's best is unbracketed
+SUITE_LM_PROTOCOL = {"lr_start": 3.16e-3, "initial_points": 3}
+#: ``--scale suite`` (the default): each preset's overrides, under ``--overrides``. What it
+#: leaves out is said here, and each study's scale is printed with its claim:
+#: - Table 1: the four bases Table 1 masks (Muon+Magma is not in it), 1 selection seed, the
+#:   chosen LRs rerun on 3 fresh seeds (the verdict is the confirmation's);
+#: - Figure A3: Adam (adamw) only, the paper's comparison (C-Adam has no Magma curve there);
+#: - Figure A1: tau in {1, 2, 4} (the neighbourhood of 2 the claim tests) at lr 1e-2;
+#: - Table A1: attention+mlp against all (attention alone left out);
+#: - Table A2: element and block granularity (row and column left out);
+#: - Figure 3: no condition-number evaluations (its plot, not its claim, needs them).
+SUITE_SCALE: dict[str, dict[str, Any]] = {
+    "paper-table1": {
+        "workload": SUITE_LM,
+        "search": {"base": ["adamw", "c-adamw", "laprop", "rmsprop"]},
+        "protocol": {**SUITE_LM_PROTOCOL, "max_extensions": 2, "confirm_seeds": 3},
+    },
+    "lr-window": {
+        "workload": SUITE_LM,
+        "search": {"base": "adamw"},
+        "protocol": {"lr_start": 3.16e-3, "initial_points": 5, "max_extensions": 2},
+    },
+    "sensitivity-p-tau": {"workload": SUITE_LM, "search": {"tau": [1.0, 2.0, 4.0], "lr": 1e-2}},
+    "components": {
+        "workload": SUITE_LM,
+        "search": {"components": ["attention+mlp", "all"]},
+        "protocol": {**SUITE_LM_PROTOCOL, "max_extensions": 1},
+    },
+    "granularity": {
+        "workload": SUITE_LM,
+        "search": {"granularity": ["element", "block"]},
+        "protocol": {**SUITE_LM_PROTOCOL, "max_extensions": 1},
+    },
+    "heavy-tailed": {"workload": {"condition_number": False, "eval_interval": 250}},
+    "quadratic": {},
+}
+SCALES = ("suite", "presets")
 #: how often the progress thread reads the studies' status
 POLL_SECONDS = 2.0
 
@@ -73,6 +126,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "fields, such as Figure 4's hessian, still win)",
     )
     parser.add_argument(
+        "--scale",
+        choices=SCALES,
+        default="suite",
+        help="suite: SUITE_SCALE's smaller studies, about an hour on 2 cores (default); "
+        "presets: the presets' own CPU scale, about 4 hours",
+    )
+    parser.add_argument(
         "--only", nargs="+", choices=CLAIM_IDS, metavar="CLAIM", help=f"of {CLAIM_IDS}"
     )
     parser.add_argument(
@@ -83,18 +143,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def study_specs(only: list[str] | None, overrides: dict[str, Any]) -> dict[Role, StudySpec]:
-    """Each role the chosen claims need, once: its preset with ``overrides`` and the role's
-    workload fields (which must win, or the study would not fill the role)."""
+def study_specs(
+    only: list[str] | None, overrides: dict[str, Any], scale: str = "suite"
+) -> dict[Role, StudySpec]:
+    """Each role the chosen claims need, once: its preset with the ``scale``'s overrides,
+    then ``overrides``, then the role's workload fields (which must win, or the study would
+    not fill the role)."""
     chosen = [claim for claim in CLAIMS if only is None or claim.id in only]
     roles = dict.fromkeys(role for claim in chosen for role in claim.roles)
-    return {
-        role: load_preset(
-            role.preset,
-            {**overrides, "workload": {**overrides.get("workload", {}), **dict(role.workload)}},
+    specs = {}
+    for role in roles:
+        scaled = SUITE_SCALE[role.preset] if scale == "suite" else {}
+        merged = merge_overrides(
+            merge_overrides(scaled, overrides), {"workload": dict(role.workload)}
         )
-        for role in roles
-    }
+        specs[role] = load_preset(role.preset, merged)
+    return specs
 
 
 def submit(sessions: sessionmaker[Session], specs: dict[Role, StudySpec]) -> dict[int, Role]:
@@ -232,7 +296,7 @@ def format_studies(rows: list[dict[str, Any]], total: float) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
-    specs = study_specs(args.only, args.overrides)
+    specs = study_specs(args.only, args.overrides, args.scale)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="magma-claims-"))
     workdir.mkdir(parents=True, exist_ok=True)
     url = args.database_url or f"sqlite:///{workdir.resolve() / 'claims.db'}"
@@ -244,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     engine = make_engine(url, reads_only=True)
     sessions = session_factory(engine)
     print(
-        f"# claims suite: {len(submitted)} studies in {url}, overrides {json.dumps(args.overrides)}"
+        f"# claims suite at {args.scale} scale: {len(submitted)} studies in {url}, "
+        f"overrides {json.dumps(args.overrides)}"
     )
     stop = threading.Event()
     progress = threading.Thread(target=watch, args=(sessions, submitted, stop, started))
@@ -269,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
                     "claims": [row.model_dump(mode="json") for row in chosen],
                     "studies": times,
                     "wall_seconds": total,
+                    "scale": args.scale,
                     "overrides": args.overrides,
                     "database_url": url,
                 },

@@ -21,15 +21,16 @@ def load_preset(name: str, overrides: dict[str, Any] | None = None) -> StudySpec
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"preset must be one of {preset_names()}, got {name!r}")
-    data = _merge(yaml.safe_load(path.read_text()), overrides or {})
+    data = merge_overrides(yaml.safe_load(path.read_text()), overrides or {})
     return StudySpec.model_validate(data)
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` over ``base``: nested mappings merge key by key, anything else replaces."""
     merged = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_overrides(merged[key], value)
         else:
             merged[key] = value
     return merged

@@ -45,6 +45,25 @@ def test_each_role_once_with_its_workload_fields() -> None:
     assert {role.preset for role in every} >= {"paper-table1", "quadratic", "heavy-tailed"}
 
 
+def test_suite_scale_under_overrides_under_role() -> None:
+    """``--scale suite`` applies ``SUITE_SCALE``, ``--overrides`` win over it and the role's
+    fields over both; ``--scale presets`` leaves the presets as they are."""
+    suite = bench.study_specs(["table1", "fig-3"], {"workload": {"steps": 150}})
+    by_preset = {(role.preset, role.name): spec for role, spec in suite.items()}
+    table1 = by_preset["paper-table1", "study"]
+    assert table1.search["base"] == ["adamw", "c-adamw", "laprop", "rmsprop"]
+    assert (table1.workload.steps, table1.workload.batch_size) == (150, 8)
+    assert (table1.protocol.lr_start, table1.protocol.confirm_seeds) == (3.16e-3, 3)
+    light = by_preset["heavy-tailed", "light"]
+    assert (light.workload.covariates, light.workload.condition_number) == ("light", False)
+    presets = bench.study_specs(["table1"], {}, "presets")
+    (spec,) = presets.values()
+    assert "muon" in spec.search["base"] and spec.workload.steps == 1000
+    assert bench.parse_args(["--scale", "presets"]).scale == "presets"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--scale", "paper"])
+
+
 def test_tables() -> None:
     report = ClaimsReport(
         claims=[
