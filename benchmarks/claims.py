@@ -50,22 +50,22 @@ from worker.settings import get_settings
 
 CLAIM_IDS = [claim.id for claim in CLAIMS]
 
-#: The suite's language-model scale: llama-bytes (85.5% of its parameters masked) for 200
-#: steps of 8 x 128 bytes, 32768 validation bytes every 50 steps: about 30 s of CPU a run
-#: (about 3.5-3.8 bits per byte at the end against a unigram entropy of 4.6), so that every
-#: claim's studies fit in an hour on 2 cores. The presets' own CPU scale (1000 steps of 16 x
-#: 128) is about 3 times longer a run and 4 hours for the suite: ``--scale presets``.
+#: The suite's language-model scale: llama-bytes (85.5% of its parameters masked) for 150
+#: steps of 8 x 128 bytes, 16384 validation bytes every 50 steps: about 35 s of wall time a
+#: run two at a time on 2 cores (about 3.5-3.9 bits per byte at the end against a unigram
+#: entropy of 4.6), so that every claim's studies fit in an hour. The presets' own CPU
+#: scale (1000 steps of 16 x 128) is about 10 times longer a run: ``--scale presets``.
 SUITE_LM = {
     "model": "llama-bytes",
-    "steps": 200,
+    "steps": 150,
     "batch_size": 8,
     "seq_len": 128,
     "eval_interval": 50,
-    "eval_tokens": 32768,
+    "eval_tokens": 16384,
 }
-#: LR grids of the LM studies: half-decade steps around 3.16e-3 (short runs favour larger
-#: LRs than the presets' 1e-3 centre), extended while an arm's best is unbracketed
-SUITE_LM_PROTOCOL = {"lr_start": 3.16e-3, "initial_points": 3}
+#: LR grids of the LM studies: half-decade steps around 1e-2 (short runs favour larger LRs
+#: than the presets' 1e-3 centre), extended while an arm's best is unbracketed
+SUITE_LM_PROTOCOL = {"lr_start": 1e-2, "initial_points": 3}
 #: ``--scale suite`` (the default): each preset's overrides, under ``--overrides``. What it
 #: leaves out is said here, and each study's scale is printed with its claim:
 #: - Table 1: the four bases Table 1 masks (Muon+Magma is not in it), 1 selection seed, the
@@ -84,7 +84,7 @@ SUITE_SCALE: dict[str, dict[str, Any]] = {
     "lr-window": {
         "workload": SUITE_LM,
         "search": {"base": "adamw"},
-        "protocol": {"lr_start": 3.16e-3, "initial_points": 5, "max_extensions": 2},
+        "protocol": {"lr_start": 1e-2, "initial_points": 5, "max_extensions": 1},
     },
     "sensitivity-p-tau": {"workload": SUITE_LM, "search": {"tau": [1.0, 2.0, 4.0], "lr": 1e-2}},
     "components": {
