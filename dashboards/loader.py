@@ -11,7 +11,14 @@ from sqlalchemy.orm import Session
 
 from dashboards.analysis.claims import Role
 from dashboards.analysis.objective import Mode, check_mode
-from dashboards.records import MetricPoint, TrialRecord, metrics_from_rows, trials_from_rows
+from dashboards.records import (
+    BracketSearch,
+    MetricPoint,
+    TrialRecord,
+    bracket_from_event,
+    metrics_from_rows,
+    trials_from_rows,
+)
 from studies.storage import repository as repo
 from studies.storage.models import Study, Trial
 from worker.contract import FINISHED_STUDY_STATUSES, FINISHED_TRIAL_STATUSES, PROGRESS_METRIC
@@ -41,6 +48,8 @@ class StudyData:
     metrics: list[MetricPoint] = field(default_factory=list)
     #: the latest event id when the rows were read: where a live view's stream starts
     last_event_id: int = 0
+    #: a bracket study's LR search (``study_bracket``); None for any other study
+    bracket: BracketSearch | None = None
 
     @property
     def finished(self) -> bool:
@@ -95,7 +104,18 @@ def load_study(
         trials=trials,
         metrics=points,
         last_event_id=cursor,
+        bracket=study_bracket(session, study),
     )
+
+
+def study_bracket(session: Session, study: Study) -> BracketSearch | None:
+    """A bracket study's LR search from its latest ``bracket`` event: the one reading of
+    that event, for the verdicts (API, pages, claims, and the CLI through the API) and the
+    study detail. None when the study has none (protocol ``none``, or no round planned)."""
+    event = repo.latest_event(session, study.id, "bracket")
+    if event is None:
+        return None
+    return bracket_from_event(event.payload, int(study.spec["protocol"]["max_extensions"]))
 
 
 def _metrics(

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
+from studies.bracket import Status
 from worker.contract import Base, TrialStatus, Variant
 
 #: base optimizers and variants in the order the paper's tables read (the baseline first)
@@ -123,6 +124,67 @@ def metrics_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[MetricPoint]:
         point = MetricPoint(int(row["trial_id"]), int(row["step"]), dict(row["values"]))
         latest[(point.trial_id, point.step)] = point
     return list(latest.values())
+
+
+@dataclass(frozen=True)
+class ArmSearch:
+    """How the bracket protocol's LR search went for one of its arms (a point of the grid
+    of the study's other searched lists)."""
+
+    #: the arm's searched values other than the LR, as its configurations' params hold them
+    params: dict[str, Any]
+    #: ``studies.bracket.Status``: bracketed, max_extensions or caps (stopped unbracketed
+    #: by that limit), running (another round was planned)
+    status: Status
+    #: every LR it ran, ascending
+    lrs: tuple[float, ...]
+    best_lr: float | None
+    best_value: float | None
+
+    @property
+    def bracketed(self) -> bool:
+        return self.status == "bracketed"
+
+
+@dataclass(frozen=True)
+class BracketSearch:
+    """A bracket study's LR search as its latest ``bracket`` event left it."""
+
+    #: no more selection rounds (the confirmation may follow)
+    done: bool
+    #: selection rounds run: the first, then the extensions
+    rounds: int
+    #: the spec's ``protocol.max_extensions``, the limit a ``max_extensions`` stop names
+    max_extensions: int
+    arms: tuple[ArmSearch, ...]
+
+
+def bracket_from_event(payload: Mapping[str, Any], max_extensions: int) -> BracketSearch:
+    """The record of a ``bracket`` event's payload (as ``studies.engine.searcher`` writes
+    it: ``done``, ``rounds`` and per arm its ``arm`` params, ``status``, ``lrs``,
+    ``best_lr`` and ``best_value``)."""
+    arms = []
+    for arm in payload["arms"]:
+        if arm["status"] not in get_args(Status):
+            raise ValueError(
+                f"bracket event: status must be one of {list(get_args(Status))}, "
+                f"got {arm['status']!r}"
+            )
+        arms.append(
+            ArmSearch(
+                params=dict(arm["arm"]),
+                status=arm["status"],
+                lrs=tuple(float(lr) for lr in arm["lrs"]),
+                best_lr=arm["best_lr"],
+                best_value=arm["best_value"],
+            )
+        )
+    return BracketSearch(
+        done=bool(payload["done"]),
+        rounds=int(payload["rounds"]),
+        max_extensions=max_extensions,
+        arms=tuple(arms),
+    )
 
 
 def by_trial(metrics: Iterable[MetricPoint]) -> dict[int, list[MetricPoint]]:

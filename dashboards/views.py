@@ -35,7 +35,7 @@ from dashboards.analysis.objective import rank
 from dashboards.analysis.pairing import paired_comparison
 from dashboards.analysis.status import status_counts
 from dashboards.analysis.table import comparison_table
-from dashboards.analysis.verdict import Comparison, verdicts
+from dashboards.analysis.verdict import Comparison
 from dashboards.figures.lr_window import lr_window_figure
 from dashboards.figures.mechanism import mechanism_figure
 from dashboards.figures.overview import best_curves_figure, learning_curves_spec, status_figure
@@ -49,6 +49,7 @@ from dashboards.figures.style import objective_title, params_text
 from dashboards.figures.table import comparison_table_figure
 from dashboards.loader import StudyData
 from dashboards.records import BASES, VARIANTS, Arm, TrialRecord
+from studies.best import is_confirmation
 from worker.contract import FINISHED_TRIAL_STATUSES, PROGRESS_METRIC
 
 #: a figure, or a plain figure dict drawn unvalidated (``export.embed_html``)
@@ -155,7 +156,8 @@ def _config_row(config: Configuration) -> dict[str, Any]:
 
 
 def sensitivity(data: StudyData, options: SensitivityOptions) -> PageView:
-    configs = configurations(data.trials)
+    # a confirmation stage reruns a choice on fresh seeds: no point of the search
+    configs = [c for c in configurations(data.trials) if not is_confirmation(c.params)]
     axes = _axis_candidates(configs)
     x, y = _heatmap_axes(axes, options)
     view = PageView(context={"axes": list(axes), "x": x, "y": y, "heatmaps": []})
@@ -381,8 +383,7 @@ def _pair(arms: list[Arm], options: RobustnessOptions) -> tuple[Arm | None, Arm 
 
 
 def table(data: StudyData, _: NoOptions) -> PageView:
-    result = comparison_table(data.trials, data.mode)
-    tested = {comparison.arm: comparison for comparison in verdicts(data.trials, data.mode)}
+    result = comparison_table(data.trials, data.mode, data.bracket)
     rows = []
     for base, cells in result.rows.items():
         row = []
@@ -396,11 +397,10 @@ def table(data: StudyData, _: NoOptions) -> PageView:
                 {
                     "value": cell.value,
                     "half_width": best.summary.half_width if best else None,
-                    "relative": cell.relative,
                     "params": params_text(best.params) if best else "",
                     "trial_ids": cell.trial_ids,
                     "reason": cell.reason,
-                    "verdict": _verdict_row(tested.get(cell.arm)),
+                    "verdict": _verdict_row(cell.comparison),
                 }
             )
         rows.append({"base": base, "cells": row})
@@ -411,7 +411,8 @@ def table(data: StudyData, _: NoOptions) -> PageView:
 
 
 def _verdict_row(comparison: Comparison | None) -> dict[str, Any] | None:
-    """A masked cell's paired verdict against its dense base, and its warnings."""
+    """A masked cell's paired verdict against its dense base (its one difference from
+    dense), and its warnings."""
     if comparison is None:
         return None
     estimate = comparison.estimate
@@ -468,7 +469,6 @@ def template_globals() -> dict[str, Any]:
     """Helpers the templates format numbers with."""
     return {
         "fmt": _fmt,
-        "pct": lambda v: "" if v is None else f"{v:+.1%}",
         "objective_title": objective_title,
     }
 

@@ -14,7 +14,7 @@ import pytest
 from dashboards.analysis import claims
 from dashboards.analysis.claims import CLAIMS, Role, Support
 from dashboards.analysis.objective import Mode
-from dashboards.records import TrialRecord
+from dashboards.records import ArmSearch, BracketSearch, TrialRecord
 from dashboards.views import LRWindowOptions
 from tests.dashboards_fixtures import Rows
 
@@ -31,6 +31,7 @@ class Study:
     spec: dict[str, Any] = field(default_factory=dict)
     mode: Mode = "min"
     id: int = 1
+    bracket: BracketSearch | None = None
 
 
 def arms(rows: Rows, factor: float, *, base: str = "adamw", **params: Any) -> None:
@@ -255,6 +256,64 @@ def test_table_a2_block_best_or_tied_and_damping_better() -> None:
     assert found.support == Support.contradicted
     # column, element, row: alphabetical
     assert found.numbers[1].startswith("granularity=block vs granularity=element: +10.0% ")
+
+
+def one_lr_stopped(status: str, *arms: dict[str, Any]) -> BracketSearch:
+    """A bracket search whose first round ran one LR, 1e-3, and ``status`` stopped it
+    there for every arm (initial_points 1, max_extensions 0)."""
+    searches = tuple(ArmSearch(arm, status, (1e-3,), 1e-3, None) for arm in arms)  # type: ignore[arg-type]
+    return BracketSearch(done=True, rounds=1, max_extensions=0, arms=searches)
+
+
+def test_an_unbracketed_arm_is_a_warning_of_the_claims_that_compare_it() -> None:
+    rows = Rows()
+    arms(rows, 0.9)
+    bracket = one_lr_stopped(
+        "max_extensions",
+        {"base": "adamw", "variant": "dense"},
+        {"base": "adamw", "variant": "magma"},
+    )
+    found = claims.table1({"study": Study(rows.trials(), bracket=bracket)})
+    assert found.support == Support.supported  # a warning qualifies it, as ever
+    assert found.warnings == tuple(
+        f"{label}: best LR 0.001 is the only one tested; "
+        "the search stopped at max_extensions=0 before bracketing it"
+        for label in ("adamw", "adamw+magma")
+    )
+    # the components claim compares configurations itself: each search of both arms
+    variants = ("magma", "dense")
+    values = ("attention", "attention+mlp", "all")
+    searched = [
+        {"base": "rmsprop", "variant": v, "components": c} for v in variants for c in values
+    ]
+    bracket = one_lr_stopped("caps", *searched)
+    found = claims.components({"study": Study(components_rows(0.95).trials(), bracket=bracket)})
+    assert found.support == Support.supported
+    assert found.warnings == tuple(
+        f"rmsprop{'+magma' if v == 'magma' else ''} (components={c}): best LR 0.001 is the only "
+        "one tested; the search stopped at the run cap (the study's runs or the server's "
+        "max_trials, whichever is lower) before bracketing it"
+        for v in variants
+        for c in values
+    )
+    # the LR-window claim: magma's best (the lowest of its tied LRs) is the grid's smallest
+    lrs = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    bracket = BracketSearch(
+        done=True,
+        rounds=3,
+        max_extensions=2,
+        arms=(
+            ArmSearch({"base": "adamw", "variant": "dense"}, "bracketed", lrs, 1e-3, 5.0),
+            ArmSearch({"base": "adamw", "variant": "magma"}, "caps", lrs, 1e-4, 5.0),
+        ),
+    )
+    found = claims.lr_window({"study": Study(window_rows(NARROW, WIDE).trials(), bracket=bracket)})
+    assert found.support == Support.supported
+    assert (
+        "adamw+magma: best LR 0.0001 is the smallest tested; the search stopped at the run cap "
+        "(the study's runs or the server's max_trials, whichever is lower) before bracketing it"
+    ) in found.warnings
+    assert not any(w.startswith("adamw: best LR") for w in found.warnings)
 
 
 def test_evaluate_marks_a_claim_without_its_study_inconclusive() -> None:

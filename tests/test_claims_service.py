@@ -79,3 +79,23 @@ def test_the_api_the_cli_and_the_page_show_the_same_claims(server: Server) -> No
     assert [int(i) for i in linked] == [heterogeneous, homogeneous]
     index = httpx.get(server.url)
     assert 'href="/claims"' in index.text
+
+
+def test_a_bracket_study_stopped_unbracketed_is_warned_about_in_its_claim(server: Server) -> None:
+    db = Database(server.database_url)
+    try:
+        study = write_quadratic(db, "heterogeneous", 0.8, "complete", bracket=True)
+    finally:
+        db.dispose()
+    rows = {row["id"]: row for row in httpx.get(f"{server.api}/claims").json()["claims"]}
+    fig4 = rows["fig-4"]
+    assert fig4["studies"][0]["study_id"] == study
+    # magma's best is at its largest LR, 10^-0.5 = 0.316228 (the preset's half-decade grid)
+    assert fig4["numbers"][0].startswith(
+        "heterogeneous: adamw+magma vs adamw: -20.0% [-20.0%, -20.0%] better"
+    )
+    assert (
+        "heterogeneous: adamw+magma: best LR 0.316228 is the largest tested; the search "
+        "stopped at the run cap (the study's runs or the server's max_trials, whichever is "
+        "lower) before bracketing it"
+    ) in fig4["warnings"]

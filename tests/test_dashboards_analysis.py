@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pytest
 
-from dashboards import records
+from dashboards import records, views
 from dashboards.analysis.arms import (
     best_configuration,
     best_per_arm,
@@ -23,6 +24,7 @@ from dashboards.analysis.mechanism import mechanism_series
 from dashboards.analysis.pairing import paired_comparison
 from dashboards.analysis.status import status_counts
 from dashboards.analysis.table import comparison_table
+from dashboards.loader import StudyData
 from dashboards.records import Arm, metrics_from_rows, trials_from_rows
 from tests.dashboards_fixtures import Rows
 from worker.config import TrialConfig
@@ -287,6 +289,51 @@ def test_group_by_arm_and_searched_values():
     }
 
 
+def confirmed_rows() -> Rows:
+    """A bracket study's rows: dense and magma at two LRs, then magma's choice rerun on
+    fresh seeds 3 and 4 as a configuration marked ``stage: confirm``."""
+    rows = Rows()
+    for lr, value in ((1e-3, 2.0), (1e-2, 1.0)):
+        rows.add(value, variant="dense", lr=lr)
+        rows.add(value - 0.5, variant="magma", lr=lr)
+    for seed in (3, 4):  # the stage marker is a param, not a TrialConfig field
+        rows.add(0.75, seed=seed, variant="magma", lr=1e-2)
+        rows.trial_rows[-1]["configuration"] = 4
+        rows.trial_rows[-1]["params"]["stage"] = "confirm"
+    return rows
+
+
+def test_the_confirmation_marker_is_no_searched_value():
+    configs = configurations(confirmed_rows().trials())
+    assert [c.params.get("stage") for c in configs] == [None, None, None, None, "confirm"]
+    assert searched_values(configs) == {"lr": [1e-3, 1e-2]}
+
+
+def test_the_sensitivity_page_leaves_the_confirmation_stage_out():
+    trials = confirmed_rows().trials()
+    data = StudyData(
+        id=1,
+        name="bracket",
+        status="complete",
+        spec={},
+        workload="quadratic",
+        metric="val_loss",
+        mode="min",
+        runs=len(trials),
+        error=None,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        started_at=None,
+        finished_at=None,
+        trials=trials,
+    )
+    view = views.sensitivity(data, views.SensitivityOptions())
+    assert view.context["axes"] == ["variant", "lr"] and view.context["sliced"] == ["lr"]
+    # the slices: each arm's two searched LRs, not the confirmation's rerun of one
+    [dense, magma] = view.figures["slices"]().data
+    assert (list(dense.x), list(dense.y)) == ([1e-3, 1e-2], [2.0, 1.0])
+    assert (list(magma.x), list(magma.y)) == ([1e-3, 1e-2], [1.5, 0.5])
+
+
 # --- LR window -------------------------------------------------------------------------
 
 
@@ -491,12 +538,15 @@ def test_pairing_across_bases_one_pair_and_none():
 # --- table -----------------------------------------------------------------------------
 
 
-def test_table_relative_change_against_dense():
+def test_table_cells_with_the_paired_verdict_as_their_difference():
     rows = Rows()
-    best_dense = rows.add(20.0, variant="dense", lr=1e-3)
-    rows.add(24.0, variant="dense", lr=1e-2)
-    rows.add(18.0, variant="magma", lr=1e-2)
-    rows.add(19.0, variant="skipupdate", lr=1e-3)
+    dense_seeds = (10.0, 20.0, 40.0)
+    for seed, value in enumerate(dense_seeds):
+        rows.add(value, seed=seed, variant="dense", lr=1e-3)
+        rows.add(30.0, seed=seed, variant="dense", lr=1e-2)
+        # log ratios to dense -0.1, -0.2, -0.3: mean -0.2, SD 0.1
+        rows.add(value * math.exp(-0.1 * (seed + 1)), seed=seed, variant="magma", lr=1e-2)
+        rows.add(value, seed=seed, variant="skipupdate", lr=1e-3)  # dense's very values
     rows.add(None, base="rmsprop", variant="dense", lr=1e-2, status="diverged")
     rows.add(15.0, base="rmsprop", variant="magma", lr=1e-3)
     rows.add(None, base="muon", variant="magma", lr=1e-3, status="running")
@@ -506,16 +556,25 @@ def test_table_relative_change_against_dense():
     assert table.variants == ("dense", "skipupdate", "magma")
     assert list(table.rows) == ["adamw", "rmsprop", "muon", "sgd"]
     adamw = table.rows["adamw"]
-    assert adamw["dense"].value == 20.0 and adamw["dense"].relative is None
-    assert adamw["dense"].trial_ids == (best_dense,)
-    assert adamw["magma"].relative == pytest.approx(-0.1, abs=1e-15)
-    assert adamw["skipupdate"].relative == pytest.approx(-0.05, abs=1e-15)
+    assert adamw["dense"].value == pytest.approx(70.0 / 3) and adamw["dense"].difference is None
+    assert adamw["dense"].trial_ids == (100, 104, 108)  # lr 1e-3, seeds 0 to 2
+    # paired on the log scale: exp(-0.2) - 1 = -18.1%, +- t(0.975, 2) 0.1 / sqrt(3) = 0.2484:
+    # [exp(-0.4484) - 1, exp(0.0484) - 1] = [-36.1%, +5.0%], which holds 0
+    assert adamw["magma"].difference == "-18.1% [-36.1%, +5.0%] no detectable difference at 3 seeds"
+    assert adamw["magma"].comparison.estimate.change == pytest.approx(math.expm1(-0.2))
+    assert adamw["skipupdate"].difference == (
+        "+0.0% [+0.0%, +0.0%] no detectable difference at 3 seeds"
+    )
     rmsprop = table.rows["rmsprop"]
     assert rmsprop["dense"].best is None and rmsprop["dense"].reason == "diverged"
-    assert rmsprop["magma"].value == 15.0 and rmsprop["magma"].relative is None
+    assert rmsprop["magma"].value == 15.0
+    assert rmsprop["magma"].difference == (
+        "no verdict: rmsprop has no configuration that completed on every seed"
+    )
     assert "skipupdate" not in rmsprop
     muon = table.rows["muon"]["magma"]
     assert muon.value is None and muon.reason == "running" and muon.trial_ids == ()
+    assert muon.difference is None  # no dense muon to differ from
     # a pruned seed leaves its configuration unscored, whatever the other seed reached
     sgd = table.rows["sgd"]["magma"]
     assert sgd.value is None and sgd.reason == "no configuration completed on every seed"

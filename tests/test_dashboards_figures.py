@@ -346,16 +346,18 @@ def test_paired_difference_figure_with_a_single_pair_has_no_band():
 
 def test_comparison_table_figure():
     rows = Rows()
-    rows.add(20.0, variant="dense", lr=1e-3)
-    rows.add(18.0, variant="magma", lr=1e-2)
+    for seed, dense in enumerate((20.0, 40.0)):
+        rows.add(dense, seed=seed, variant="dense", lr=1e-3)
+        rows.add(dense * 0.9, seed=seed, variant="magma", lr=1e-2)  # -10% on both seeds
     rows.add(None, base="rmsprop", variant="dense", lr=1e-3, status="diverged")
     fig = comparison_table_figure(comparison_table(rows.trials()), "val_ppl")
     [table] = fig.data
     assert list(table.header.values) == ["base", "dense", "magma"]
+    # the magma cell's difference is its paired verdict: both pairs -10%, no spread
     assert [list(column) for column in table.cells.values] == [
         ["adamw", "rmsprop"],
-        ["20<br>lr 0.001", "diverged"],
-        ["18 (-10.0%)<br>lr 0.01", ""],
+        ["30<br>lr 0.001", "diverged"],
+        ["27<br>-10.0% [-10.0%, -10.0%] better<br>lr 0.01", ""],
     ]
 
 

@@ -182,7 +182,10 @@ def test_page_content(site: Site) -> None:
     assert '"x": "step"' in running and '"y": "val_loss"' in running
     table = site.client.get(f"{base}/table").text
     assert "<th>+skipupdate</th>" in table and "<th>+magma</th>" in table
-    assert re.search(r"\((\+|-)\d+\.\d%\)", table)  # relative change against dense
+    # a masked cell's one difference from dense is its paired verdict; no unpaired one
+    assert re.search(r'<div class="verdict" data-verdict="\w+">adamw\+magma vs adamw: ', table)
+    assert not re.search(r"\((\+|-)\d+\.\d%\)", table)
+    assert f'href="/api/v1/studies/{site.language}/verdict"' in table
     assert re.search(r'trials <a href="/api/v1/trials/\d+">', table)
     mechanism = site.client.get(f"{base}/mechanism").text
     assert "<td>alignment</td><td>attention</td>" in mechanism

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from ray.tune.search import Searcher
 
-from dashboards.analysis.verdict import verdicts
+from dashboards.analysis.verdict import WarningCode, verdicts
 from dashboards.loader import load_study
 from service.api.views import detail
 from studies import bracket
@@ -126,9 +126,20 @@ def test_bracket_study_runs_the_planners_rounds_then_confirms(bracket_run) -> No
         shown = detail(session, session.get(Study, run.study.id)).bracket  # GET /studies/{id}
     assert shown is not None and shown.model_dump() == reports[-1]
     assert data is not None
-    (comparison,) = verdicts(data.trials, data.mode)
+    (comparison,) = verdicts(data.trials, data.mode, bracket=data.bracket)
     # the confirmation's fresh seeds, paired by seed index, give their own estimate
     assert (comparison.confirmation is not None) == bool(protocol.confirm_seeds)
+    # every arm the driver's last report says stopped unbracketed is warned about
+    warned = [w.message for w in comparison.warnings if w.code == WarningCode.unbracketed]
+    labels = {"dense": "adamw", "magma": "adamw+magma"}
+    stopped = [a for a in reports[-1]["arms"] if a["status"] != "bracketed"]
+    assert [m.split(":")[0] for m in warned] == [labels[a["arm"]["variant"]] for a in stopped]
+    if name == "one-point":  # one LR each, and no extension allowed
+        assert warned == [
+            f"{label}: best LR 0.01 is the only one tested; "
+            "the search stopped at max_extensions=0 before bracketing it"
+            for label in ("adamw", "adamw+magma")
+        ]
 
 
 def finish(db: Database, study_id: int, results: dict[tuple[str, float], float | None]) -> None:

@@ -18,7 +18,8 @@ from dashboards.analysis.verdict import (
     verdict,
     verdicts,
 )
-from dashboards.records import Arm
+from dashboards.records import Arm, ArmSearch, BracketSearch, bracket_from_event
+from studies.spec import StudySpec
 from studies.storage import repository as repo
 from tests.dashboards_fixtures import Rows
 
@@ -380,6 +381,161 @@ def test_a_diverged_confirmation_seed_is_a_divergence_at_the_chosen_lr() -> None
     )
 
 
+# --- the bracket protocol's stops ---------------------------------------------------------
+
+
+def search(status: str, best_lr: float | None, lrs=LRS, **params: object) -> ArmSearch:
+    return ArmSearch(dict(params), status, tuple(lrs), best_lr, None)  # type: ignore[arg-type]
+
+
+def stopped(*arms: ArmSearch, max_extensions: int = 4) -> BracketSearch:
+    return BracketSearch(
+        done=True, rounds=1 + max_extensions, max_extensions=max_extensions, arms=arms
+    )
+
+
+def edge_rows() -> Rows:
+    """Dense best at 0.01, inside its LRs; magma best at 0.1, the largest."""
+    rows = Rows()
+    add_arm(rows, "dense", DENSE_SEEDS)
+    add_arm(rows, "magma", masked_seeds(), best_lr=1e-1)
+    return rows
+
+
+def test_an_arm_stopped_unbracketed_is_warned_about_with_the_limit_that_stopped_it() -> None:
+    bracket = stopped(
+        search("bracketed", 1e-2, variant="dense"), search("max_extensions", 1e-1, variant="magma")
+    )
+    comparison = one(edge_rows(), bracket=bracket)
+    # the stop replaces the grid-edge warning (the same fact, with its cause)
+    assert [(w.code, w.message) for w in comparison.warnings] == [
+        (
+            WarningCode.unbracketed,
+            "adamw+magma: best LR 0.1 is the largest tested; "
+            "the search stopped at max_extensions=4 before bracketing it",
+        )
+    ]
+    assert comparison.summary == SUMMARY  # the numbers are the same
+    # without the search, the same trials are a plain grid study's: the grid-edge warning
+    assert codes(one(edge_rows())) == [WarningCode.best_at_grid_edge.value]
+
+
+@pytest.mark.parametrize(
+    ("status", "best_lr", "lrs", "text"),
+    [
+        (
+            "caps",
+            1e-3,
+            LRS,
+            "best LR 0.001 is the smallest tested; the search stopped at the run cap (the "
+            "study's runs or the server's max_trials, whichever is lower) before bracketing it",
+        ),
+        (
+            "running",
+            1e-2,
+            (1e-2,),
+            "best LR 0.01 is the only one tested; "
+            "the search has not bracketed it yet: another round was planned",
+        ),
+        (
+            "max_extensions",
+            None,
+            LRS,
+            "no LR completed; the search stopped at max_extensions=4 before bracketing it",
+        ),
+    ],
+)
+def test_each_stop_says_why(status: str, best_lr: float | None, lrs, text: str) -> None:
+    bracket = stopped(
+        search(status, best_lr, lrs, variant="dense"), search("bracketed", 1e-2, variant="magma")
+    )
+    rows = Rows()  # the dense trials as the search says: its LRs, its best (or none)
+    if best_lr is None:
+        for lr in lrs:
+            rows.add(None, seed=0, variant="dense", lr=lr, status="diverged")
+    else:
+        add_arm(rows, "dense", DENSE_SEEDS, best_lr=best_lr, lrs=lrs)
+    add_arm(rows, "magma", masked_seeds())
+    [warning] = one(rows, bracket=bracket).warnings
+    assert (warning.code, warning.message) == (WarningCode.unbracketed, f"adamw: {text}")
+
+
+def test_every_verdict_with_an_unbracketed_dense_arm_carries_it() -> None:
+    rows = Rows()
+    add_arm(rows, "dense", DENSE_SEEDS, best_lr=1e-1)
+    add_arm(rows, "magma", masked_seeds())
+    add_arm(rows, "skipupdate", DENSE_SEEDS)
+    bracket = stopped(
+        search("caps", 1e-1, variant="dense"),
+        search("bracketed", 1e-2, variant="magma"),
+        search("bracketed", 1e-2, variant="skipupdate"),
+    )
+    comparisons = verdicts(rows.trials(), "min", bracket=bracket)
+    assert [c.arm for c in comparisons] == [SKIP, MAGMA]
+    for comparison in comparisons:
+        [warning] = comparison.warnings
+        assert warning.code == WarningCode.unbracketed
+        assert warning.message.startswith("adamw: best LR 0.1 is the largest tested; ")
+
+
+def test_an_arm_searched_over_another_list_names_the_unbracketed_search() -> None:
+    rows = Rows()
+    add_arm(rows, "dense", DENSE_SEEDS, components="attention")
+    add_arm(rows, "magma", masked_seeds(), components="attention")
+    add_arm(rows, "magma", [v + 1.0 for v in DENSE_SEEDS], best_lr=1e-1, components="all")
+    bracket = stopped(
+        search("bracketed", 1e-2, variant="dense", components="attention"),
+        search("bracketed", 1e-2, variant="magma", components="attention"),
+        search("max_extensions", 1e-1, variant="magma", components="all"),
+        max_extensions=2,
+    )
+    comparison = one(rows, bracket=bracket)
+    assert comparison.best.params["components"] == "attention"  # still the best
+    # the unbracketed search might have beaten it: warned about all the same
+    [warning] = comparison.warnings
+    assert warning.message == (
+        "adamw+magma (components=all): best LR 0.1 is the largest tested; "
+        "the search stopped at max_extensions=2 before bracketing it"
+    )
+
+
+def test_a_bracket_event_reads_as_a_bracket_search() -> None:
+    payload = {
+        "done": True,
+        "rounds": 3,
+        "arms": [
+            {
+                "arm": {"variant": "dense"},
+                "status": "bracketed",
+                "lrs": [0.01, 0.1, 1],
+                "best_lr": 0.1,
+                "best_value": 2.5,
+            },
+            {
+                "arm": {"variant": "magma"},
+                "status": "caps",
+                "lrs": [0.01, 0.1],
+                "best_lr": 0.1,
+                "best_value": 2.0,
+            },
+        ],
+    }
+    read = bracket_from_event(payload, max_extensions=4)
+    assert read == BracketSearch(
+        True,
+        3,
+        4,
+        (
+            ArmSearch({"variant": "dense"}, "bracketed", (0.01, 0.1, 1.0), 0.1, 2.5),
+            ArmSearch({"variant": "magma"}, "caps", (0.01, 0.1), 0.1, 2.0),
+        ),
+    )
+    assert [arm.bracketed for arm in read.arms] == [True, False]
+    payload["arms"][1]["status"] = "stuck"
+    with pytest.raises(ValueError, match=r"status must be one of \['bracketed', 'max_extensions'"):
+        bracket_from_event(payload, max_extensions=4)
+
+
 # --- every surface shows the same numbers ------------------------------------------------
 
 #: per (variant, lr): each seed's objective. Magma's best is at the largest LR.
@@ -397,8 +553,10 @@ EDGE = (
 )
 
 
-def write_study(server: Server) -> int:
-    spec = quadratic_spec(
+def write_study(server: Server, spec: StudySpec | None = None, bracket: dict | None = None) -> int:
+    """HTTP_SEEDS as a complete study of ``spec`` (a grid over them by default), with
+    ``bracket`` as its latest bracket event when given."""
+    spec = spec or quadratic_spec(
         name="verdict", search={"variant": ["dense", "magma"], "lr": [0.01, 0.1, 1.0]}, seeds=3
     )
     response = httpx.post(f"{server.api}/studies", json=spec.model_dump(mode="json"))
@@ -407,6 +565,8 @@ def write_study(server: Server) -> int:
     db = Database(server.database_url)
     try:
         with db.transaction() as session:
+            if bracket is not None:
+                repo.add_event(session, study_id, "bracket", bracket)
             for number, ((variant, lr), seeds) in enumerate(HTTP_SEEDS.items()):
                 params = {"variant": variant, "lr": lr}
                 configs = [spec.complete_trial_config(params, s) for s in range(len(seeds))]
@@ -451,4 +611,63 @@ def test_api_status_table_and_export_show_the_same_verdict(server: Server) -> No
 
     exported = httpx.get(f"{server.api}/studies/{study_id}/best", params={"format": "json"})
     assert exported.status_code == 200
+    assert exported.json()["verdicts"] == body["comparisons"]
+
+
+#: the bracket event of HTTP_SEEDS run as a bracket study with no extension allowed: the
+#: planner's report after the first round (dense bracketed at 0.1, magma best at 1)
+BRACKET_EVENT = {
+    "done": True,
+    "rounds": 1,
+    "arms": [
+        {
+            "arm": {"variant": variant},
+            "status": status,
+            "lrs": [0.01, 0.1, 1.0],
+            "best_lr": best,
+            "best_value": sum(HTTP_SEEDS[(variant, best)]) / 3,
+        }
+        for variant, status, best in (("dense", "bracketed", 0.1), ("magma", "max_extensions", 1.0))
+    ],
+}
+UNBRACKETED = (
+    "adamw+magma: best LR 1 is the largest tested; "
+    "the search stopped at max_extensions=0 before bracketing it"
+)
+
+
+def test_an_unbracketed_arm_is_warned_about_on_every_surface(server: Server) -> None:
+    spec = quadratic_spec(
+        name="verdict-bracket",
+        search={"variant": ["dense", "magma"]},
+        seeds=3,
+        early_stopping={"kind": "none"},
+        protocol={
+            "kind": "bracket",
+            "lr_start": 0.1,
+            "lr_step_decades": 1.0,
+            "initial_points": 3,
+            "max_extensions": 0,
+        },
+    )
+    study_id = write_study(server, spec, BRACKET_EVENT)
+    warning = {"code": "unbracketed", "message": UNBRACKETED}
+
+    detail = httpx.get(f"{server.api}/studies/{study_id}").json()
+    assert detail["bracket"] == BRACKET_EVENT  # the study detail reads the same event
+
+    body = httpx.get(f"{server.api}/studies/{study_id}/verdict").json()
+    [comparison] = body["comparisons"]
+    assert comparison["summary"] == SUMMARY  # the same numbers as the grid study's
+    assert comparison["warnings"] == [warning]
+
+    status = cli(server, "status", str(study_id))
+    assert status.returncode == 0, status.stderr
+    assert f"{SUMMARY}\n  warning: {UNBRACKETED}\n" in status.stdout, status.stdout
+
+    page = httpx.get(f"{server.url}/studies/{study_id}/dashboard/table")
+    assert page.status_code == 200
+    assert f"warning: {UNBRACKETED}" in html.unescape(page.text)
+
+    exported = httpx.get(f"{server.api}/studies/{study_id}/best", params={"format": "json"})
     assert exported.json()["verdicts"] == body["comparisons"]

@@ -15,7 +15,7 @@ from typing import Any
 from dashboards.analysis.intervals import Interval, mean_interval, range_interval
 from dashboards.analysis.objective import Mode, check_mode, rank
 from dashboards.records import Arm, TrialRecord
-from studies.best import Outcome, is_confirmation, outcome
+from studies.best import STAGE_KEY, Outcome, is_confirmation, outcome
 
 #: the parameters that name an arm rather than place a configuration within it
 ARM_PARAMS = ("base", "variant")
@@ -133,11 +133,12 @@ def best_per_cell(
 
 def searched_values(configs: Sequence[Configuration]) -> dict[str, list[Any]]:
     """Every searched parameter other than the arm's, with its distinct values in order
-    (numbers before strings)."""
+    (numbers before strings). A confirmation stage's marker (``studies.best.STAGE_KEY``)
+    says which runs re-check a choice, not where a search went: it is no searched value."""
     values: dict[str, set[Any]] = {}
     for config in configs:
         for name, value in config.params.items():
-            if name not in ARM_PARAMS:
+            if name not in ARM_PARAMS and name != STAGE_KEY:
                 values.setdefault(name, set()).add(value)
     return {name: sorted(found, key=sort_key) for name, found in sorted(values.items())}
 

@@ -35,10 +35,10 @@ from dashboards.analysis.verdict import (
     Estimate,
     Verdict,
     paired_estimate,
-    percent,
+    unbracketed_warnings,
     verdicts,
 )
-from dashboards.records import Arm, TrialRecord
+from dashboards.records import Arm, BracketSearch, TrialRecord
 from worker.contract import Names, Variant
 
 #: Figure A1: the largest spread of the neighbourhood's cells, relative to its best cell,
@@ -67,6 +67,8 @@ class StudyView(Protocol):
     mode: Mode
     spec: dict[str, Any]
     trials: list[TrialRecord]
+    #: a bracket study's LR search, None for any other
+    bracket: BracketSearch | None
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def _warnings(comparisons: Sequence[Comparison]) -> tuple[str, ...]:
 
 def table1(studies: Mapping[str, StudyView]) -> Finding:
     study = studies["study"]
-    comparisons = _masked(verdicts(study.trials, study.mode))
+    comparisons = _masked(verdicts(study.trials, study.mode, bracket=study.bracket))
     if not comparisons:
         return Finding(Support.inconclusive, ("no base was run both dense and with magma",))
     found = [estimate.verdict if (estimate := _decisive(c)) else None for c in comparisons]
@@ -225,6 +227,7 @@ def lr_window(studies: Mapping[str, StudyView]) -> Finding:
         for window in (masked, dense):
             if _censored(window):
                 warnings.append(f"{window.arm.label}: its window reaches the end of the LR grid")
+            warnings += _unbracketed(study, window.arm)
         if m > d:
             found.append(Support.inconclusive if _censored(dense) else Support.supported)
         elif m < d:
@@ -256,7 +259,7 @@ def _all_or_any(found: Sequence[Support]) -> Support:
 
 
 def _one_comparison(study: StudyView) -> Comparison | None:
-    masked = _masked(verdicts(study.trials, study.mode))
+    masked = _masked(verdicts(study.trials, study.mode, bracket=study.bracket))
     return masked[0] if masked else None
 
 
@@ -360,19 +363,17 @@ def _choice(
         )
     )
     seeds = len(best.trials)
-    warnings = (f"{seeds} seed(s) a configuration",) if seeds < MIN_SEEDS else ()
-    return Finding(_all_or_any(found), tuple(numbers), warnings)
+    warnings = [f"{seeds} seed(s) a configuration"] if seeds < MIN_SEEDS else []
+    warnings += _unbracketed(study, arm) + _unbracketed(study, baseline)
+    return Finding(_all_or_any(found), tuple(numbers), tuple(warnings))
+
+
+def _unbracketed(study: StudyView, arm: Arm) -> list[str]:
+    return [w.message for w in unbracketed_warnings(study.trials, arm, study.bracket)]
 
 
 def _describe(estimate: Estimate | None) -> str:
-    if estimate is None:
-        return "no shared seed"
-    interval = (
-        f"[{percent(estimate.low)}, {percent(estimate.high)}]"
-        if estimate.low is not None
-        else "[no interval]"
-    )
-    return f"{percent(estimate.change)} {interval} {estimate.verdict_text}"
+    return "no shared seed" if estimate is None else estimate.difference
 
 
 def _base(study: StudyView) -> str | None:

@@ -1,8 +1,11 @@
 """The paper's Table 1: each base optimizer dense and masked, at its best configuration.
 
 Rows are base optimizers, columns the variants present (dense, skipupdate, magma); a cell
-is the arm's best stable configuration (its best LR, in the paper's protocol) and its
-change relative to the dense cell of the same row.
+is the arm's best stable configuration (its best LR, in the paper's protocol), described by
+its own mean and spread over seeds. A masked cell's one difference from dense is its paired
+verdict (``verdict.verdicts``: both arms at their best, paired by seed, with its 95%
+interval), the same numbers as ``GET /studies/{id}/verdict``; an unpaired difference of the
+two means would be a second, different number for the same question.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dashboards.analysis.arms import (
     group_by_arm,
 )
 from dashboards.analysis.objective import Mode
-from dashboards.records import VARIANTS, Arm, TrialRecord
+from dashboards.analysis.verdict import Comparison, verdicts
+from dashboards.records import VARIANTS, Arm, BracketSearch, TrialRecord
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,9 @@ class TableCell:
     arm: Arm
     #: the arm's best stable configuration; None when it has none
     best: Configuration | None
-    #: (value - dense) / |dense|, None for the dense column or without both values
-    relative: float | None
+    #: a masked arm's paired verdict against its base's dense arm; None for a dense cell
+    #: or a base without one
+    comparison: Comparison | None
     #: why there is no value: "diverged", "running" or none completed on every seed
     reason: str | None
 
@@ -39,6 +44,15 @@ class TableCell:
         """The best configuration's trials, to link the cell to."""
         return self.best.trial_ids if self.best is not None else ()
 
+    @property
+    def difference(self) -> str | None:
+        """The paired change against dense, its 95% interval and the verdict (``-4.9%
+        [-9.5%, -0.1%] better``), or why there is none; None without a comparison."""
+        if self.comparison is None:
+            return None
+        estimate = self.comparison.estimate
+        return estimate.difference if estimate else f"no verdict: {self.comparison.reason}"
+
 
 @dataclass(frozen=True)
 class ComparisonTable:
@@ -48,8 +62,13 @@ class ComparisonTable:
     rows: dict[str, dict[str, TableCell]]
 
 
-def comparison_table(trials: Iterable[TrialRecord], mode: Mode = "min") -> ComparisonTable:
-    """Best objective per (base, variant) and its change against the dense baseline."""
+def comparison_table(
+    trials: Iterable[TrialRecord], mode: Mode = "min", bracket: BracketSearch | None = None
+) -> ComparisonTable:
+    """Best objective per (base, variant) and each masked arm's paired verdict against its
+    dense base (``bracket``: a bracket study's LR search, for the verdicts' warnings)."""
+    trials = list(trials)
+    tested = {c.arm: c for c in verdicts(trials, mode, bracket=bracket)}
     bests: dict[Arm, tuple[Configuration | None, str | None]] = {}
     for arm, arm_trials in group_by_arm(trials).items():
         configs = configurations(arm_trials)
@@ -60,13 +79,7 @@ def comparison_table(trials: Iterable[TrialRecord], mode: Mode = "min") -> Compa
     variants += tuple(sorted(present - set(VARIANTS)))
     rows: dict[str, dict[str, TableCell]] = {}
     for arm, (best, reason) in bests.items():
-        dense = bests.get(Arm(arm.base, "dense"), (None, None))[0]
-        relative = None
-        if arm.variant != "dense" and best is not None and dense is not None:
-            baseline = dense.summary.mean
-            if baseline != 0:
-                relative = (best.summary.mean - baseline) / abs(baseline)
-        rows.setdefault(arm.base, {})[arm.variant] = TableCell(arm, best, relative, reason)
+        rows.setdefault(arm.base, {})[arm.variant] = TableCell(arm, best, tested.get(arm), reason)
     return ComparisonTable(variants, rows)
 
 

@@ -27,9 +27,12 @@ The definitions (the README's "Tested differences" repeats them):
   differences: power = P(|T| > t_{0.975, n-1}) for T noncentral t with n - 1 degrees of
   freedom and noncentrality (effect / s) sqrt(n). None with fewer than 2 pairs: no SD.
 - **Warnings** (``WarningCode``): an arm's best LR is the smallest or largest it tested
-  (an LR with a complete, diverged or pruned configuration); fewer than 3 pairs; a trial of
-  an arm diverged at its chosen LR (in any configuration with that LR, or in its
-  confirmation runs); the confirmation stage's verdict differs from this one.
+  (an LR with a complete, diverged or pruned configuration); in a bracket study instead,
+  its search stopped (or has not yet stopped) before bracketing its best LR, as the
+  study's latest ``bracket`` event says (``BracketSearch``, read by ``dashboards.loader``),
+  naming the limit that stopped it; fewer than 3 pairs; a trial of an arm diverged at its
+  chosen LR (in any configuration with that LR, or in its confirmation runs); the
+  confirmation stage's verdict differs from this one.
 
 The confirmation stage (each arm's chosen configuration rerun on fresh seeds, by a bracket
 study's ``protocol.confirm_seeds``) is read from the trials marked ``stage: confirm``.
@@ -41,15 +44,22 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from dashboards.analysis.arms import Configuration, best_configuration, configurations, group_by_arm
+from dashboards.analysis.arms import (
+    ARM_PARAMS,
+    Configuration,
+    best_configuration,
+    configurations,
+    group_by_arm,
+)
 from dashboards.analysis.intervals import mean_interval
 from dashboards.analysis.objective import Mode, check_mode
-from dashboards.records import Arm, TrialRecord
-from studies.best import is_confirmation
+from dashboards.records import Arm, ArmSearch, BracketSearch, TrialRecord
+from studies.best import STAGE_KEY, is_confirmation
 from worker.contract import Names, Variant
 
 CONFIDENCE = 0.95
@@ -82,6 +92,7 @@ class WarningCode(Names):
     few_seeds = "few_seeds"
     diverged_at_chosen_lr = "diverged_at_chosen_lr"
     confirmation_disagrees = "confirmation_disagrees"
+    unbracketed = "unbracketed"
 
 
 @dataclass(frozen=True)
@@ -113,13 +124,18 @@ class Estimate:
             return f"no detectable difference at {_seeds(self.n)}"
         return self.verdict.value
 
-    def describe(self) -> str:
-        """``-1.8% [-3.1%, -0.5%] better (5 seeds; 1% needs 12 seeds)``."""
+    @property
+    def difference(self) -> str:
+        """``-1.8% [-3.1%, -0.5%] better``: the change, its interval and the verdict."""
         interval = (
             f"[{percent(self.low)}, {percent(self.high)}]"
             if self.low is not None and self.high is not None
             else "[no interval]"
         )
+        return f"{percent(self.change)} {interval} {self.verdict_text}"
+
+    def describe(self) -> str:
+        """``-1.8% [-3.1%, -0.5%] better (5 seeds; 1% needs 12 seeds)``."""
         method = ", bootstrap" if self.method == Method.bootstrap else ""
         target = f"{DETECTABLE_CHANGE:.0%} needs"
         needs = (
@@ -128,7 +144,7 @@ class Estimate:
             else f"{target}: no variance estimate"
         )
         counts = f"({_seeds(self.n)}{method}; {needs})"
-        return f"{percent(self.change)} {interval} {self.verdict_text} {counts}"
+        return f"{self.difference} {counts}"
 
 
 @dataclass(frozen=True)
@@ -167,11 +183,13 @@ def verdicts(
     trials: Iterable[TrialRecord],
     mode: Mode,
     confirmation: Mapping[Arm, Sequence[TrialRecord]] | None = None,
+    bracket: BracketSearch | None = None,
 ) -> list[Comparison]:
     """Every masked arm against its base's dense arm (bases and variants in canonical
     order); ``confirmation``: each arm's confirmation-stage trials, none of them in
     ``trials``. Without it, the confirmation trials of a bracket study (params ``stage:
-    confirm``) are taken out of ``trials`` as it. See the module docstring."""
+    confirm``) are taken out of ``trials`` as it. ``bracket``: a bracket study's LR search,
+    whose stops replace the grid-edge warning. See the module docstring."""
     check_mode(mode)
     if confirmation is None:
         trials = list(trials)
@@ -188,8 +206,12 @@ def verdicts(
         base_best, best = bests[baseline], bests[arm]
         warnings: list[VerdictWarning] = []
         for which, chosen in ((baseline, base_best), (arm, best)):
-            if chosen is not None:
+            searches = _searches(groups[which], bracket) if bracket is not None else []
+            if bracket is not None and searches:
+                warnings += _unbracketed(which, searches, bracket)
+            elif chosen is not None:
                 warnings += _edge(which, chosen, configs[which])
+            if chosen is not None:
                 runs = [*groups[which], *confirmation.get(which, ())]
                 warnings += _diverged(which, chosen, runs)
         estimate, reason = None, None
@@ -346,3 +368,58 @@ def _few(n: int) -> list[VerdictWarning]:
     if n < 2:
         message += ": no variance, so no interval and no seeds-needed estimate"
     return [VerdictWarning(WarningCode.few_seeds, message)]
+
+
+def _search_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration's params as its bracket arm names them: LR and stage marker aside."""
+    return {k: v for k, v in params.items() if k not in (LR, STAGE_KEY)}
+
+
+def _searches(trials: Sequence[TrialRecord], bracket: BracketSearch) -> list[ArmSearch]:
+    """The bracket arms whose configurations are among ``trials`` (one arm's): one, or
+    several when the study searches another list (``components``, say) besides the LR."""
+    ran = [_search_params(t.params) for t in trials]
+    return [search for search in bracket.arms if search.params in ran]
+
+
+def unbracketed_warnings(
+    trials: Iterable[TrialRecord], arm: Arm, bracket: BracketSearch | None
+) -> list[VerdictWarning]:
+    """The ``unbracketed`` warnings about ``arm`` (its trials among ``trials``), for the
+    claims that compare an arm's configurations outside ``verdicts``; none without a search."""
+    if bracket is None:
+        return []
+    return _unbracketed(arm, _searches([t for t in trials if t.arm == arm], bracket), bracket)
+
+
+def _unbracketed(
+    arm: Arm, searches: Sequence[ArmSearch], bracket: BracketSearch
+) -> list[VerdictWarning]:
+    """A warning for each of ``arm``'s bracket searches that did not bracket its best LR,
+    naming the limit that stopped it."""
+    # the other lists that split an arm into several searches (components, say) name them
+    names = {name for other in bracket.arms for name in other.params} - set(ARM_PARAMS)
+    varying = sorted(n for n in names if len({repr(o.params.get(n)) for o in bracket.arms}) > 1)
+    warnings = []
+    for search in searches:
+        if search.bracketed:
+            continue
+        extra = ", ".join(f"{name}={search.params.get(name)}" for name in varying)
+        label = f"{arm.label} ({extra})" if extra else arm.label
+        lr = search.best_lr
+        if lr is None:
+            where = "no LR completed"
+        elif len(search.lrs) == 1:
+            where = f"best LR {lr:g} is the only one tested"
+        else:
+            side = "smallest" if lr == min(search.lrs) else "largest"
+            where = f"best LR {lr:g} is the {side} tested"
+        why = {
+            "max_extensions": f"the search stopped at max_extensions={bracket.max_extensions} "
+            "before bracketing it",
+            "caps": "the search stopped at the run cap (the study's runs or the server's "
+            "max_trials, whichever is lower) before bracketing it",
+            "running": "the search has not bracketed it yet: another round was planned",
+        }[search.status]
+        warnings.append(VerdictWarning(WarningCode.unbracketed, f"{label}: {where}; {why}"))
+    return warnings

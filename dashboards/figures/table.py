@@ -11,7 +11,7 @@ from dashboards.figures.style import format_value, new_figure, objective_title
 
 def comparison_table_figure(table: ComparisonTable, metric: str) -> go.Figure:
     """Rows are base optimizers, columns variants; a cell reads the best mean objective,
-    its change against dense and the LR it was reached at."""
+    a masked cell its paired verdict against dense, and the LR it was reached at."""
     columns = [
         list(table.rows),
         *[[_cell_text(table.rows[base].get(v)) for base in table.rows] for v in table.variants],
@@ -30,8 +30,8 @@ def _cell_text(cell: TableCell | None) -> str:
     if cell.best is None:
         return cell.reason or ""
     text = f"{cell.value:.4g}"
-    if cell.relative is not None:
-        text += f" ({cell.relative:+.1%})"
+    if cell.difference is not None:
+        text += f"<br>{cell.difference}"
     if "lr" in cell.best.params:
         text += f"<br>lr {format_value(cell.best.params['lr'])}"
     return text

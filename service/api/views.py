@@ -16,13 +16,14 @@ from dashboards.analysis.verdict import (
     Comparison,
     verdicts,
 )
-from dashboards.loader import claim_studies, load_study
+from dashboards.loader import claim_studies, load_study, study_bracket
 from dashboards.records import Arm
 from service.api.schemas import (
     ArmBest,
     ArmComparison,
     BestTrial,
     Bracket,
+    BracketArm,
     ClaimRow,
     ClaimsReport,
     ClaimStudy,
@@ -82,7 +83,7 @@ def detail(session: Session, study: Study) -> StudyDetail:
     progress = repo.trial_status_counts(session, [study.id])[study.id]
     best = best_of(session, study)
     end = study.finished_at or utcnow()
-    bracket = repo.latest_event(session, study.id, "bracket")
+    bracket = study_bracket(session, study)
     return StudyDetail(
         **summary(study, progress).model_dump(),
         spec=study.spec,
@@ -100,7 +101,22 @@ def detail(session: Session, study: Study) -> StudyDetail:
             queued_seconds=_seconds(study.created_at, study.started_at),
             running_seconds=_seconds(study.started_at, end) if study.started_at else None,
         ),
-        bracket=Bracket.model_validate(bracket.payload) if bracket else None,
+        bracket=Bracket(
+            done=bracket.done,
+            rounds=bracket.rounds,
+            arms=[
+                BracketArm(
+                    arm=arm.params,
+                    status=arm.status,
+                    lrs=list(arm.lrs),
+                    best_lr=arm.best_lr,
+                    best_value=arm.best_value,
+                )
+                for arm in bracket.arms
+            ],
+        )
+        if bracket
+        else None,
     )
 
 
@@ -123,7 +139,9 @@ def verdict(session: Session, study: Study) -> StudyVerdict:
         confidence=CONFIDENCE,
         detectable_change=DETECTABLE_CHANGE,
         power=POWER,
-        comparisons=[_comparison(c) for c in verdicts(data.trials, data.mode)],
+        comparisons=[
+            _comparison(c) for c in verdicts(data.trials, data.mode, bracket=data.bracket)
+        ],
     )
 
 
