@@ -53,7 +53,7 @@ def test_suite_scale_under_overrides_under_role() -> None:
     table1 = by_preset["paper-table1", "study"]
     assert table1.search["base"] == ["adamw", "c-adamw", "laprop", "rmsprop"]
     assert (table1.workload.steps, table1.workload.batch_size) == (150, 8)
-    assert (table1.protocol.lr_start, table1.protocol.confirm_seeds) == (1e-2, 3)
+    assert (table1.protocol.lr_start, table1.protocol.confirm_seeds) == (10**-2.5, 3)
     light = by_preset["heavy-tailed", "light"]
     assert (light.workload.covariates, light.workload.condition_number) == ("light", False)
     presets = bench.study_specs(["table1"], {}, "presets")
