@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -52,6 +54,30 @@ class CancelStopper(Unpicklable, tune.Stopper):
         return self.cancelled.is_set()
 
 
+#: Tune's trainable registry is not thread-safe: two studies registering at once fail with
+#: "dictionary changed size during iteration" (measured), so registration takes this lock
+_registration = threading.Lock()
+
+
+def study_trainable(cpu: float, gpu: float) -> str:
+    """``worker.trainable.trainable`` with these resources, registered under a name of its
+    own, which Tune is given instead of the function (a name is not registered again).
+
+    ``tune.with_resources`` sets an attribute on the function it is given, and Tune
+    registers a trainable by its function name once per Ray job, where every trial
+    started looks it up: studies running at once in one driver, each wrapping the one
+    shared function, would start trials with each other's resources. One name per
+    resource shape gives equal studies one registration and different ones their own."""
+
+    def run(config: dict[str, Any]) -> None:
+        trainable(config)
+
+    name = run.__name__ = f"trainable_cpu{cpu:g}_gpu{gpu:g}"
+    with _registration:
+        tune.register_trainable(name, tune.with_resources(run, {"cpu": cpu, "gpu": gpu}))
+    return name
+
+
 def run_study(
     study_id: int,
     spec: StudySpec,
@@ -59,12 +85,16 @@ def run_study(
     storage_path: Path,
     cancelled: threading.Event,
     run_name: str,
+    limit: Callable[[], int] | None = None,
 ) -> str:
-    """Run until every trial has finished or the study is cancelled; returns the status."""
+    """Run until every trial has finished or the study is cancelled; returns the status.
+
+    ``limit``: the trials the study may have in flight now, below its ``max_concurrent``
+    (the driver's fair share when it runs several studies at once)."""
     with transaction(sessions) as session:
         repo.requeue_unfinished(session, study_id)
     recorder = SQLRecorder(sessions)
-    searcher = StudySearcher(study_id, spec, sessions, flush=recorder.flush)
+    searcher = StudySearcher(study_id, spec, sessions, flush=recorder.flush, limit=limit)
     if spec.early_stopping.kind == "asha":
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
@@ -74,14 +104,13 @@ def run_study(
         )
     else:
         scheduler = FIFOScheduler()
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     # Tune's default result loggers (CSV, JSON, TensorBoard) would keep another copy of
     # every metric row beside the checkpoints; the recorder writes them to SQL. (The result
     # grid ``fit`` returns, unused, then finds no result files and would say so per trial.)
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
+        study_trainable(spec.resources.cpu, spec.resources.gpu),
         tune_config=tune.TuneConfig(
             metric=OBJECTIVE_KEY,
             mode=spec.mode,

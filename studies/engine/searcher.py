@@ -47,6 +47,7 @@ class StudySearcher(Unpicklable, Searcher):
         sessions: sessionmaker[Session],
         flush: Callable[[], None] = lambda: None,
         max_runs: int | None = None,
+        limit: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(metric=OBJECTIVE_KEY, mode=spec.mode)
         self.study_id, self.spec, self.sessions = study_id, spec, sessions
@@ -57,6 +58,9 @@ class StudySearcher(Unpicklable, Searcher):
             max_runs or get_settings().caps.max_trials
         )  # the server cap a bracket study's extensions stop at
         self.cancelled = False
+        # trials in flight the driver allows now (its share of the cluster among the studies
+        # it runs, ``studies.engine.fairness``); None: only Tune's ``max_concurrent`` limit
+        self.limit = limit
         with transaction(sessions) as session:
             configurations = repo.configurations(session, study_id)
         self.optuna = in_memory_study(spec, configurations)
@@ -64,6 +68,8 @@ class StudySearcher(Unpicklable, Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.cancelled:
             return Searcher.FINISHED
+        if self.limit is not None and len(self.handed_out) >= self.limit():
+            return None  # asked again as Tune loops
         with transaction(self.sessions) as session:
             trial = repo.next_queued(session, self.study_id, self.handed_out.values())
             created = repo.configurations_created(session, self.study_id)
