@@ -3,9 +3,13 @@
 Parameter set: the paper's 60M Llama (GaLore config: hidden 512, MLP 1376, 8 layers,
 8 heads, vocab 32000; 58M parameters), attention+MLP masked as in Appendix C.1.
 Every optimizer steps the same gradients, interleaved round-robin in one process, and
-the script prints median step-time ratios against the named baseline.
+the script prints median step-time ratios against the named baseline. Each wrapper runs
+twice: eager (``fused=False``, foreach kernels) and compiled (``fused=True``,
+magma/fused.py; its first steps compile, inside the warmup rounds). On CPU,
+AdamW(fused=True) is listed too, as the fused path's yardstick.
 
     python benchmarks/optimizer_step.py                    # CPU, AdamW(foreach=True)
+    python benchmarks/optimizer_step.py --size small       # a 2-layer, 4k-vocab model
     python benchmarks/optimizer_step.py --device cuda      # baseline AdamW(fused=True)
     python benchmarks/optimizer_step.py --reference-path DIR   # + magma-optimizer 0.1.1
 
@@ -29,11 +33,16 @@ from torch import Tensor
 
 import magma
 
-HIDDEN, MLP, LAYERS, VOCAB = 512, 1376, 8, 32000
+# (hidden, MLP, layers, vocab): the paper's 60M Llama, and a small one for slow machines.
+SIZES = {"60m": (512, 1376, 8, 32000), "small": (128, 344, 2, 4000)}
 
 
-def llama60m_parameters(device: str, dtype: torch.dtype) -> dict[str, list[Tensor]]:
-    """The 60M Llama's parameter tensors by component, with fixed random gradients."""
+def llama60m_parameters(
+    device: str, dtype: torch.dtype, size: str = "60m"
+) -> dict[str, list[Tensor]]:
+    """The 60M (or ``size``) Llama's parameter tensors by component, with fixed random
+    gradients."""
+    hidden, mlp, layers, vocab = SIZES[size]
     gen = torch.Generator().manual_seed(0)
 
     def tensor(*shape: int) -> Tensor:
@@ -42,11 +51,11 @@ def llama60m_parameters(device: str, dtype: torch.dtype) -> dict[str, list[Tenso
         return t
 
     parts: dict[str, list[Tensor]] = {"attention": [], "mlp": [], "rest": []}
-    parts["rest"] += [tensor(VOCAB, HIDDEN), tensor(HIDDEN), tensor(VOCAB, HIDDEN)]
-    for _ in range(LAYERS):
-        parts["attention"] += [tensor(HIDDEN, HIDDEN) for _ in range(4)]
-        parts["mlp"] += [tensor(MLP, HIDDEN), tensor(MLP, HIDDEN), tensor(HIDDEN, MLP)]
-        parts["rest"] += [tensor(HIDDEN), tensor(HIDDEN)]
+    parts["rest"] += [tensor(vocab, hidden), tensor(hidden), tensor(vocab, hidden)]
+    for _ in range(layers):
+        parts["attention"] += [tensor(hidden, hidden) for _ in range(4)]
+        parts["mlp"] += [tensor(mlp, hidden), tensor(mlp, hidden), tensor(hidden, mlp)]
+        parts["rest"] += [tensor(hidden), tensor(hidden)]
     return parts
 
 
@@ -92,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--size", default="60m", choices=list(SIZES))
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reference-path", type=Path, default=None)
@@ -99,30 +109,36 @@ def main() -> None:
 
     dtype = getattr(torch, args.dtype)
     cuda = args.device.startswith("cuda")
-    base_kwargs = {"lr": 1e-3, "weight_decay": 0.1}
-    base_kwargs |= {"fused": True} if cuda else {"foreach": True}
+    hyper = {"lr": 1e-3, "weight_decay": 0.1}
+    base_kwargs = hyper | ({"fused": True} if cuda else {"foreach": True})
     baseline = f"AdamW({'fused' if cuda else 'foreach'}=True)"
 
     candidates: dict[str, Callable[[], object]] = {}
 
     def build(name: str, make: Callable[[list[Tensor], list[Tensor]], object]) -> None:
-        parts = llama60m_parameters(args.device, dtype)
+        parts = llama60m_parameters(args.device, dtype, args.size)
         every = parts["attention"] + parts["mlp"] + parts["rest"]
         candidates[name] = make(every, parts["attention"] + parts["mlp"])
 
     build(baseline, lambda every, masked: torch.optim.AdamW(every, **base_kwargs))
-    build(
-        "Magma(AdamW)",
-        lambda every, masked: magma.Magma(
-            torch.optim.AdamW(every, **base_kwargs), params=masked, seed=0
-        ),
-    )
-    build(
-        "SkipUpdate(AdamW)",
-        lambda every, masked: magma.SkipUpdate(
-            torch.optim.AdamW(every, **base_kwargs), params=masked, seed=0
-        ),
-    )
+    if not cuda:
+        build(
+            "AdamW(fused=True)", lambda every, masked: torch.optim.AdamW(every, **hyper, fused=True)
+        )
+    for fused in (False, True):
+        suffix = ", fused" if fused else ""
+        build(
+            f"Magma(AdamW{suffix})",
+            lambda every, masked, fused=fused: magma.Magma(
+                torch.optim.AdamW(every, **base_kwargs), params=masked, seed=0, fused=fused
+            ),
+        )
+        build(
+            f"SkipUpdate(AdamW{suffix})",
+            lambda every, masked, fused=fused: magma.SkipUpdate(
+                torch.optim.AdamW(every, **base_kwargs), params=masked, seed=0, fused=fused
+            ),
+        )
     if args.reference_path is not None:
         reference = load_reference(args.reference_path)
         masked_ids: set[Tensor] = set()
@@ -151,7 +167,7 @@ def main() -> None:
 
     base_state = state_bytes(base_state_tensors(candidates[baseline]))
     print(
-        f"# 60M Llama parameter set: {n_params / 1e6:.1f}M params, attention+MLP masked, "
+        f"# {args.size} Llama parameter set: {n_params / 1e6:.1f}M params, attention+MLP masked, "
         f"{args.device} {args.dtype}, threads={torch.get_num_threads()}, "
         f"{args.rounds} interleaved rounds"
     )

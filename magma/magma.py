@@ -18,6 +18,8 @@ class Magma(MaskedOptimizer):
     is Bernoulli(p), ``"alignment"`` uses s_t as the survival probability, ``"none"``
     keeps every block; ``damping=False`` rescales survivors by 1/p (or 1/s_t) instead
     of s_t. The defaults are the paper's: p=0.5, tau=2, ema=0.9, block granularity.
+    ``fused``: the compiled Adam/AdamW step of ``magma.fused`` (None: on CUDA where it
+    applies; True: forced, ValueError where impossible; False: the eager foreach path).
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class Magma(MaskedOptimizer):
         *,
         sampling: str = "uniform",
         damping: bool = True,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             optimizer,
@@ -43,6 +46,7 @@ class Magma(MaskedOptimizer):
             damping=damping,
             tau=tau,
             ema=ema,
+            fused=fused,
         )
 
     def _describe(self) -> str:

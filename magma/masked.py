@@ -10,7 +10,8 @@ Per step and masked block b:
 with scale = 1/p (SkipUpdate) or s_t (Magma). For the bases in ``magma.rules`` the
 update is recomputed from the base's own state, so blocks whose mask is 0 do no
 parameter work and nothing is copied. Any other optimizer takes a generic path:
-snapshot the masked blocks, let the base step, then rescale or restore them.
+snapshot the masked blocks, let the base step, then rescale or restore them. With
+``fused`` (auto on CUDA), Adam/AdamW buckets run the compiled kernels of magma.fused.
 Parameters that are not masked are always stepped by the base itself, unchanged.
 """
 
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from magma import fused as F
 from magma import scores as S
 from magma.rules import rule_for
 from magma.rules.base import ParamGroup, UpdateRule, buckets
@@ -69,6 +71,7 @@ class MaskedOptimizer(Optimizer):
         damping: bool,
         tau: float,
         ema: float,
+        fused: bool | None = None,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
@@ -87,6 +90,8 @@ class MaskedOptimizer(Optimizer):
         _check_unit_interval("ema", ema, closed_low=True)
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
+        if fused is not None and not isinstance(fused, bool):
+            raise ValueError(f"fused must be True, False or None (auto), got {fused!r}")
 
         owned = {q for group in optimizer.param_groups for q in group["params"]}
         if params is None:
@@ -115,6 +120,10 @@ class MaskedOptimizer(Optimizer):
         self._cpu_generator = torch.Generator().manual_seed(self.seed)
         self._device_generators: dict[str, torch.Generator] = {}
         self._survival: dict[str, list[Any]] = {}
+        self.fused = fused
+        if fused:
+            for group in optimizer.param_groups:
+                self._check_fused(group)
         self._install_optimizer_hooks()
 
     # --- torch.optim.Optimizer plumbing: everything lives in the base -------------
@@ -169,11 +178,59 @@ class MaskedOptimizer(Optimizer):
         if self._mask_all:
             for q in self.optimizer.param_groups[-1]["params"]:
                 self._labels.setdefault(q, DEFAULT_LABEL)
+        if self.fused:
+            self._check_fused(self.optimizer.param_groups[-1])
 
     @property
     def masked_params(self) -> dict[Tensor, str]:
         """The masked tensors and their component labels."""
         return dict(self._labels)
+
+    # --- the fused kernel (magma.fused) ---------------------------------------------
+
+    def _fused_obstacle(self, group: ParamGroup) -> str | None:
+        """Why the fused kernel cannot step this group's masked blocks, or None."""
+        if self.granularity != "block":
+            return f"granularity is {self.granularity!r}; it needs 'block'"
+        if self.sampling == "alignment":
+            return "sampling is 'alignment'; it needs 'uniform' or 'none' (masks drawn on the host)"
+        if not F.supports(self.optimizer, group):
+            return (
+                f"the base is {type(self.optimizer).__name__}; it needs torch.optim.Adam or "
+                "AdamW without differentiable=True"
+            )
+        return None
+
+    def _check_fused(self, group: ParamGroup) -> None:
+        if any(q in self._labels for q in group["params"]):
+            obstacle = self._fused_obstacle(group)
+            if obstacle is not None:
+                raise ValueError(f"fused=True is impossible: {obstacle} (or pass fused=None)")
+
+    def _uses_fused(self, group: ParamGroup, device: torch.device) -> bool:
+        """True forces it (validated in __init__); None: on CUDA when it applies."""
+        if self.fused is None:
+            return device.type == "cuda" and self._fused_obstacle(group) is None
+        return self.fused
+
+    def _step_fused(
+        self,
+        group: ParamGroup,
+        params: list[Tensor],
+        states: list[dict[str, Tensor]],
+        host_draws: dict[Tensor, bool],
+    ) -> None:
+        keep = [host_draws.get(q, True) for q in params]
+        for q, kept in zip(params, keep, strict=True):
+            self._count_survival(q, kept)
+        previous = None
+        if self._needs_scores:
+            none_yet = torch.full((), float("nan"), device=params[0].device)
+            previous = torch.stack([self._scores.get(q, none_yet) for q in params])
+        scale = None if self.damping else self._undamped_scale
+        scores = F.adam_step(group, params, states, keep, previous, scale, self.tau, self.ema)
+        if scores is not None:
+            self._scores.update(zip(params, scores.unbind(0), strict=True))
 
     # --- the step -----------------------------------------------------------------
 
@@ -313,6 +370,9 @@ class MaskedOptimizer(Optimizer):
             if not self.state[q]:
                 self.state[q].update(rule.init_state(group, q))
             states.append(self.state[q])
+        if self._uses_fused(group, params[0].device):
+            self._step_fused(group, params, states, host_draws)
+            return
         grads = rule.update_moments(group, params, [q.grad for q in params], states)
         if self._needs_scores:
             self._update_scores(params, self._first_moments(rule, params, grads, states), grads)

@@ -12,7 +12,8 @@ from magma.masked import MaskedOptimizer
 
 class SkipUpdate(MaskedOptimizer):
     """Each masked block survives a step with probability ``p`` and is scaled by 1/p,
-    so the expected update equals the base optimizer's; moments stay dense."""
+    so the expected update equals the base optimizer's; moments stay dense. ``fused`` as
+    for Magma: the compiled Adam/AdamW step (None: on CUDA where it applies)."""
 
     def __init__(
         self,
@@ -21,6 +22,8 @@ class SkipUpdate(MaskedOptimizer):
         params: Iterable[Tensor] | Mapping[str, Iterable[Tensor]] | None = None,
         granularity: str = "block",
         seed: int | None = None,
+        *,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             optimizer,
@@ -32,4 +35,5 @@ class SkipUpdate(MaskedOptimizer):
             damping=False,
             tau=1.0,
             ema=0.0,
+            fused=fused,
         )

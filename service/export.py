@@ -90,7 +90,7 @@ def _file_hashes(sources: list[str]) -> dict[str, str | None]:
 
 
 def data_provenance(config: dict[str, Any]) -> dict[str, Any]:
-    """Content hashes of the training data and tokenizer (llama-c4 workloads only)."""
+    """Content hashes of the training data, tokenizer and model config (llama-c4 only)."""
     trial = TrialConfig(**config)
     if trial.workload != WorkloadKind.llama_c4:
         return {"workload": trial.workload, "generated": "synthetic data from the trial seed"}
@@ -101,6 +101,9 @@ def data_provenance(config: dict[str, Any]) -> dict[str, Any]:
         "train_files": list(train) if train else "bundled C4 sample",
         "validation_files": list(validation) if validation else "bundled C4 sample",
         "tokenizer": trial.tokenizer or "bundled T5 spiece.model",
+        # the hash recorded when the trial was configured: the model file that ran
+        "model": trial.model,
+        "model_sha256": trial.model_sha256,
         **_hashes(train, validation, trial.tokenizer or str(T5_SPIECE)),
     }
 

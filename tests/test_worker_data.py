@@ -342,7 +342,7 @@ def test_local_shard_formats(tmp_path, t5):
     assert from_shards.path != from_parquet.path  # keyed by file contents
     assert np.array_equal(from_shards.tokens, from_parquet.tokens)
     assert np.array_equal(from_shards.offsets, from_parquet.offsets)
-    assert corpus.fingerprint(sources) != corpus.fingerprint([str(one_file)])
+    assert corpus.fingerprint(sources, "train") != corpus.fingerprint([str(one_file)], "train")
 
 
 def test_relative_glob(tmp_path, monkeypatch):
@@ -392,6 +392,6 @@ def test_missing_file_fails_the_workload(tmp_path, token_cache_dir):  # noqa: F8
 def test_hub_source_without_datasets():
     source = "hf:allenai/c4:en"
     assert corpus.resolve_sources([source], "train") == [source]
-    assert len(corpus.fingerprint([source])) == 64  # hashed by name, no network
+    assert len(corpus.fingerprint([source], "train")) == 64  # hashed by name, no network
     with pytest.raises(ValueError, match="datasets"):
         next(corpus.documents([source], "train"))

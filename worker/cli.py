@@ -44,7 +44,9 @@ def _choices(names: type[Names]) -> str:
 def train_command(
     config_file: Annotated[Path | None, _option("YAML/JSON file of TrialConfig fields")] = None,
     workload: Annotated[str | None, _option(_choices(WorkloadKind))] = None,
-    model: Annotated[str | None, _option("llama-bytes | llama-tiny | llama-60m | ...")] = None,
+    model: Annotated[
+        str | None, _option("llama-bytes | llama-tiny | llama-60m | ... or a LlamaConfig JSON path")
+    ] = None,
     base: Annotated[str | None, _option(_choices(Base))] = None,
     variant: Annotated[str | None, _option(_choices(Variant))] = None,
     lr: Annotated[float | None, _option("peak learning rate")] = None,
@@ -58,7 +60,7 @@ def train_command(
     seq_len: Annotated[int | None, _option("tokens per sequence")] = None,
     packing: Annotated[str | None, _option("pack | truncate")] = None,
     eval_interval: Annotated[int | None, _option("steps between evaluations")] = None,
-    eval_tokens: Annotated[int | None, _option("validation tokens (default: all)")] = None,
+    eval_tokens: Annotated[int | None, _option("validation tokens (default: 10M)")] = None,
     weight_decay: Annotated[float | None, _option("weight decay")] = None,
     grad_clip: Annotated[float | None, _option("gradient-norm clip")] = None,
     seed: Annotated[int | None, _option("data order and init seed")] = None,
@@ -70,6 +72,9 @@ def train_command(
     covariates: Annotated[str | None, _option("linear-transformer: light | heavy")] = None,
     device: Annotated[str | None, _option("auto | cpu | cuda")] = None,
     threads: Annotated[int | None, _option("torch CPU threads")] = None,
+    precision: Annotated[
+        str | None, _option("auto (bf16 on CUDA) | bf16 (autocast, CPU too) | fp32")
+    ] = None,
     compile: Annotated[bool | None, _option("torch.compile the model")] = None,
     checkpoint_dir: Annotated[
         Path | None, _option("save a checkpoint here at every eval; resume from it if present")

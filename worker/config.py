@@ -7,6 +7,7 @@ engine all build trials through it).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,16 +22,22 @@ from pydantic import (
 
 from worker.contract import (
     DEFAULT_METRIC,
+    Base,
     BaseName,
     ComponentsName,
+    Granularity,
     GranularityName,
+    Variant,
     VariantName,
     WorkloadName,
     check_metric,
     mask_seed,
 )
 from worker.data.tokenizer import BYTES
-from worker.models import model_names, model_tokenizer
+from worker.models import model_fields, model_names, model_sha256, model_tokenizer
+
+#: validation tokens per evaluation when none are given: GaLore's harness evaluates 10M
+DEFAULT_EVAL_TOKENS = 10_000_000
 
 
 class TrialConfig(BaseModel):
@@ -44,7 +51,17 @@ class TrialConfig(BaseModel):
 
     workload: WorkloadName = "llama-c4"
     # --- llama-c4 ----------------------------------------------------------------
-    model: str = "llama-nano"
+    model: str = Field(
+        "llama-nano",
+        description="a bundled model name, or the path of a Hugging Face LlamaConfig JSON file "
+        "(stored absolute)",
+    )
+    model_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the model's JSON file, filled in when None; a trial refuses to "
+        "build from a file that no longer matches it",
+    )
     seq_len: int = Field(256, ge=8, le=8192)
     batch_size: int = Field(16, ge=1, description="sequences per optimizer step")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
@@ -53,13 +70,20 @@ class TrialConfig(BaseModel):
         None, description="paths/globs of C4 shards, or 'hf:allenai/c4:en'; None: bundled sample"
     )
     validation_files: list[str] | None = None
-    max_documents: int | None = Field(None, ge=1, description="per split; bounds hub streams")
+    max_documents: int | None = Field(
+        None, ge=1, description="per split: read at most this many documents of any source"
+    )
     tokenizer: str | None = Field(
         None,
         description=f"{BYTES!r} (UTF-8 bytes), a SentencePiece .model file, or an HF name or "
         "path; None: the one the model's config names, else the bundled T5 spiece",
     )
-    eval_tokens: int | None = Field(None, ge=1, description="None: the whole validation split")
+    eval_tokens: int = Field(
+        DEFAULT_EVAL_TOKENS,
+        ge=1,
+        description="validation tokens evaluated (and, from a large source, read); null reads "
+        "as the default, 10M as in GaLore's harness",
+    )
     cache_dir: Path | None = None
     # --- synthetic workloads -------------------------------------------------------
     hessian: Literal["homogeneous", "heterogeneous"] = "heterogeneous"
@@ -89,8 +113,17 @@ class TrialConfig(BaseModel):
     )
     # --- execution ---------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: bool = Field(True, description="bf16 autocast, on CUDA only")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="llama-c4 autocast: 'bf16' on any device, 'fp32' none; 'auto': bf16 on "
+        "CUDA, fp32 on CPU",
+    )
     compile: bool = False
+    fused_step: bool | None = Field(
+        None,
+        description="magma's compiled Adam/AdamW step: None on CUDA where it applies, true "
+        "forces it (base 'adam'/'adamw', a masked variant, granularity 'block'), false never",
+    )
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
     divergence_factor: float = Field(3.0, gt=1, description="loss > factor * initial: diverged")
 
@@ -104,19 +137,33 @@ class TrialConfig(BaseModel):
         if data.get("mask_seed") is None:
             seed = data.get("seed", 0)
             data["mask_seed"] = mask_seed(seed) if isinstance(seed, int) else None
+        if data.get("eval_tokens", DEFAULT_EVAL_TOKENS) is None:
+            # never "the whole split": a hub split is far too large to evaluate
+            data["eval_tokens"] = DEFAULT_EVAL_TOKENS
         if data.get("metric") is None:
             data["metric"] = DEFAULT_METRIC.get(str(data.get("workload", "llama-c4")))
+        if "bf16" in data:  # configs stored before ``precision``: bf16 meant CUDA only
+            legacy = data.pop("bf16")
+            if not isinstance(legacy, bool):
+                raise ValueError(f"bf16: must be true or false, got {legacy!r}; or set precision")
+            data.setdefault("precision", "auto" if legacy else "fp32")
         model = data.get("model", cls.model_fields["model"].default)
-        if data.get("tokenizer") is None and model in model_names():
-            data["tokenizer"] = model_tokenizer(model)
+        if isinstance(model, str) and model not in model_names():
+            # A path: absolute, so the driver's trials find it whatever their working directory.
+            model = data["model"] = os.path.abspath(os.path.expanduser(model))
+        try:
+            if data.get("model_sha256") is None:
+                data["model_sha256"] = model_sha256(model)
+            if data.get("tokenizer") is None:
+                data["tokenizer"] = model_tokenizer(model)
+        except (TypeError, ValueError):  # a bad model: its field validator reports it
+            pass
         return data
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        names = model_names()
-        if value not in names:
-            raise ValueError(f"must be one of {names}")
+        model_fields(value)  # raises a ValueError saying what is allowed
         return value
 
     @field_validator("tokenizer")
@@ -151,6 +198,10 @@ class TrialConfig(BaseModel):
             raise ValueError("both betas must be in [0, 1)")
         return value
 
+    def bf16(self, device: str) -> bool:
+        """Whether the model runs under bf16 autocast on ``device`` ("cpu", "cuda")."""
+        return self.precision == "bf16" or (self.precision == "auto" and device == "cuda")
+
     @model_validator(mode="after")
     def _consistent(self) -> TrialConfig:
         if self.batch_size % self.grad_accum:
@@ -158,6 +209,22 @@ class TrialConfig(BaseModel):
                 f"batch_size ({self.batch_size}) must be a multiple of grad_accum "
                 f"({self.grad_accum})"
             )
+        fusable = (
+            self.base in (Base.adam, Base.adamw)
+            and self.variant != Variant.dense
+            and self.granularity == Granularity.block
+        )
+        if self.fused_step and not fusable:
+            raise ValueError(
+                "fused_step: true needs base 'adam' or 'adamw', variant 'magma' or "
+                f"'skipupdate' and granularity 'block'; got base {self.base!r}, variant "
+                f"{self.variant!r}, granularity {self.granularity!r}"
+            )
         if self.metric == "condition_number" and not self.condition_number:
             raise ValueError("metric 'condition_number' needs condition_number: true")
+        if self.precision == "bf16" and self.workload != "llama-c4":
+            raise ValueError(
+                f"precision: 'bf16' applies to workload 'llama-c4' only; {self.workload!r} "
+                "runs in fp32 ('auto' or 'fp32')"
+            )
         return self

@@ -69,7 +69,12 @@ def _masked(
         return base
     if config.variant == "skipupdate":
         return magma.SkipUpdate(
-            base, p=config.p, params=mine, granularity=config.granularity, seed=seed
+            base,
+            p=config.p,
+            params=mine,
+            granularity=config.granularity,
+            seed=seed,
+            fused=config.fused_step,
         )
     return magma.Magma(
         base,
@@ -78,6 +83,7 @@ def _masked(
         params=mine,
         granularity=config.granularity,
         seed=seed,
+        fused=config.fused_step,
     )
 
 

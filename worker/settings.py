@@ -113,11 +113,30 @@ class Settings(BaseSettings):
         validation_alias="MAGMA_DRIVER_STALE_SECONDS",
         description="heartbeat silence after which another driver takes a study over",
     )
+    max_concurrent_studies: int = Field(
+        1,
+        ge=1,
+        validation_alias="MAGMA_MAX_CONCURRENT_STUDIES",
+        description="studies one driver runs at once, sharing the cluster fairly; "
+        "1: one after the other",
+    )
     # --- trials ---------------------------------------------------------------------------
     cache_dir: Path = Field(
         Path("var/cache/tokens"),
         validation_alias="MAGMA_CACHE_DIR",
         description="tokenized-data cache shared by all trials",
+    )
+    tokenize_workers: int | None = Field(
+        None,
+        ge=1,
+        validation_alias="MAGMA_TOKENIZE_WORKERS",
+        description="processes that build a token cache; unset: every CPU of the machine",
+    )
+    hub_mirror: Path | None = Field(
+        None,
+        validation_alias="MAGMA_HUB_MIRROR",
+        description="local copy of hub data sets (<mirror>/allenai/c4/en/c4-train.*.json.gz): "
+        "'hf:' sources read it instead of downloading",
     )
     # --- CLI client -----------------------------------------------------------------------
     api_url: str = Field(
@@ -191,9 +210,15 @@ class Settings(BaseSettings):
 
     def trial_environment(self) -> dict[str, str]:
         """What a trial process, started by Ray possibly on another node, needs in its
-        environment to read the driver's settings: the token cache, as an absolute path
-        (Ray Tune runs each trial in its own working directory)."""
-        return {"MAGMA_CACHE_DIR": str(self.cache_dir.resolve())}
+        environment to read the driver's settings: the token cache and, when set, the hub
+        mirror, as absolute paths (Ray Tune runs each trial in its own working
+        directory), and the tokenizing processes."""
+        environment = {"MAGMA_CACHE_DIR": str(self.cache_dir.resolve())}
+        if self.hub_mirror is not None:
+            environment["MAGMA_HUB_MIRROR"] = str(self.hub_mirror.resolve())
+        if self.tokenize_workers is not None:
+            environment["MAGMA_TOKENIZE_WORKERS"] = str(self.tokenize_workers)
+        return environment
 
 
 @lru_cache

@@ -188,7 +188,10 @@ def _save(path: Path, config, model, optimizers, schedulers, state: Progression)
 
 def _load(path: Path, config: TrialConfig, model, optimizers, schedulers) -> Progression:
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    saved, current = payload["config"], config.model_dump(mode="json")
+    # Read through TrialConfig: a checkpoint from before a field was added or renamed
+    # (``bf16``, ``model_sha256``) compares with its values filled in as today's would be.
+    saved = TrialConfig(**payload["config"]).model_dump(mode="json")
+    current = config.model_dump(mode="json")
     changed = sorted(
         k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]
     )

@@ -29,6 +29,7 @@ class SentencePieceTokenizer:
     def __init__(self, path: Path = T5_SPIECE) -> None:
         import sentencepiece
 
+        self.path = Path(path)
         self._sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
         self.vocab_size = self._sp.get_piece_size()
         self.eos_id = self._sp.eos_id()
@@ -37,6 +38,10 @@ class SentencePieceTokenizer:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self._sp.encode(texts)
+
+    def __reduce__(self) -> tuple[type, tuple[Path]]:
+        """Pickled by path, so that tokenizing processes each load their own model."""
+        return SentencePieceTokenizer, (self.path,)
 
 
 class ByteTokenizer:

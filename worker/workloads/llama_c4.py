@@ -15,10 +15,28 @@ from worker.config import TrialConfig
 from worker.contract import COMPONENT_LABELS
 from worker.data import corpus
 from worker.data.batches import IGNORE_INDEX, Rows, TrainOrder
-from worker.data.token_cache import default_cache_dir, tokenized_split
+from worker.data.token_cache import TokenizedSplit, default_cache_dir, tokenized_split
 from worker.data.tokenizer import load_tokenizer
 from worker.models import build_model
 from worker.workloads.base import Workload
+
+
+def read_budget(config: TrialConfig, rows: int, large: bool) -> tuple[int | None, int | None]:
+    """(max_documents, max_tokens) to read of a split whose trial uses ``rows`` rows.
+
+    A small source (the bundled sample) is read whole, as far as ``max_documents``
+    allows: its cache then serves trials of every length. A large one (a hub id, or more
+    than 64 MiB of files) is read only as far as the rows need: ``rows x seq_len``
+    tokens when packing (the document that reaches it is kept whole, so the last window
+    is full), ``rows`` documents when truncating (one document per row). Training needs
+    ``steps x batch_size`` rows (``batch_size`` already counts every micro-batch) and
+    validation ``ceil(eval_tokens / seq_len)``. No margin beyond that is read: every
+    row is then trained on once, in the seed's order."""
+    if not large:
+        return config.max_documents, None
+    if config.packing == "pack":
+        return config.max_documents, rows * config.seq_len
+    return min(rows, config.max_documents or rows), None
 
 
 class LlamaC4Workload(Workload):
@@ -26,20 +44,18 @@ class LlamaC4Workload(Workload):
         super().__init__(config, device)
         tokenizer = load_tokenizer(config.tokenizer)
         cache_dir = config.cache_dir or default_cache_dir()
-        splits = {
-            name: tokenized_split(
-                corpus.resolve_sources(files, name),
-                name,
-                tokenizer,
-                cache_dir,
-                config.max_documents,
+        eval_rows = math.ceil(config.eval_tokens / config.seq_len)
+        splits: dict[str, TokenizedSplit] = {}
+        for name, files, rows in (
+            ("train", config.train_files, config.steps * config.batch_size),
+            ("validation", config.validation_files, eval_rows),
+        ):
+            sources = corpus.resolve_sources(files, name)
+            max_documents, max_tokens = read_budget(config, rows, corpus.is_large(sources))
+            splits[name] = tokenized_split(
+                sources, name, tokenizer, cache_dir, max_documents, max_tokens
             )
-            for name, files in (
-                ("train", config.train_files),
-                ("validation", config.validation_files),
-            )
-        }
-        self._model = build_model(config.model, config.seed).to(device)
+        self._model = build_model(config.model, config.seed, config.model_sha256).to(device)
         if tokenizer.vocab_size > self._model.config.vocab_size:
             raise ValueError(
                 f"tokenizer has {tokenizer.vocab_size} tokens but model {config.model!r} "
@@ -51,14 +67,10 @@ class LlamaC4Workload(Workload):
         )
         self.order = TrainOrder(self.train_rows.count, config.seed)
         self.micro_batch = config.batch_size // config.grad_accum
-        eval_count = self.eval_rows.count
-        if config.eval_tokens is not None:
-            eval_count = min(eval_count, math.ceil(config.eval_tokens / config.seq_len))
-        self.eval_indices = np.arange(eval_count)
-        on_cuda = device.type == "cuda"
+        self.eval_indices = np.arange(min(self.eval_rows.count, eval_rows))
         self._autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if on_cuda and config.bf16
+            torch.autocast(device.type, dtype=torch.bfloat16)
+            if config.bf16(device.type)
             else nullcontext()
         )
 

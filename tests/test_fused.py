@@ -1,0 +1,165 @@
+"""The ``fused=`` switch of Magma/SkipUpdate (magma/fused.py): what it accepts, when auto
+selects it, and what a masked-out block skips. Its equivalence with Algorithm 1 is
+checked against tests/reference.py in tests/test_equivalence.py (``FUSED``).
+
+fused=True forces the compiled kernels on CPU; the CUDA selection is checked through the
+decision alone, as this machine has no GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import Tensor, nn
+
+import magma
+from magma import Magma, SkipUpdate
+from tests.reference import expected_block_keeps
+from worker.config import TrialConfig
+from worker.optimizers import build_optimizers
+
+SHAPES = [(4, 3), (5,), (3, 2, 2), (6, 4)]
+
+
+def _params() -> list[Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(s, generator=gen) for s in SHAPES]
+
+
+def _adamw(params: list[Tensor]) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+
+
+WRAPPERS = {
+    "magma": lambda base, **kw: Magma(base, **kw),
+    "skip": lambda base, **kw: SkipUpdate(base, **kw),
+}
+
+
+@pytest.mark.parametrize("fused", ["yes", 1, 0.0])
+@pytest.mark.parametrize("variant", list(WRAPPERS))
+def test_fused_must_be_a_bool_or_none(variant: str, fused: object) -> None:
+    with pytest.raises(ValueError, match=r"fused must be True, False or None"):
+        WRAPPERS[variant](_adamw(_params()), fused=fused)
+
+
+IMPOSSIBLE = {
+    "sgd": (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), {}, "torch.optim.Adam or AdamW"),
+    "rmsprop": (lambda ps: torch.optim.RMSprop(ps, lr=0.1), {}, "torch.optim.Adam or AdamW"),
+    "row": (_adamw, {"granularity": "row"}, "needs 'block'"),
+    "alignment": (_adamw, {"sampling": "alignment"}, "needs 'uniform' or 'none'"),
+}
+
+
+@pytest.mark.parametrize("case", list(IMPOSSIBLE))
+def test_fused_true_when_impossible_names_fused_and_what_it_needs(case: str) -> None:
+    make, kwargs, needs = IMPOSSIBLE[case]
+    with pytest.raises(ValueError, match=r"fused=True is impossible") as info:
+        Magma(make(_params()), fused=True, **kwargs)
+    assert needs in str(info.value)
+
+
+def test_fused_true_checks_groups_added_later() -> None:
+    params = _params()
+    opt = Magma(_adamw(params[:2]), fused=True)
+    with pytest.raises(ValueError, match=r"fused=True is impossible"):
+        opt.add_param_group({"params": params[2:], "differentiable": True})
+
+
+@pytest.mark.parametrize(
+    "fused, kwargs, cpu, cuda",
+    [
+        (None, {}, False, True),
+        (None, {"sampling": "none"}, False, True),
+        (None, {"sampling": "alignment"}, False, False),
+        (None, {"granularity": "column"}, False, False),
+        (True, {}, True, True),
+        (False, {}, False, False),
+    ],
+)
+def test_auto_selects_fused_on_cuda_only_where_it_applies(
+    fused: bool | None, kwargs: dict, cpu: bool, cuda: bool
+) -> None:
+    opt = Magma(_adamw(_params()), fused=fused, **kwargs)
+    group = opt.param_groups[0]
+    assert opt._uses_fused(group, torch.device("cpu")) is cpu
+    assert opt._uses_fused(group, torch.device("cuda")) is cuda
+
+
+def test_auto_never_selects_a_base_without_a_fused_kernel() -> None:
+    opt = Magma(torch.optim.SGD(_params(), lr=0.1, momentum=0.9))
+    assert not opt._uses_fused(opt.param_groups[0], torch.device("cuda"))
+
+
+@pytest.mark.parametrize("variant", list(WRAPPERS))
+def test_fused_masked_out_blocks_are_not_written(variant: str) -> None:
+    """Tensor version counters count in-place writes: a masked-out block's parameter is
+    neither written nor changed, a survivor's is, and every block's moments are."""
+    params = _params()
+    seed, p, steps = 11, 0.5, 6
+    base = _adamw(params)
+    opt = WRAPPERS[variant](base, p=p, seed=seed, fused=True)
+    keeps = expected_block_keeps(seed, len(params), p, steps)
+    gen = torch.Generator().manual_seed(7)
+    seen = {"kept": 0, "dropped": 0}
+    for t in range(steps):
+        for q in params:
+            q.grad = torch.randn(q.shape, generator=gen)
+        before = [(q.detach().clone(), q._version) for q in params]
+        moments = [base.state[q]["exp_avg"]._version if base.state[q] else -1 for q in params]
+        opt.step()
+        for i, (q, (old, version)) in enumerate(zip(params, before, strict=True)):
+            assert base.state[q]["exp_avg"]._version > moments[i], f"step {t} block {i}"
+            if keeps[t][i]:
+                assert q._version > version and not torch.equal(q, old), f"step {t} block {i}"
+                seen["kept"] += 1
+            else:
+                assert q._version == version and torch.equal(q, old), f"step {t} block {i}"
+                seen["dropped"] += 1
+    assert seen["kept"] > 0 and seen["dropped"] > 0
+
+
+# --- the worker's TrialConfig option -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"base": "sgd"}, {"base": "muon"}, {"variant": "dense"}, {"granularity": "row"}],
+)
+def test_trial_config_rejects_impossible_fused_step(fields: dict) -> None:
+    with pytest.raises(ValidationError, match="fused_step") as info:
+        TrialConfig(fused_step=True, **fields)
+    assert "'adam' or 'adamw'" in str(info.value)
+
+
+@pytest.mark.parametrize("fused_step", [None, True, False])
+@pytest.mark.parametrize("variant", ["magma", "skipupdate"])
+def test_trial_config_fused_step_reaches_the_wrapper(variant: str, fused_step: bool | None):
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    config = TrialConfig(variant=variant, fused_step=fused_step)
+    (opt,) = build_optimizers(config, model, {"mlp": list(model[0].parameters())})
+    assert isinstance(opt, magma.MaskedOptimizer)
+    assert opt.fused is fused_step
+
+
+# --- the update kernel's step counter -------------------------------------------------------
+
+
+def test_update_kernel_takes_an_on_device_step_counter() -> None:
+    """Capturable and fused bases keep ``step`` as a tensor on the parameter's device (CUDA
+    here, so not reachable on CPU through the wrapper): the kernel computes the bias
+    corrections from it in-graph, to the same result as from the host number, and both
+    match Adam's update written out in float64."""
+    gen = torch.Generator().manual_seed(3)
+    param, exp_avg = torch.randn(5, 3, generator=gen), torch.randn(5, 3, generator=gen)
+    second = torch.rand(5, 3, generator=gen)
+    beta1, beta2, lr, eps, decay, scale, t = 0.9, 0.99, 0.1, 1e-8, 0.01, 0.7, 4.0
+    bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+    expected = param.double() * (1 - scale * decay) - scale * lr * (exp_avg.double() / bc1) / (
+        (second.double() / bc2).sqrt() + eps
+    )
+    update = magma.fused._kernels()[1]
+    for step in (t, torch.tensor(t)):
+        moved = param.clone()
+        update(moved, exp_avg, second, step, beta1, beta2, lr, eps, decay, scale)
+        torch.testing.assert_close(moved.double(), expected, rtol=1e-6, atol=1e-7)
