@@ -124,13 +124,21 @@ def test_configs_and_checkpoints_from_before_precision_still_load(tmp_path):
     assert deterministic(train(config, resume_from=path.parent)) == deterministic(final)
 
 
+#: A resumed compiled trial's weights and moments against the uninterrupted one's. Inductor's
+#: CPU embedding backward accumulates gradient rows in parallel, so float sums land in a
+#: different order run to run: the embedding differed by up to 1.9e-9 after 4 steps
+#: (measured), while every loss and metric stayed bitwise equal.
+COMPILED_STATE_ATOL = 1e-6
+
+
 @pytest.mark.slow
 def test_compile_trains_and_resumes_bitwise(token_cache_dir, tmp_path):  # noqa: F811
     """``compile: true`` (inductor, C++ on CPU). Measured on the 2-core CPU: ~60-160 s, nearly
     all of it compiling the train and eval graphs, hence ``slow``.
 
-    A resumed compiled trial runs the same kernels on the same state, so it must match the
-    uninterrupted compiled trial bitwise. Against eager, inductor fuses and reorders float
+    A resumed compiled trial runs the same kernels on the same state, so its losses and
+    metrics must match the uninterrupted compiled trial's bitwise, and its state within
+    ``COMPILED_STATE_ATOL``. Against eager, inductor fuses and reorders float
     sums, so the two agree only to rounding: within 1e-4 in loss here (measured: ~1e-6).
     """
     steps = 4
@@ -157,5 +165,7 @@ def test_compile_trains_and_resumes_bitwise(token_cache_dir, tmp_path):  # noqa:
     assert resumed.losses == compiled.losses[steps // 2 :]
     assert deterministic(resumed_final) == deterministic(final)
     assert_same_checkpoint(
-        load_checkpoint(compiled.checkpoint(steps)), load_checkpoint(resumed.checkpoint(steps))
+        load_checkpoint(compiled.checkpoint(steps)),
+        load_checkpoint(resumed.checkpoint(steps)),
+        atol=COMPILED_STATE_ATOL,
     )
