@@ -6,9 +6,9 @@ homogeneous Hessians), runs them with the real driver (in this process, on a loc
 with this machine's CPUs), tests the claims with the function behind
 ``GET /api/v1/claims`` (each role's newest complete study in the database: this run's,
 in a fresh one) and prints the claims table, the total wall time and each study's.
-At the suite's scale (``SUITE_SCALE``, the default) this takes up to about 60 minutes on
-2 cores; ``--scale presets`` runs the presets' own, longer CPU scale. A line is printed
-as each study starts and finishes.
+At the suite's scale (``SUITE_SCALE``, the default) it is meant to take at most 60 minutes
+on 2 cores (its first full run took 66); ``--scale presets`` runs the presets' own, longer
+CPU scale. A line is printed as each study starts and finishes.
 
     python benchmarks/claims.py                                # the suite's CPU scale
     python benchmarks/claims.py --only fig-4 --overrides \\
@@ -53,7 +53,7 @@ CLAIM_IDS = [claim.id for claim in CLAIMS]
 #: The suite's language-model scale: llama-bytes (85.5% of its parameters masked) for 150
 #: steps of 8 x 128 bytes, 16384 validation bytes every 50 steps: about 35 s of wall time a
 #: run two at a time on 2 cores (about 3.5-3.9 bits per byte at the end against a unigram
-#: entropy of 4.6), so that every claim's studies fit in an hour. The presets' own CPU
+#: entropy of 4.6), so that every claim's studies fit in about an hour. The presets' own CPU
 #: scale (1000 steps of 16 x 128) is about 10 times longer a run: ``--scale presets``.
 SUITE_LM = {
     "model": "llama-bytes",
