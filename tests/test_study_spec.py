@@ -527,3 +527,35 @@ def test_make_sampler(sampler, cls):
     else:
         s = spec(sampler=sampler, trials=5, search={"lr": {"low": 1e-4, "high": 1e-2}})
     assert type(make_sampler(s)) is cls
+
+
+def _paper_scale_overrides(description: str) -> dict | None:
+    """The JSON object of the description's paper-scale overrides (the one that sets a
+    T5-vocabulary model), or None when the description gives none."""
+    start = description.find('{"workload": {"model": "llama-')
+    if start < 0:
+        return None
+    depth = 0
+    for end, char in enumerate(description[start:], start):
+        depth += (char == "{") - (char == "}")
+        if depth == 0:
+            return json.loads(description[start : end + 1])
+    raise AssertionError(f"unbalanced braces in {description[start:]!r}")
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_paper_scale_overrides_are_valid_and_read_c4(name: str) -> None:
+    """A description's paper-scale overrides, copied as they are, give a valid study that
+    trains and evaluates on C4 (not the bundled sample) with a fixed 10M-token validation
+    set, so a user who copies them runs the paper's data."""
+    preset = load_preset(name)
+    overrides = _paper_scale_overrides(preset.description)
+    if preset.workload.kind != "llama-c4":
+        assert overrides is None
+        return
+    assert overrides is not None, f"{name} gives no paper-scale overrides"
+    spec = load_preset(name, overrides)
+    config = spec.complete_trial_config({"lr": 1e-3})
+    assert config["train_files"] == config["validation_files"] == ["hf:allenai/c4:en"]
+    assert config["eval_tokens"] == 10_000_000
+    assert config["model"] != "llama-bytes" and spec.resources.gpu == 1
