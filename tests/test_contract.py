@@ -101,3 +101,19 @@ def test_cli_and_study_run_the_same_masks_for_the_same_seed(tmp_path):
     assert stored["mask_seed"] == mask_seed(5)
     for key in ("val_loss", "survival/block0", "alignment/block1"):
         assert from_cli[key] == from_study[key], key
+
+
+def test_run_key_ignores_the_masking_settings_of_a_dense_run_only() -> None:
+    dense = TrialConfig(workload="quadratic", variant="dense")
+    assert (
+        dense.run_key()
+        == dense.model_copy(
+            update={"p": 0.25, "tau": 4.0, "components": "all", "granularity": "element"}
+        ).run_key()
+    )
+    assert dense.run_key() != dense.model_copy(update={"lr": 0.1}).run_key()
+    magma_run = TrialConfig(workload="quadratic", variant="magma")
+    assert magma_run.run_key() != magma_run.model_copy(update={"components": "all"}).run_key()
+    muon = TrialConfig(workload="quadratic", variant="dense", base="muon")  # splits by components
+    assert muon.run_key() != muon.model_copy(update={"components": "all"}).run_key()
+    assert muon.run_key() == muon.model_copy(update={"tau": 4.0}).run_key()

@@ -198,3 +198,22 @@ def test_each_round_is_planned_from_sql_by_a_restarted_searcher(db: Database) ->
     ]  # fmt: skip
     best = best_configuration(trials, spec.mode)  # the confirmation's 2.0 does not compete
     assert best is not None and (best.configuration, best.objective) == (1, 2.0)
+
+
+def test_a_dense_arm_that_ignores_a_searched_value_is_tuned_once(db: Database) -> None:
+    """dense x components {attention+mlp, all} is one run (``TrialConfig.run_key``): the
+    first round plans 3 arms, not 4, and magma keeps both components values."""
+    spec = quadratic_spec(
+        name="bracket-dedupe",
+        search={"variant": ["dense", "magma"], "components": ["attention+mlp", "all"]},
+        seeds=1,
+        protocol={"kind": "bracket", "lr_start": 0.01, "initial_points": 1,
+                  "max_extensions": 0, "confirm_seeds": 0},
+    )  # fmt: skip
+    study_id = db.create_study(spec)
+    assert isinstance(StudySearcher(study_id, spec, db.sessions).suggest("tune-trial"), dict)
+    assert [t.params for t in db.trials(study_id)] == [
+        {"variant": "dense", "components": "attention+mlp", "lr": 0.01},
+        {"variant": "magma", "components": "attention+mlp", "lr": 0.01},
+        {"variant": "magma", "components": "all", "lr": 0.01},
+    ]

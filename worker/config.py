@@ -7,6 +7,7 @@ engine all build trials through it).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,8 @@ from worker.models import model_fields, model_names, model_sha256, model_tokeniz
 
 #: validation tokens per evaluation when none are given: GaLore's harness evaluates 10M
 DEFAULT_EVAL_TOKENS = 10_000_000
+#: the settings only a masked variant reads (``TrialConfig.run_key``)
+MASKING_FIELDS = ("p", "tau", "components", "granularity", "mask_seed", "fused_step")
 
 
 class TrialConfig(BaseModel):
@@ -201,6 +204,16 @@ class TrialConfig(BaseModel):
     def bf16(self, device: str) -> bool:
         """Whether the model runs under bf16 autocast on ``device`` ("cpu", "cuda")."""
         return self.precision == "bf16" or (self.precision == "auto" and device == "cuda")
+
+    def run_key(self) -> str:
+        """What the run computes, as text: two configs with the same key train the same
+        run. A dense run never reads the masking settings (``worker.optimizers`` masks
+        only a masked variant; Muon's dense arm still splits its weights by components),
+        so dense configs that differ only there are one run."""
+        ignored = set() if self.variant != Variant.dense else set(MASKING_FIELDS)
+        if self.base == Base.muon:
+            ignored.discard("components")
+        return json.dumps(self.model_dump(mode="json", exclude=ignored), sort_keys=True)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrialConfig:

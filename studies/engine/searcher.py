@@ -32,6 +32,7 @@ from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.engine import transaction
 from studies.storage.models import Trial
+from worker.config import TrialConfig
 from worker.contract import OBJECTIVE_KEY, REPORTED_TRIAL_STATUSES, STATUS_KEY, TrialStatus
 from worker.settings import get_settings
 from worker.trainable import META_KEY
@@ -167,9 +168,16 @@ class StudySearcher(Unpicklable, Searcher):
         return self._create(len(existing), new, report)
 
     def _arm_params(self) -> list[dict[str, Any]]:
-        """Each arm's searched values: a point of the grid of the searched lists."""
+        """Each arm's searched values: a point of the grid of the searched lists, once per
+        distinct run (``TrialConfig.run_key``): the dense arm of a components study is
+        tuned once, not once per components value it ignores."""
         names = [name for name in self.distributions if name not in ("lr", STAGE_KEY)]
-        return [{name: point[name] for name in names} for point in self.spec.grid_points()]
+        arms: dict[str, dict[str, Any]] = {}
+        for point in self.spec.grid_points():
+            arm = {name: point[name] for name in names}
+            key = TrialConfig(**self.spec.trial_config(arm)).run_key()
+            arms.setdefault(key, arm)
+        return list(arms.values())
 
     def _create(
         self, created: int, new: list[tuple[dict[str, Any], int, int]], report: dict[str, Any]
