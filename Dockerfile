@@ -8,16 +8,23 @@
 #   docker build -t magma-bench .                                        # CPU torch
 #   docker build -t magma-bench:cuda --build-arg TORCH_VARIANT=cuda .    # CUDA torch
 #   docker build --build-arg TORCH_VARIANT=cuda --build-arg TORCH_CUDA=cu126 ...
+#   make wheelhouse && docker compose build --build-arg PIP_NO_INDEX=1   # no index reached
+#
+# BASE_IMAGE is any Debian-like image with python3 (and its venv module), groupadd and
+# useradd: the public python:3.11-slim-bookworm by default, or a local one where no registry
+# can be reached (the docker test imports one made by debootstrap, docker/local/). The
+# builder and the runtime share it, so the venv's interpreter exists in both.
 #
 # The bundled C4 sample and T5 tokenizer (worker/assets) are package data, so they are
 # installed with the package: the image needs no network at run time.
 
 ARG PYTHON_VERSION=3.11
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 
 # --------------------------------------------------------------------------------------
 # builder: a virtual environment in /opt/venv with torch, the dependencies and the package
 # --------------------------------------------------------------------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
+FROM ${BASE_IMAGE} AS builder
 
 # cpu: torch from the PyTorch CPU index (small, no CUDA libraries).
 # cuda: torch from the PyTorch CUDA index named by TORCH_CUDA (a tag the chosen torch
@@ -26,18 +33,23 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
 ARG TORCH_VARIANT=cpu
 ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_CUDA=cu128
+# 1: pip reads ./wheelhouse alone (``make wheelhouse``), no index; 0: the indexes too.
+ARG PIP_NO_INDEX=0
 
+# pip reads PIP_NO_INDEX (a build argument, so in the environment of every RUN) and
+# PIP_FIND_LINKS: each pip step bind-mounts ./wheelhouse there, so no wheel stays in a layer.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_FIND_LINKS=/wheelhouse \
     PYTHONDONTWRITEBYTECODE=1
 
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-RUN --mount=type=cache,target=/root/.cache/pip \
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     pip install --upgrade pip setuptools wheel
 
 # torch first, from its own index, so that the dependencies below find it satisfied.
-RUN --mount=type=cache,target=/root/.cache/pip \
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     case "$TORCH_VARIANT" in \
       cpu)  index="https://download.pytorch.org/whl/cpu" ;; \
       cuda) index="https://download.pytorch.org/whl/${TORCH_CUDA}" ;; \
@@ -45,12 +57,11 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     esac \
     && pip install --index-url "$index" "$TORCH_SPEC"
 
-# The dependencies alone (read from pyproject.toml: the library's and the [service] extra's),
-# in a layer that source edits keep.
-COPY pyproject.toml /src/pyproject.toml
-RUN --mount=type=cache,target=/root/.cache/pip \
-    python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['service']))" \
-        > /tmp/requirements.txt \
+# The dependencies alone (docker/requirements.py reads them from pyproject.toml: the
+# library's and the [service] extra's), in a layer that source edits keep.
+COPY pyproject.toml docker/requirements.py /src/
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=bind,source=wheelhouse,target=/wheelhouse \
+    python /src/requirements.py /src/pyproject.toml > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
 # The package itself (not editable: the image carries no source tree).
@@ -60,14 +71,14 @@ COPY worker /src/worker
 COPY studies /src/studies
 COPY service /src/service
 COPY dashboards /src/dashboards
-RUN --mount=type=cache,target=/root/.cache/pip \
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     pip install --no-deps /src \
     && python -c "import torch, ray, magma, worker, studies, service; print('torch', torch.__version__, 'ray', ray.__version__)"
 
 # --------------------------------------------------------------------------------------
 # runtime: the virtual environment on a slim Python, run as an unprivileged user
 # --------------------------------------------------------------------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 ARG TORCH_VARIANT=cpu
 # Chromium for the dashboards' PNG/SVG figure export (kaleido drives it); 0 leaves it out

@@ -1,5 +1,6 @@
 # magma-bench developer entry points. Everything runs inside $(VENV).
 #   make demo | make test | make test-all | make demo-optimizer | make lint | make bench | make clean
+#   make wheelhouse (wheels for an offline image build) | make test-docker (the real stack)
 # Override the torch build, e.g.:  make test TORCH="torch==2.14.1"  (or a URL / wheel path)
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ SPEC  := $(VENV)/.install-spec
 # package that gains its __init__.py later (e.g. magma/) needs a reinstall to be importable.
 PKGS  := $(sort $(wildcard */__init__.py))
 
-.PHONY: install lint test test-all demo demo-optimizer bench clean FORCE
+.PHONY: install lint test test-all test-docker wheelhouse demo demo-optimizer bench clean FORCE
 
 install: $(STAMP)
 
@@ -49,6 +50,21 @@ test: install lint
 
 test-all: install lint
 	$(call run_pytest,-m "")
+
+# Wheels for `docker compose build` with PIP_NO_INDEX=1 (no index reached in the build):
+# pip, setuptools and wheel, torch (TORCH), and the image's requirements (docker/requirements.py).
+wheelhouse: install
+	$(BIN)/python docker/requirements.py pyproject.toml > wheelhouse/requirements.txt
+	$(BIN)/python -m pip wheel --quiet --wheel-dir wheelhouse pip setuptools wheel "$(TORCH)" \
+		-r wheelhouse/requirements.txt
+
+# The docker-compose stack for real (tests/test_docker.py): a Docker daemon on DOCKER_HOST,
+# started by docker/local/start-docker.sh when none answers there.
+DOCKER_HOST ?= unix:///run/magma-bench-docker/docker.sock
+test-docker: export DOCKER_HOST := $(DOCKER_HOST)
+test-docker: install wheelhouse
+	bash docker/local/start-docker.sh
+	$(call run_pytest,-m docker -s tests/test_docker.py)
 
 demo: install
 	BIN=$(BIN) bash examples/service_demo.sh

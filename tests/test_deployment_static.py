@@ -546,6 +546,40 @@ def test_dockerfile_selects_the_torch_build() -> None:
     )
 
 
+def test_dockerfile_base_image_defaults_to_the_public_python_image() -> None:
+    """BASE_IMAGE (a local base where no registry is reached) defaults to the public image,
+    in the Dockerfile and in the compose file, and every stage starts from it, so that the
+    venv the runtime copies finds its interpreter."""
+    args = dict(
+        rest.partition("=")[::2]
+        for keyword, rest in dockerfile_instructions()[
+            : [k for k, _ in dockerfile_instructions()].index("FROM")
+        ]
+        if keyword == "ARG"
+    )
+    default = args["BASE_IMAGE"].replace("${PYTHON_VERSION}", args["PYTHON_VERSION"])
+    assert default == "python:3.11-slim-bookworm"
+    assert [stage[0][1].split()[0] for stage in dockerfile_stages()] == ["${BASE_IMAGE}"] * 2
+    build_args = services()["api"]["build"]["args"]
+    assert build_args["BASE_IMAGE"] == "${BASE_IMAGE:-python:3.11-slim-bookworm}"
+    assert build_args["PIP_NO_INDEX"] == "${PIP_NO_INDEX:-0}"  # the indexes, by default
+
+
+def test_every_pip_step_reads_the_wheelhouse() -> None:
+    """An offline build (PIP_NO_INDEX=1) fails at the first pip step without the wheelhouse
+    mounted, so each one mounts it; it stays a mount, never a layer."""
+    pip_steps = [rest for keyword, rest in dockerfile_instructions() if keyword == "RUN"
+                 and "pip install" in rest]  # fmt: skip
+    assert len(pip_steps) == 4
+    for step in pip_steps:
+        assert "--mount=type=bind,source=wheelhouse,target=/wheelhouse" in step, step
+    assert (ROOT / "wheelhouse" / "README.md").is_file()
+    assert not any(
+        keyword in ("COPY", "ADD") and "wheelhouse" in rest
+        for keyword, rest in dockerfile_instructions()
+    )
+
+
 def test_dockerfile_installs_the_wrappers_that_compose_runs() -> None:
     used = {
         words(service.get("entrypoint"))[0]
