@@ -7,7 +7,8 @@ with this machine's CPUs), tests the claims with the function behind
 ``GET /api/v1/claims`` (each role's newest complete study in the database: this run's,
 in a fresh one) and prints the claims table, the total wall time and each study's.
 At the suite's scale (``SUITE_SCALE``, the default) it is meant to take at most 60 minutes
-on 2 cores (its first full run took 66); ``--scale presets`` runs the presets' own, longer
+on 2 cores (the run of 2026-11-30 took 1952 s, 275 runs, on an otherwise idle 2-core
+machine); ``--scale presets`` runs the presets' own, longer
 CPU scale. A line is printed as each study starts and finishes.
 
     python benchmarks/claims.py                                # the suite's CPU scale
