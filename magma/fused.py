@@ -1,17 +1,25 @@
-"""Compiled ("fused") Adam/AdamW step for the masked wrapper: ``fused=`` on Magma/SkipUpdate.
+"""Compiled ("fused") masked step for the Adam family: ``fused=`` on Magma/SkipUpdate.
 
-The eager path (``magma.rules.adam.AdamRule``) runs a chain of foreach kernels, each a
-full pass over memory. Here the same math is two ``torch.compile``'d functional kernels:
+Bases: ``torch.optim.Adam``/``AdamW``, ``magma.CAdamW`` (cautious AdamW) and
+``magma.LaProp`` (exact types, ``FUSED_BASES``). The eager path (their rules in
+``magma.rules``) runs a chain of foreach kernels, each a full pass over memory. Here the
+same math is two ``torch.compile``'d functional kernels:
 
 - ``moments``: one graph per bucket (its fixed list of tensors). For every block: the
-  gradient as the moments see it (``maximize``, coupled L2 decay), ``exp_avg``,
-  ``exp_avg_sq`` (and the ``amsgrad`` maximum), and for Magma the alignment score
+  gradient as the moments see it (``maximize``, coupled L2 decay), ``exp_avg_sq`` (and the
+  ``amsgrad`` maximum) and ``exp_avg``: an EMA of g (Adam, C-AdamW), or for LaProp of
+  g / (sqrt(v_hat) + eps), normalised by the v just updated. For Magma the alignment score
   s_t = ema * s_{t-1} + (1 - ema) * sigmoid(cos(mu_t, g_t) / tau), whose dot product
-  and norms are reduced in the kernels that update the moments. A block without a
-  previous score passes NaN and takes s~_t in-graph: no host sync, no branching on values.
-- ``update``: one dynamic-shape graph per tensor rank, run for each surviving block:
-  theta <- theta * (1 - scale lr wd) - scale lr m_hat / (sqrt(v_hat) + eps), the scale
-  (1/p, or Magma's on-device s_t) multiplied inside the kernel, in float32.
+  and norms are reduced in the kernels that update the moments; mu is ``exp_avg``, or
+  the wrapper's own EMA of g (updated here too) for LaProp, whose ``exp_avg`` is not one.
+  A block without a previous score passes NaN and takes s~_t in-graph: no host sync, no
+  branching on values.
+- ``update`` (one function per base): one dynamic-shape graph per tensor rank, run for
+  each surviving block: theta <- theta * (1 - scale lr wd) - scale lr u, with
+  u = m_hat / (sqrt(v_hat) + eps) (Adam/AdamW), that u times C-AdamW's caution
+  c = 1[exp_avg * g > 0] / max(mean(c), 1e-3), or u = m_hat (LaProp); the scale (1/p, or
+  Magma's on-device s_t) multiplied inside the kernel, in float32. The decay is AdamW's,
+  C-AdamW's and LaProp's decoupled one (Adam's L2 is in g).
 
 Masks must be known on the host (block granularity, uniform or no sampling, where the
 wrapper draws them from its CPU generator), which is what lets a masked-out block skip
@@ -21,22 +29,42 @@ its gradient, moments and score, which Algorithm 1 keeps dense. Survivors cost o
 rewrite every masked-out parameter, so it is not used.
 
 Hyperparameters are Python floats (torch.compile makes a changing lr or bias correction
-a graph input after one recompile); structural flags are constants of the graph. A
-bucket whose list changes (a tensor without a gradient) compiles another graph.
+a graph input after one recompile); structural flags (which base, maximize, amsgrad,
+coupled decay) are constants of the graph. A bucket whose list changes (a tensor
+without a gradient) compiles another graph.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
+from magma.rules import rule_for
 from magma.rules.adam import AdamRule, _decoupled
-from magma.rules.base import ParamGroup, step_value
+from magma.rules.base import ParamGroup, UpdateRule, step_value
+from magma.rules.cautious_adamw import CAUTION_FLOOR, CautiousAdamWRule
+from magma.rules.laprop import LaPropRule
 
 _TINY = torch.finfo(torch.float32).tiny
+
+#: the bases whose masked step the kernels compile: those ``magma.rules.rule_for`` gives
+#: one of ``_FUSED_RULES`` (exact types; Adam/AdamW without differentiable=True)
+FUSED_BASES = ("torch.optim.Adam", "torch.optim.AdamW", "magma.CAdamW", "magma.LaProp")
+_FUSED_RULES = (AdamRule, CautiousAdamWRule, LaPropRule)
+
+
+def _seen(
+    param: Tensor, grad: Tensor, weight_decay: float, *, maximize: bool, coupled_decay: bool
+) -> Tensor:
+    """The gradient as the base's moments see it."""
+    g = -grad if maximize else grad
+    return g + weight_decay * param if coupled_decay else g
 
 
 def _moments(
@@ -45,31 +73,45 @@ def _moments(
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     max_exp_avg_sqs: list[Tensor],
+    own_moments: list[Tensor],
+    bias_corrections2_sqrt: list[float],
     previous: Tensor | None,
     beta1: float,
     beta2: float,
+    eps: float,
     weight_decay: float,
+    own_beta: float,
     tau: float,
     ema: float,
     *,
     maximize: bool,
     coupled_decay: bool,
     amsgrad: bool,
+    normalised: bool,
 ) -> Tensor | None:
-    """Dense moment update of a bucket; the new float32 scores when ``previous`` is given."""
+    """Dense moment update of a bucket; the new float32 scores when ``previous`` is given.
+
+    ``normalised`` (LaProp): ``exp_avg`` averages g / (sqrt(v / bc2) + eps), written as
+    its rule does, with ``bias_corrections2_sqrt`` the host's sqrt(bc2) per tensor.
+    ``own_moments``: the wrapper's EMAs of g (factor ``own_beta``) to score with, or empty
+    when ``exp_avg`` is mu.
+    """
     new_scores = []
     for i, (param, grad, exp_avg, exp_avg_sq) in enumerate(
         zip(params, grads, exp_avgs, exp_avg_sqs, strict=True)
     ):
-        g = -grad if maximize else grad
-        if coupled_decay:
-            g = g + weight_decay * param
-        exp_avg.lerp_(g, 1 - beta1)
+        g = _seen(param, grad, weight_decay, maximize=maximize, coupled_decay=coupled_decay)
         exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        if normalised:
+            bc2_sqrt = bias_corrections2_sqrt[i]
+            exp_avg.lerp_(g / ((exp_avg_sq.sqrt() + eps * bc2_sqrt) / bc2_sqrt), 1 - beta1)
+        else:
+            exp_avg.lerp_(g, 1 - beta1)
         if amsgrad:
             max_exp_avg_sqs[i].copy_(torch.maximum(max_exp_avg_sqs[i], exp_avg_sq))
         if previous is not None:
-            mu, gf = exp_avg.float(), g.float()
+            mu = own_moments[i].lerp_(g, 1 - own_beta) if own_moments else exp_avg
+            mu, gf = mu.float(), g.float()
             norms = mu.square().sum().sqrt() * gf.square().sum().sqrt()
             fresh = torch.sigmoid((mu * gf).sum() / norms.clamp_min(_TINY) / tau)
             new_scores.append(fresh)
@@ -77,6 +119,27 @@ def _moments(
         return None
     fresh = torch.stack(new_scores)
     return torch.where(previous.isnan(), fresh, previous * ema + fresh * (1 - ema))
+
+
+def _adam_direction(
+    exp_avg: Tensor,
+    second: Tensor,
+    step: float | Tensor,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    eps: float,
+    scale: float | Tensor,
+) -> Tensor:
+    """scale * lr * m_hat / (sqrt(v_hat) + eps) in float32.
+
+    ``step`` is a host number, or the base's on-device counter (capturable or fused
+    bases), whose bias corrections are then computed here rather than by extra launches.
+    """
+    bias_correction1 = 1 - beta1**step
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    denom = second.float().sqrt() / bias_correction2_sqrt + eps
+    return (scale * lr / bias_correction1) * exp_avg.float() / denom
 
 
 def _update(
@@ -91,86 +154,163 @@ def _update(
     decay: float,
     scale: float | Tensor,
 ) -> None:
-    """theta <- theta - scale * Delta for one surviving block (``decay`` = lr * wd, decoupled).
-
-    ``step`` is a host number, or the base's on-device counter (capturable or fused
-    bases), whose bias corrections are then computed here rather than by extra launches.
-    """
-    bias_correction1 = 1 - beta1**step
-    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-    denom = second.float().sqrt() / bias_correction2_sqrt + eps
-    update = (scale * lr / bias_correction1) * exp_avg.float() / denom
+    """Adam/AdamW: theta <- theta - scale * Delta for one surviving block (``decay`` =
+    lr * wd when decoupled, else 0)."""
+    update = _adam_direction(exp_avg, second, step, beta1, beta2, lr, eps, scale)
     param.copy_(param.float() * (1 - scale * decay) - update)
 
 
+def _cautious_update(
+    param: Tensor,
+    exp_avg: Tensor,
+    second: Tensor,
+    grad: Tensor,
+    step: float | Tensor,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    eps: float,
+    weight_decay: float,
+    decay: float,
+    scale: float | Tensor,
+    *,
+    maximize: bool,
+    coupled_decay: bool,
+) -> None:
+    """C-AdamW: Adam's update kept where it agrees in sign with g (as the moments saw it),
+    rescaled by 1 / max(fraction kept, CAUTION_FLOOR); ``decay`` = lr * wd."""
+    update = _adam_direction(exp_avg, second, step, beta1, beta2, lr, eps, scale)
+    g = _seen(param, grad, weight_decay, maximize=maximize, coupled_decay=coupled_decay)
+    agree = (exp_avg * g > 0).float()
+    update = update * (agree / agree.mean().clamp_min(CAUTION_FLOOR))
+    param.copy_(param.float() * (1 - scale * decay) - update)
+
+
+def _laprop_update(
+    param: Tensor,
+    exp_avg: Tensor,
+    step: float,
+    beta1: float,
+    lr: float,
+    decay: float,
+    scale: float | Tensor,
+) -> None:
+    """LaProp: Delta = lr * m / bc1 (``exp_avg`` is already normalised); ``decay`` = lr * wd."""
+    update = (scale * lr / (1 - beta1**step)) * exp_avg.float()
+    param.copy_(param.float() * (1 - scale * decay) - update)
+
+
+class _Kernels(NamedTuple):
+    moments: Callable[..., Tensor | None]
+    update: Callable[..., None]
+    cautious_update: Callable[..., None]
+    laprop_update: Callable[..., None]
+
+
 @functools.cache
-def _kernels() -> tuple[Callable[..., Tensor | None], Callable[..., None]]:
-    """Compiled on first use, so importing magma does not load the compiler stack."""
-    return torch.compile(_moments), torch.compile(_update, dynamic=True)
+def _kernels() -> _Kernels:
+    """Compiled on first use, so importing magma does not load the compiler stack.
+
+    The updates are separate functions because dynamo's recompile limit (8 graphs by
+    default) counts per function: tensor ranks x scale kinds can fill it for one base.
+    """
+    return _Kernels(
+        torch.compile(_moments),
+        torch.compile(_update, dynamic=True),
+        torch.compile(_cautious_update, dynamic=True),
+        torch.compile(_laprop_update, dynamic=True),
+    )
 
 
-def supports(optimizer: torch.optim.Optimizer, group: ParamGroup) -> bool:
+def supports(optimizer: Optimizer, group: ParamGroup) -> bool:
     """Whether the fused kernels reproduce the base's math for this group."""
-    return type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and AdamRule().supports(group)
+    return type(rule_for(optimizer, group)) in _FUSED_RULES
 
 
-def adam_step(
+def masked_step(
+    rule: UpdateRule,
     group: ParamGroup,
     params: list[Tensor],
     states: list[dict[str, Tensor]],
     keep: list[bool],
     previous: Tensor | None,
+    own_moments: list[Tensor],
+    own_beta: float,
     scale: float | None,
     tau: float,
     ema: float,
 ) -> Tensor | None:
-    """One masked Adam/AdamW step of a bucket whose states exist.
+    """One masked step of a bucket whose states exist, for a base ``supports`` accepts
+    (``rule``: its rule).
 
     ``keep``: the host mask per tensor. ``previous``: s_{t-1} of each tensor as one float32
-    vector (NaN where there is none yet) when scores are needed, else None. ``scale``: the
-    survivors' constant scale, or None for Magma's damping (each survivor's new s_t).
-    Returns the new scores (the vector) or None.
+    vector (NaN where there is none yet) when scores are needed, else None.
+    ``own_moments``: the wrapper's first moments (EMA factor ``own_beta``) to score with,
+    for a rule without ``first_moment_key``, else empty. ``scale``: the survivors' constant
+    scale, or None for Magma's damping (each survivor's new s_t). Returns the new scores
+    (the vector) or None.
     """
+    normalised = isinstance(rule, LaPropRule)
+    cautious = isinstance(rule, CautiousAdamWRule)
     beta1, beta2 = group["betas"]
-    amsgrad = bool(group["amsgrad"])
+    lr, eps, maximize = group["lr"], group["eps"], bool(group["maximize"])
+    amsgrad = not normalised and bool(group["amsgrad"])
     weight_decay = float(group["weight_decay"])
+    # LaProp's decay is always decoupled; C-AdamW adds lr * wd * theta to Delta whatever
+    # the group's flag (its rule's direction); Adam only when decoupled (AdamW).
+    coupled_decay = not normalised and weight_decay != 0 and not _decoupled(group)
+    decay = lr * weight_decay if normalised or cautious or _decoupled(group) else 0.0
     exp_avgs = [s["exp_avg"] for s in states]
-    exp_avg_sqs = [s["exp_avg_sq"] for s in states]
     torch._foreach_add_([s["step"] for s in states], 1)
-    moments_kernel, update_kernel = _kernels()
-    new_scores = moments_kernel(
+    steps = [step_value(s["step"]) for s in states]
+    kernels = _kernels()
+    new_scores = kernels.moments(
         params,
         [q.grad for q in params],
         exp_avgs,
-        exp_avg_sqs,
+        [s["exp_avg_sq"] for s in states],
         [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
+        own_moments,
+        [math.sqrt(1 - beta2**t) for t in steps] if normalised else [],
         previous,
         beta1,
         beta2,
+        eps,
         weight_decay,
+        own_beta,
         tau,
         ema,
-        maximize=bool(group["maximize"]),
-        coupled_decay=weight_decay != 0 and not _decoupled(group),
+        maximize=maximize,
+        coupled_decay=coupled_decay,
         amsgrad=amsgrad,
+        normalised=normalised,
     )
     if not any(keep):
         return new_scores
-    seconds = AdamRule()._second_moments(group, states)
-    lr, eps = group["lr"], group["eps"]
-    decay = lr * weight_decay if _decoupled(group) else 0.0
+    seconds = [] if normalised else AdamRule()._second_moments(group, states)
     for i, q in enumerate(params):
-        if keep[i]:
-            update_kernel(
+        if not keep[i]:
+            continue
+        s = new_scores[i] if scale is None else scale
+        if normalised:
+            kernels.laprop_update(q, exp_avgs[i], steps[i], beta1, lr, decay, s)
+        elif cautious:
+            kernels.cautious_update(
                 q,
                 exp_avgs[i],
                 seconds[i],
-                step_value(states[i]["step"]),
+                q.grad,
+                steps[i],
                 beta1,
                 beta2,
                 lr,
                 eps,
+                weight_decay,
                 decay,
-                new_scores[i] if scale is None else scale,
+                s,
+                maximize=maximize,
+                coupled_decay=coupled_decay,
             )
+        else:
+            kernels.update(q, exp_avgs[i], seconds[i], steps[i], beta1, beta2, lr, eps, decay, s)
     return new_scores

@@ -18,8 +18,9 @@ class Magma(MaskedOptimizer):
     is Bernoulli(p), ``"alignment"`` uses s_t as the survival probability, ``"none"``
     keeps every block; ``damping=False`` rescales survivors by 1/p (or 1/s_t) instead
     of s_t. The defaults are the paper's: p=0.5, tau=2, ema=0.9, block granularity.
-    ``fused``: the compiled Adam/AdamW step of ``magma.fused`` (None: on CUDA where it
-    applies; True: forced, ValueError where impossible; False: the eager foreach path).
+    ``fused``: the compiled step of ``magma.fused`` for the bases in its ``FUSED_BASES``
+    (None: on CUDA where it applies; True: forced, ValueError where impossible; False:
+    the eager foreach path).
     """
 
     def __init__(

@@ -11,7 +11,8 @@ with scale = 1/p (SkipUpdate) or s_t (Magma). For the bases in ``magma.rules`` t
 update is recomputed from the base's own state, so blocks whose mask is 0 do no
 parameter work and nothing is copied. Any other optimizer takes a generic path:
 snapshot the masked blocks, let the base step, then rescale or restore them. With
-``fused`` (auto on CUDA), Adam/AdamW buckets run the compiled kernels of magma.fused.
+``fused`` (auto on CUDA), buckets of the Adam family (``magma.fused.FUSED_BASES``) run
+the compiled kernels of magma.fused.
 Parameters that are not masked are always stepped by the base itself, unchanged.
 """
 
@@ -196,8 +197,8 @@ class MaskedOptimizer(Optimizer):
             return "sampling is 'alignment'; it needs 'uniform' or 'none' (masks drawn on the host)"
         if not F.supports(self.optimizer, group):
             return (
-                f"the base is {type(self.optimizer).__name__}; it needs torch.optim.Adam or "
-                "AdamW without differentiable=True"
+                f"the base is {type(self.optimizer).__name__}; it needs one of "
+                f"{', '.join(F.FUSED_BASES)} (exact types, Adam/AdamW without differentiable=True)"
             )
         return None
 
@@ -216,6 +217,7 @@ class MaskedOptimizer(Optimizer):
     def _step_fused(
         self,
         group: ParamGroup,
+        rule: UpdateRule,
         params: list[Tensor],
         states: list[dict[str, Tensor]],
         host_draws: dict[Tensor, bool],
@@ -224,11 +226,26 @@ class MaskedOptimizer(Optimizer):
         for q, kept in zip(params, keep, strict=True):
             self._count_survival(q, kept)
         previous = None
+        own_moments: list[Tensor] = []
         if self._needs_scores:
             none_yet = torch.full((), float("nan"), device=params[0].device)
             previous = torch.stack([self._scores.get(q, none_yet) for q in params])
+            if rule.first_moment_key is None:
+                own_moments = [self._own_moment(q) for q in params]
         scale = None if self.damping else self._undamped_scale
-        scores = F.adam_step(group, params, states, keep, previous, scale, self.tau, self.ema)
+        scores = F.masked_step(
+            rule,
+            group,
+            params,
+            states,
+            keep,
+            previous,
+            own_moments,
+            OWN_MOMENT_BETA,
+            scale,
+            self.tau,
+            self.ema,
+        )
         if scores is not None:
             self._scores.update(zip(params, scores.unbind(0), strict=True))
 
@@ -304,13 +321,15 @@ class MaskedOptimizer(Optimizer):
     ) -> list[Tensor]:
         if rule is not None and rule.first_moment_key is not None:
             return [s[rule.first_moment_key] for s in states]
-        mus = []
-        for q in params:
-            if q not in self._own_moments:
-                self._own_moments[q] = torch.zeros_like(q, memory_format=torch.preserve_format)
-            mus.append(self._own_moments[q])
+        mus = [self._own_moment(q) for q in params]
         torch._foreach_lerp_(mus, grads, 1 - OWN_MOMENT_BETA)
         return mus
+
+    def _own_moment(self, param: Tensor) -> Tensor:
+        """The wrapper's own first moment of ``param`` (EMA of g), created at zero."""
+        if param not in self._own_moments:
+            self._own_moments[param] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return self._own_moments[param]
 
     def _update_scores(self, params: list[Tensor], mus: list[Tensor], grads: list[Tensor]) -> None:
         if self.granularity == "block":
@@ -371,7 +390,7 @@ class MaskedOptimizer(Optimizer):
                 self.state[q].update(rule.init_state(group, q))
             states.append(self.state[q])
         if self._uses_fused(group, params[0].device):
-            self._step_fused(group, params, states, host_draws)
+            self._step_fused(group, rule, params, states, host_draws)
             return
         grads = rule.update_moments(group, params, [q.grad for q in params], states)
         if self._needs_scores:

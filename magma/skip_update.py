@@ -13,7 +13,7 @@ from magma.masked import MaskedOptimizer
 class SkipUpdate(MaskedOptimizer):
     """Each masked block survives a step with probability ``p`` and is scaled by 1/p,
     so the expected update equals the base optimizer's; moments stay dense. ``fused`` as
-    for Magma: the compiled Adam/AdamW step (None: on CUDA where it applies)."""
+    for Magma: the compiled step of the Adam family (None: on CUDA where it applies)."""
 
     def __init__(
         self,

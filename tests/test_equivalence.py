@@ -19,6 +19,7 @@ from torch import Tensor, nn
 import magma
 from magma import Magma, SkipUpdate
 from tests.reference import ReferenceMasking, alignment_score, expected_block_keeps
+from tests.test_fused import every_graph_compiled  # noqa: F401 (a fixture)
 
 GRANULARITIES = ("block", "row", "column", "element")
 STEPS = 15
@@ -356,7 +357,9 @@ def test_mapping_params_and_p_one() -> None:
 # fused=True forces magma.fused on CPU. Compiling takes seconds per graph on a small CPU,
 # so the table is short: every Adam flag the kernels branch on (decoupled or coupled
 # decay, amsgrad, maximize), both variants, two buckets, the ablations whose masks are
-# on the host, and blocks without a gradient (no previous score: NaN, replaced in-graph).
+# on the host, blocks without a gradient (no previous score: NaN, replaced in-graph), and
+# the other bases with a kernel, both variants each: C-AdamW (caution mask) and LaProp
+# (momentum of normalised gradients; Magma scores with the wrapper's own first moment).
 SKIP = {"p": 0.5, "tau": 1.0, "ema": 0.0, "sampling": "uniform", "damping": False}
 MAGMA = {"p": 0.5, "tau": 2.0, "ema": 0.9, "sampling": "uniform", "damping": True}
 FUSED: dict[str, tuple[str, dict, tuple[str, ...]]] = {
@@ -368,9 +371,14 @@ FUSED: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     "magma-no-sampling": ("adamw", {**MAGMA, "sampling": "none"}, ()),
     "magma-no-damping": ("adamw", {**MAGMA, "damping": False}, ()),
     "magma-gradless": ("adamw", MAGMA, ("w3", "fc1.bias")),
+    "skip-cadamw": ("cadamw", SKIP, ()),
+    "magma-cadamw": ("cadamw", MAGMA, ()),
+    "skip-laprop": ("laprop", SKIP, ()),
+    "magma-laprop": ("laprop", MAGMA, ()),
 }
 
 
+@pytest.mark.usefixtures("every_graph_compiled")
 @pytest.mark.parametrize("case", list(FUSED))
 def test_fused_matches_reference(case: str) -> None:
     """Same mask sequence (same seed, same host generator), parameters and every moment

@@ -7,6 +7,8 @@ decision alone, as this machine has no GPU."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -16,9 +18,19 @@ import magma
 from magma import Magma, SkipUpdate
 from tests.reference import expected_block_keeps
 from worker.config import TrialConfig
+from worker.contract import FUSED_STEP_BASES, Base
 from worker.optimizers import build_optimizers
 
 SHAPES = [(4, 3), (5,), (3, 2, 2), (6, 4)]
+
+
+@pytest.fixture
+def every_graph_compiled() -> Iterator[None]:
+    """One test process compiles the kernels for many bases, flags, buckets and ranks;
+    past dynamo's recompile limit (8 graphs per function) the rest would silently run
+    eagerly, untested. A training run compiles a few graphs per function."""
+    with torch._dynamo.config.patch(recompile_limit=64):
+        yield
 
 
 def _params() -> list[Tensor]:
@@ -28,6 +40,15 @@ def _params() -> list[Tensor]:
 
 def _adamw(params: list[Tensor]) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+
+
+# Each base with a kernel (magma.fused.FUSED_BASES), as the equivalence tests build it.
+KERNEL_BASES = {
+    "adam": lambda ps: torch.optim.Adam(ps, lr=1e-2),
+    "adamw": _adamw,
+    "cadamw": lambda ps: magma.CAdamW(ps, lr=1e-2, weight_decay=0.1),
+    "laprop": lambda ps: magma.LaProp(ps, lr=1e-2, weight_decay=0.1),
+}
 
 
 WRAPPERS = {
@@ -43,10 +64,17 @@ def test_fused_must_be_a_bool_or_none(variant: str, fused: object) -> None:
         WRAPPERS[variant](_adamw(_params()), fused=fused)
 
 
+class _SubclassedCAdamW(magma.CAdamW):
+    """A subclass may change the math: only exact types take a kernel."""
+
+
+SUPPORTED = "torch.optim.Adam, torch.optim.AdamW, magma.CAdamW, magma.LaProp (exact types"
 IMPOSSIBLE = {
-    "sgd": (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), {}, "torch.optim.Adam or AdamW"),
-    "rmsprop": (lambda ps: torch.optim.RMSprop(ps, lr=0.1), {}, "torch.optim.Adam or AdamW"),
+    "sgd": (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), {}, SUPPORTED),
+    "rmsprop": (lambda ps: torch.optim.RMSprop(ps, lr=0.1), {}, SUPPORTED),
+    "cadamw-subclass": (_SubclassedCAdamW, {}, SUPPORTED),
     "row": (_adamw, {"granularity": "row"}, "needs 'block'"),
+    "laprop-row": (KERNEL_BASES["laprop"], {"granularity": "row"}, "needs 'block'"),
     "alignment": (_adamw, {"sampling": "alignment"}, "needs 'uniform' or 'none'"),
 }
 
@@ -86,18 +114,28 @@ def test_auto_selects_fused_on_cuda_only_where_it_applies(
     assert opt._uses_fused(group, torch.device("cuda")) is cuda
 
 
+@pytest.mark.parametrize("base", list(KERNEL_BASES))
+def test_auto_selects_fused_on_cuda_for_every_fused_base(base: str) -> None:
+    opt = Magma(KERNEL_BASES[base](_params()))
+    group = opt.param_groups[0]
+    assert not opt._uses_fused(group, torch.device("cpu"))
+    assert opt._uses_fused(group, torch.device("cuda"))
+
+
 def test_auto_never_selects_a_base_without_a_fused_kernel() -> None:
     opt = Magma(torch.optim.SGD(_params(), lr=0.1, momentum=0.9))
     assert not opt._uses_fused(opt.param_groups[0], torch.device("cuda"))
 
 
+@pytest.mark.usefixtures("every_graph_compiled")
+@pytest.mark.parametrize("base_name", ["adamw", "cadamw", "laprop"])
 @pytest.mark.parametrize("variant", list(WRAPPERS))
-def test_fused_masked_out_blocks_are_not_written(variant: str) -> None:
+def test_fused_masked_out_blocks_are_not_written(variant: str, base_name: str) -> None:
     """Tensor version counters count in-place writes: a masked-out block's parameter is
     neither written nor changed, a survivor's is, and every block's moments are."""
     params = _params()
     seed, p, steps = 11, 0.5, 6
-    base = _adamw(params)
+    base = KERNEL_BASES[base_name](params)
     opt = WRAPPERS[variant](base, p=p, seed=seed, fused=True)
     keeps = expected_block_keeps(seed, len(params), p, steps)
     gen = torch.Generator().manual_seed(7)
@@ -129,7 +167,19 @@ def test_fused_masked_out_blocks_are_not_written(variant: str) -> None:
 def test_trial_config_rejects_impossible_fused_step(fields: dict) -> None:
     with pytest.raises(ValidationError, match="fused_step") as info:
         TrialConfig(fused_step=True, **fields)
-    assert "'adam' or 'adamw'" in str(info.value)
+    assert "base one of ['adam', 'adamw', 'laprop', 'c-adamw']" in str(info.value)
+
+
+@pytest.mark.parametrize("base", Base.values())
+def test_trial_config_fused_bases_are_the_ones_with_a_kernel(base: str) -> None:
+    """worker.contract.FUSED_STEP_BASES names, in the worker's words, exactly the bases
+    whose optimizer (as the worker builds it) magma.fused supports; those validate."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    config = TrialConfig(base=base, variant="dense")
+    built = build_optimizers(config, model, {"mlp": list(model[0].parameters())})[0]
+    assert magma.fused.supports(built, built.param_groups[0]) is (base in FUSED_STEP_BASES)
+    if base in FUSED_STEP_BASES:
+        assert TrialConfig(base=base, fused_step=True).fused_step is True
 
 
 @pytest.mark.parametrize("fused_step", [None, True, False])
@@ -145,6 +195,7 @@ def test_trial_config_fused_step_reaches_the_wrapper(variant: str, fused_step: b
 # --- the update kernel's step counter -------------------------------------------------------
 
 
+@pytest.mark.usefixtures("every_graph_compiled")
 def test_update_kernel_takes_an_on_device_step_counter() -> None:
     """Capturable and fused bases keep ``step`` as a tensor on the parameter's device (CUDA
     here, so not reachable on CPU through the wrapper): the kernel computes the bias
@@ -163,3 +214,38 @@ def test_update_kernel_takes_an_on_device_step_counter() -> None:
         moved = param.clone()
         update(moved, exp_avg, second, step, beta1, beta2, lr, eps, decay, scale)
         torch.testing.assert_close(moved.double(), expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.usefixtures("every_graph_compiled")
+@pytest.mark.parametrize(
+    "grad, maximize, moved",
+    [
+        ([1.0, 1.0, -1.0, -1.0], False, [-0.2, 0.0, 0.0, 0.2]),  # 2 of 4 agree: c = 2 there
+        ([1.0, 1.0, -1.0, -1.0], True, [0.0, 0.2, -0.2, 0.0]),  # maximize: g = -grad
+        ([-1.0, 1.0, -1.0, 1.0], False, [0.0, 0.0, 0.0, 0.0]),  # none agrees: c = 0
+    ],
+)
+def test_cautious_update_keeps_agreeing_coordinates_rescaled(
+    grad: list[float], maximize: bool, moved: list[float]
+) -> None:
+    """C-AdamW's kernel with beta1 = beta2 = 0, eps = 0 and v = 1, so u = m = exp_avg:
+    theta = -lr * u * c, c = 1[m * g > 0] / max(mean, 1e-3), lr = 0.1."""
+    param, exp_avg = torch.zeros(4), torch.tensor([1.0, -1.0, 1.0, -1.0])
+    update = magma.fused._kernels().cautious_update
+    update(
+        param,
+        exp_avg,
+        second=torch.ones(4),
+        grad=torch.tensor(grad),
+        step=1.0,
+        beta1=0.0,
+        beta2=0.0,
+        lr=0.1,
+        eps=0.0,
+        weight_decay=0.0,
+        decay=0.0,
+        scale=1.0,
+        maximize=maximize,
+        coupled_decay=False,
+    )
+    torch.testing.assert_close(param, torch.tensor(moved))

@@ -23,6 +23,7 @@ from pydantic import (
 
 from worker.contract import (
     DEFAULT_METRIC,
+    FUSED_STEP_BASES,
     Base,
     BaseName,
     ComponentsName,
@@ -124,8 +125,9 @@ class TrialConfig(BaseModel):
     compile: bool = False
     fused_step: bool | None = Field(
         None,
-        description="magma's compiled Adam/AdamW step: None on CUDA where it applies, true "
-        "forces it (base 'adam'/'adamw', a masked variant, granularity 'block'), false never",
+        description="magma's compiled masked step: None on CUDA where it applies, true forces "
+        f"it (base one of {[b.value for b in FUSED_STEP_BASES]}, a masked variant, granularity "
+        "'block'), false never",
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
     divergence_factor: float = Field(3.0, gt=1, description="loss > factor * initial: diverged")
@@ -223,15 +225,15 @@ class TrialConfig(BaseModel):
                 f"({self.grad_accum})"
             )
         fusable = (
-            self.base in (Base.adam, Base.adamw)
+            self.base in FUSED_STEP_BASES
             and self.variant != Variant.dense
             and self.granularity == Granularity.block
         )
         if self.fused_step and not fusable:
             raise ValueError(
-                "fused_step: true needs base 'adam' or 'adamw', variant 'magma' or "
-                f"'skipupdate' and granularity 'block'; got base {self.base!r}, variant "
-                f"{self.variant!r}, granularity {self.granularity!r}"
+                f"fused_step: true needs base one of {[b.value for b in FUSED_STEP_BASES]}, "
+                "variant 'magma' or 'skipupdate' and granularity 'block'; got base "
+                f"{self.base!r}, variant {self.variant!r}, granularity {self.granularity!r}"
             )
         if self.metric == "condition_number" and not self.condition_number:
             raise ValueError("metric 'condition_number' needs condition_number: true")

@@ -80,6 +80,11 @@ class Base(Names):
     sgd = "sgd"
 
 
+#: the bases whose masked step magma's compiled kernels take (``fused_step``; the
+#: library's own list is ``magma.fused.FUSED_BASES``)
+FUSED_STEP_BASES: tuple[Base, ...] = (Base.adam, Base.adamw, Base.laprop, Base.c_adamw)
+
+
 class Variant(Names):
     """How the base's update is masked; the dense baseline first."""
 

@@ -17,6 +17,9 @@ import torch
 from magma.rules.adam import AdamRule
 from magma.rules.base import ParamGroup
 
+#: the floor on mean(c), the fraction of coordinates kept, before dividing by it
+CAUTION_FLOOR = 1e-3
+
 
 class CautiousAdamWRule(AdamRule):
     def supports(self, group: ParamGroup) -> bool:
@@ -29,7 +32,7 @@ class CautiousAdamWRule(AdamRule):
         exp_avgs = [s["exp_avg"] for s in states]
         for delta, exp_avg, grad in zip(deltas, exp_avgs, grads, strict=True):
             agree = (exp_avg * grad > 0).to(delta.dtype)
-            agree.div_(agree.mean().clamp_(min=1e-3))
+            agree.div_(agree.mean().clamp_(min=CAUTION_FLOOR))
             delta.mul_(agree)
         if wd != 0:
             torch._foreach_add_(deltas, params, alpha=lr * wd)
