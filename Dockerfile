@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # magma-bench image: the API (`serve`), the study driver (`driver`, run through
 # magma-ray-join when it talks to a Ray cluster), one-off `train` runs and, with
 # `--entrypoint ray`, the Ray head and worker nodes. One image for all of them, so that every
@@ -14,6 +12,9 @@
 # useradd: the public python:3.11-slim-bookworm by default, or a local one where no registry
 # can be reached (the docker test imports one made by debootstrap, docker/local/). The
 # builder and the runtime share it, so the venv's interpreter exists in both.
+#
+# No `# syntax=` line: the daemon's built-in Dockerfile frontend (RUN --mount, COPY --chmod)
+# builds it, so no frontend image is pulled either.
 #
 # The bundled C4 sample and T5 tokenizer (worker/assets) are package data, so they are
 # installed with the package: the image needs no network at run time.
@@ -58,20 +59,19 @@ RUN --mount=type=cache,target=/root/.cache/pip --mount=type=bind,source=wheelhou
     && pip install --index-url "$index" "$TORCH_SPEC"
 
 # The dependencies alone (docker/requirements.py reads them from pyproject.toml: the
-# library's and the [service] extra's), in a layer that source edits keep.
-COPY pyproject.toml docker/requirements.py /src/
+# library's and the [service] extra's), in a layer that source edits keep: the two files
+# are mounted, not copied, so they add no layer (each layer is a full copy on some storage
+# drivers, vfs among them).
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=bind,source=wheelhouse,target=/wheelhouse \
-    python /src/requirements.py /src/pyproject.toml > /tmp/requirements.txt \
+    --mount=type=bind,source=pyproject.toml,target=/tmp/deps/pyproject.toml \
+    --mount=type=bind,source=docker/requirements.py,target=/tmp/deps/requirements.py \
+    python /tmp/deps/requirements.py /tmp/deps/pyproject.toml > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
-# The package itself (not editable: the image carries no source tree).
-COPY README.md /src/README.md
-COPY magma /src/magma
-COPY worker /src/worker
-COPY studies /src/studies
-COPY service /src/service
-COPY dashboards /src/dashboards
+# The package itself (not editable: the image carries no source tree), built from the build
+# context mounted at /src (read-write, the build's writes discarded) instead of copied in.
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=bind,source=wheelhouse,target=/wheelhouse \
+    --mount=type=bind,target=/src,rw \
     pip install --no-deps /src \
     && python -c "import torch, ray, magma, worker, studies, service; print('torch', torch.__version__, 'ray', ray.__version__)"
 

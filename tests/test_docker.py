@@ -37,12 +37,13 @@ REPORT = ROOT / "var" / "docker-test.json"
 SERVICES = {"postgres", "api", "driver", "ray-head", "ray-worker-cpu"}
 HEALTH_CHECKED = {"postgres", "api", "ray-head"}
 #: the quadratic preset, small: 2 arms x 3 LRs (+ an extension while unbracketed) x 1 seed,
-#: then each arm's choice on 1 fresh seed; 300 steps, checkpointed every 50
+#: then each arm's choice on 1 fresh seed; 4000 steps (about 10 s a run), checkpointed every
+#: 200, so that the driver's restart finds runs in flight
 STUDY = {
     "preset": "quadratic",
     "overrides": {
         "seeds": 1,
-        "workload": {"steps": 300},
+        "workload": {"steps": 4000, "eval_interval": 200},
         "protocol": {"max_extensions": 1, "confirm_seeds": 1},
     },
 }
@@ -204,10 +205,10 @@ def test_a_study_completes_on_the_cpu_worker_through_a_driver_restart(stack: Sta
         return any(t["status"] == "complete" for t in trials(stack, study_id))
 
     wait_for(some_complete, timeout=300, interval=1, what="a first complete trial")
-    start = time.monotonic()
+    in_flight = [t["id"] for t in trials(stack, study_id) if t["status"] == "running"]
+    assert in_flight, "no run in flight to interrupt"
     stack.compose("restart", "driver")
-    stack.report["driver_restart_s"] = round(time.monotonic() - start, 1)
-    assert stack.get(f"/api/v1/studies/{study_id}").json()["status"] not in ("complete",)
+    assert stack.get(f"/api/v1/studies/{study_id}").json()["status"] == "running"
 
     def finished() -> dict[str, Any] | None:
         study = stack.get(f"/api/v1/studies/{study_id}").json()
@@ -216,8 +217,10 @@ def test_a_study_completes_on_the_cpu_worker_through_a_driver_restart(stack: Sta
     study = wait_for(finished, timeout=900, interval=2, what=f"study {study_id} finished")
     assert study["status"] == "complete", stack.logs()
     runs = trials(stack, study_id)
-    # None lost: every run completed; none repeated: one trial per configuration and seed.
-    assert {t["status"] for t in runs} == {"complete"}, runs
+    # None lost: every run has its result (a diverged run is one); none repeated: one trial
+    # per configuration and seed, those in flight at the restart included.
+    assert {t["status"] for t in runs} <= {"complete", "diverged"}, runs
+    assert set(in_flight) <= {t["id"] for t in runs}
     keys = [(t["configuration"], t["seed_index"]) for t in runs]
     assert len(keys) == len(set(keys)), keys
     assert len(runs) >= 2 * 3 + 2  # both arms' 3 LRs on 1 seed, each choice on 1 more

@@ -28,6 +28,7 @@ fi
 rootfs() {
     local dir
     dir="$(mktemp -d "/var/tmp/magma-rootfs-$1.XXXXXX")"
+    chmod 0755 "$dir"  # the image's /: mktemp's 0700 would lock every other user out
     mkdir -p "$cache"
     debootstrap --variant=minbase --cache-dir="$cache" --include="$2" "$suite" "$dir" \
         ${mirror:+"$mirror"} >"$dir.log" 2>&1 || { tail -20 "$dir.log" >&2; return 1; }
@@ -53,5 +54,5 @@ postgres_dir="$(rootfs postgres postgresql)"
 rm -rf "$postgres_dir"/var/lib/postgresql/*/main "$postgres_dir"/etc/postgresql/*/main
 install -m 0755 "$here/postgres-entrypoint.sh" "$postgres_dir/usr/local/bin/docker-entrypoint.sh"
 import "$postgres_dir" "$prefix-postgres:$suite" \
-    'ENV PGDATA=/var/lib/postgresql/data' 'EXPOSE 5432' 'STOPSIGNAL SIGINT' \
+    'ENV PGDATA=/var/lib/postgresql/data' 'EXPOSE 5432' \
     'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' 'CMD ["postgres"]'

@@ -23,8 +23,10 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     pwfile="$(mktemp)"
     printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
     chown postgres "$pwfile"
-    as_postgres "$bin/initdb" --username="$user" --pwfile="$pwfile" \
-        --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+    # UTF8 as the official image has it (a bare container's C locale would give SQL_ASCII,
+    # whose text psycopg hands back as bytes)
+    as_postgres "$bin/initdb" --username="$user" --pwfile="$pwfile" --encoding=UTF8 \
+        --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 >/dev/null
     rm -f "$pwfile"
     echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
     if [ "$db" != postgres ]; then
@@ -34,9 +36,20 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     fi
 fi
 
-if [ "${1:-postgres}" = postgres ]; then
-    [ "$#" -gt 0 ] && shift
-    exec setpriv --reuid=postgres --regid=postgres --init-groups \
-        "$bin/postgres" -c listen_addresses='*' "$@"
+if [ "${1:-postgres}" != postgres ]; then
+    exec "$@"
 fi
-exec "$@"
+[ "$#" -gt 0 ] && shift
+# The official image stops PostgreSQL with SIGINT (fast shutdown: clients disconnected, a
+# clean checkpoint); `docker stop` sends SIGTERM (smart shutdown, which waits for every client
+# until the kill). An import cannot set STOPSIGNAL, so this shell turns one into the other.
+as_postgres "$bin/postgres" -c listen_addresses='*' "$@" &
+server=$!
+trap 'kill -INT "$server"' TERM INT
+status=0
+wait "$server" || status=$?
+while kill -0 "$server" 2>/dev/null; do  # the wait a signal interrupted: wait for the exit
+    status=0
+    wait "$server" || status=$?
+done
+exit "$status"
