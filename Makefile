@@ -53,10 +53,14 @@ test-all: install lint
 
 # Wheels for `docker compose build` with PIP_NO_INDEX=1 (no index reached in the build):
 # pip, setuptools and wheel, torch (TORCH), and the image's requirements (docker/requirements.py).
-wheelhouse: install
+# Remade when the requirements or TORCH change (the stamp).
+wheelhouse: wheelhouse/.complete
+
+wheelhouse/.complete: pyproject.toml docker/requirements.py $(SPEC) | install
 	$(BIN)/python docker/requirements.py pyproject.toml > wheelhouse/requirements.txt
 	$(BIN)/python -m pip wheel --quiet --wheel-dir wheelhouse pip setuptools wheel "$(TORCH)" \
 		-r wheelhouse/requirements.txt
+	@touch $@
 
 # The docker-compose stack for real (tests/test_docker.py): a Docker daemon on DOCKER_HOST,
 # started by docker/local/start-docker.sh when none answers there.
