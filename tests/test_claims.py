@@ -92,16 +92,20 @@ def test_table1_with_one_seed_is_inconclusive_and_says_why() -> None:
     assert empty.support == Support.inconclusive
 
 
-def sensitivity_rows(centre: float, **cells: float) -> Rows:
-    """p {0.25, 0.5, 0.75} x tau {0.5, 1, 2, 4}, 1 seed, every objective 20 but tau=0.5's
-    (30, outside the neighbourhood) and ``cells`` (``p0.25_tau1=21.0``)."""
+def sensitivity_rows(centre: float, seeds: int = 1, **cells: float | list[float]) -> Rows:
+    """p {0.25, 0.5, 0.75} x tau {0.5, 1, 2, 4}, ``seeds`` seeds, every objective 20 but
+    tau=0.5's (30, outside the neighbourhood) and ``cells`` (``p0.25_tau1=21.0``, or one
+    value per seed)."""
     rows = Rows()
     for p in (0.25, 0.5, 0.75):
         for tau in (0.5, 1.0, 2.0, 4.0):
             value = cells.get(f"p{p:g}_tau{tau:g}", 30.0 if tau == 0.5 else 20.0)
             if (p, tau) == (0.5, 2.0):
                 value = centre
-            rows.add(value, base="rmsprop", variant="magma", lr=1e-3, p=p, tau=tau)
+            values = value if isinstance(value, list) else [value] * seeds
+            for seed, objective in enumerate(values):
+                rows.add(objective, seed=seed, base="rmsprop", variant="magma", lr=1e-3, p=p,
+                         tau=tau)  # fmt: skip
     return rows
 
 
@@ -113,12 +117,30 @@ def test_fig_a1_spread_within_the_tolerance_is_supported_beyond_it_contradicted(
     assert found.support == Support.supported
     assert found.numbers[0] == "spread 1.50% of the best cell over 9 cells (tolerance 2%)"
     assert "1 seed(s) a cell" in found.warnings[0]
-    # one cell at 21: 1 / 20 = 5.00% (tau=0.5's 30 is outside the neighbourhood either way)
+    # one cell at 21: 1 / 20 = 5.00% (tau=0.5's 30 is outside the neighbourhood either way),
+    # but at 1 seed no paired interval can tell it from seed noise
     found = claims.sensitivity(
         {"study": Study(sensitivity_rows(20.0, **{"p0.25_tau1": 21.0}).trials())}
     )
+    assert found.support == Support.inconclusive
+    assert found.numbers[0].startswith("spread 5.00% ")
+    assert found.numbers[2].startswith("worst cell vs best: +5.0% [no interval]")
+
+
+def test_fig_a1_is_contradicted_only_by_a_spread_beyond_seed_noise() -> None:
+    # 3 seeds, the worst cell 21 on every seed against the best's 20: the paired change is
+    # +5.0% on each seed, so its interval is [+5.0%, +5.0%]: detectably worse
+    rows = sensitivity_rows(20.0, seeds=3, **{"p0.25_tau1": 21.0})
+    found = claims.sensitivity({"study": Study(rows.trials())})
     assert found.support == Support.contradicted
     assert found.numbers[0].startswith("spread 5.00% ")
+    assert found.numbers[2] == "worst cell vs best: +5.0% [+5.0%, +5.0%] worse"
+    assert found.warnings == ()
+    # the same mean, 21, from 18, 21, 24 (ratios 0.9, 1.05, 1.2): the interval spans 0
+    rows = sensitivity_rows(20.0, seeds=3, **{"p0.25_tau1": [18.0, 21.0, 24.0]})
+    found = claims.sensitivity({"study": Study(rows.trials())})
+    assert found.support == Support.inconclusive
+    assert "no detectable difference at 3 seeds" in found.numbers[2]
 
 
 def test_fig_a1_without_the_centre_is_inconclusive() -> None:

@@ -28,7 +28,7 @@ from dashboards.analysis.arms import (
     configurations,
 )
 from dashboards.analysis.lr_window import lr_windows
-from dashboards.analysis.objective import Mode
+from dashboards.analysis.objective import Mode, rank
 from dashboards.analysis.verdict import (
     MIN_SEEDS,
     Comparison,
@@ -189,22 +189,34 @@ def sensitivity(studies: Mapping[str, StudyView]) -> Finding:
     if failed:
         text = ", ".join(f"p={p:g} tau={tau:g}" for p, tau in failed)
         return Finding(Support.contradicted, (f"no configuration completed at {text}",))
-    means = {cell: config.summary.mean for cell, config in hood.items() if config is not None}
-    best = min(means.values()) if study.mode == "min" else max(means.values())
-    if best == 0:
+    configs = {cell: config for cell, config in hood.items() if config is not None}
+    ranked = sorted(configs, key=lambda cell: rank(configs[cell].summary.mean, study.mode))
+    best, worst = configs[ranked[0]], configs[ranked[-1]]
+    if best.summary.mean == 0:
         return Finding(Support.inconclusive, ("the best cell's objective is 0",))
-    spread = (max(means.values()) - min(means.values())) / abs(best)
-    cells_text = "; ".join(f"p={p:g} tau={tau:g}: {mean:.6g}" for (p, tau), mean in means.items())
+    spread = abs(worst.summary.mean - best.summary.mean) / abs(best.summary.mean)
+    cells_text = "; ".join(
+        f"p={p:g} tau={tau:g}: {config.summary.mean:.6g}" for (p, tau), config in configs.items()
+    )
+    # A spread beyond the tolerance contradicts only when it is no seed noise: the worst
+    # cell is detectably worse than the best, paired by seed (the tested-differences rule).
+    estimate = paired_estimate(best.trials, worst.trials, study.mode)
     numbers = (
-        f"spread {spread:.2%} of the best cell over {len(means)} cells "
+        f"spread {spread:.2%} of the best cell over {len(configs)} cells "
         f"(tolerance {SPREAD_TOLERANCE:.0%})",
         cells_text,
+        f"worst cell vs best: {_describe(estimate)}",
     )
-    seeds = min(len(config.trials) for config in hood.values() if config is not None)
+    seeds = min(len(config.trials) for config in configs.values())
     warnings = (
         (f"{seeds} seed(s) a cell: the spread includes seed noise",) if seeds < MIN_SEEDS else ()
     )
-    support = Support.supported if spread <= SPREAD_TOLERANCE else Support.contradicted
+    if spread <= SPREAD_TOLERANCE:
+        support = Support.supported
+    elif estimate is not None and estimate.verdict == Verdict.worse:
+        support = Support.contradicted
+    else:
+        support = Support.inconclusive
     return Finding(support, numbers, warnings)
 
 
@@ -422,8 +434,11 @@ CLAIMS: tuple[Claim, ...] = (
         "Over the magma trials, each (p, tau) cell's best configuration; the neighbourhood is "
         "p=0.5 and tau=2 with their adjacent tested values. Spread = (largest - smallest "
         "cell mean) / |best cell mean|: supported when every neighbourhood cell completed "
-        f"and the spread is <= {SPREAD_TOLERANCE:.0%}, contradicted when it is larger or a "
-        "cell only diverged; inconclusive when p=0.5, tau=2 or a neighbour was not run.",
+        f"and the spread is <= {SPREAD_TOLERANCE:.0%}; contradicted when a cell only "
+        "diverged, or the spread is larger and the worst cell is worse than the best by the "
+        "tested-differences rule (paired by seed, 95% interval excluding 0); inconclusive "
+        "when the larger spread is not such a difference (seed noise; always at 1 seed a "
+        "cell) or p=0.5, tau=2 or a neighbour was not run.",
         sensitivity,
     ),
     Claim(
