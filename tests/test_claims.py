@@ -88,6 +88,11 @@ def test_table1_with_one_seed_is_inconclusive_and_says_why() -> None:
     assert found.support == Support.inconclusive
     assert "no detectable difference at 1 seed" in found.numbers[0]
     assert any("only 1 seed paired" in w for w in found.warnings)
+    # with several bases, each warning names its arm
+    rows.add(10.0, base="rmsprop", variant="dense", lr=1e-3)
+    rows.add(9.0, base="rmsprop", variant="magma", lr=1e-3)
+    found = claims.table1({"study": Study(rows.trials())})
+    assert {w.split(":")[0] for w in found.warnings} == {"adamw+magma", "rmsprop+magma"}
     empty = claims.table1({"study": Study([])})
     assert empty.support == Support.inconclusive
 

@@ -147,7 +147,10 @@ def _line(comparison: Comparison) -> str:
 
 
 def _warnings(comparisons: Sequence[Comparison]) -> tuple[str, ...]:
-    return tuple(w.message for c in comparisons for w in c.warnings)
+    """Each comparison's warnings, named by its masked arm when there are several."""
+    if len(comparisons) == 1:
+        return tuple(w.message for w in comparisons[0].warnings)
+    return tuple(f"{c.arm.label}: {w.message}" for c in comparisons for w in c.warnings)
 
 
 def table1(studies: Mapping[str, StudyView]) -> Finding:
