@@ -48,8 +48,9 @@ endef
 test: install lint
 	$(call run_pytest,)
 
+# Every test but the docker ones, which need a daemon: make test-docker.
 test-all: install lint
-	$(call run_pytest,-m "")
+	$(call run_pytest,-m "not docker")
 
 # Wheels for `docker compose build` with PIP_NO_INDEX=1 (no index reached in the build):
 # pip, setuptools and wheel, torch (TORCH), and the image's requirements (docker/requirements.py).
