@@ -70,13 +70,17 @@ class Stack:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.env['MAGMA_API_KEY']}"}
 
+    def command(self, *args: str) -> list[str]:
+        """``docker compose ARGS`` on this project, its env file and both compose files."""
+        return ["docker", "compose", "--project-name", self.project,
+                "--env-file", str(self.env_file), "--file", str(ROOT / "docker-compose.yml"),
+                "--file", str(OVERRIDE), *args]  # fmt: skip
+
     def compose(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        command = ["docker", "compose", "--project-name", self.project,
-                   "--env-file", str(self.env_file), "--file", str(ROOT / "docker-compose.yml"),
-                   "--file", str(OVERRIDE), *args]  # fmt: skip
         result = subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-        )
+            self.command(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
         if result.returncode != 0:
             pytest.fail(f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
         return result
@@ -166,9 +170,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         subprocess.run(
-            ["docker", "compose", "--project-name", prefix, "--env-file", str(env_file),
-             "--file", str(ROOT / "docker-compose.yml"), "--file", str(OVERRIDE),
-             "down", "--volumes", "--rmi", "all", "--remove-orphans", "--timeout", "20"],
+            stack.command("down", "--volumes", "--rmi", "all", "--remove-orphans",
+                          "--timeout", "20"),
             cwd=ROOT, check=False, capture_output=True,
         )  # fmt: skip
         for image in (env["BASE_IMAGE"], env["MAGMA_TEST_POSTGRES_IMAGE"], env["MAGMA_IMAGE"]):

@@ -18,6 +18,7 @@ finished in SQL leaves a configuration the next searcher rebuilds as finished.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from optuna.trial import TrialState
@@ -117,7 +118,7 @@ class StudySearcher(Unpicklable, Searcher):
             existing = repo.configurations(session, self.study_id)
             last = repo.latest_event(session, self.study_id, "bracket")
             reported = last.payload if last is not None else None
-        arms = self._arm_params()
+        arms = self.arms
         points: list[dict[int, Score]] = [{} for _ in arms]
         confirming = False
         for params, seeds in existing.values():
@@ -167,7 +168,8 @@ class StudySearcher(Unpicklable, Searcher):
             return None
         return self._create(len(existing), new, report)
 
-    def _arm_params(self) -> list[dict[str, Any]]:
+    @cached_property
+    def arms(self) -> list[dict[str, Any]]:
         """Each arm's searched values: a point of the grid of the searched lists, once per
         distinct run (``TrialConfig.run_key``): the dense arm of a components study is
         tuned once, not once per components value it ignores."""
