@@ -37,6 +37,14 @@ if ! docker compose version >/dev/null 2>&1; then
     rm -rf "$tmp"
 fi
 
+# unmount_under DIR: lazily unmounts every mount at or below DIR, deepest first.
+unmount_under() {
+    local dir
+    dir="$(realpath -m "$1")"
+    awk -v d="$dir" '$5 == d || index($5, d "/") == 1 {print $5}' /proc/self/mountinfo \
+        | sort -r | while read -r mount_point; do umount -l "$mount_point"; done
+}
+
 if ! docker info >/dev/null 2>&1; then
     socket="${DOCKER_HOST#unix://}"
     [ "$socket" != "$DOCKER_HOST" ] || { echo "DOCKER_HOST $DOCKER_HOST answers no daemon" >&2; exit 1; }
@@ -44,6 +52,11 @@ if ! docker info >/dev/null 2>&1; then
     # A daemon this script starts begins from an empty data root of its own: with vfs, the
     # 20.10 daemon's BuildKit leaves snapshots behind that no prune reaches (measured: about
     # 7 GB a build of the image), so each start reclaims the previous runs' space.
+    # A daemon that was killed (CI ends what a session left running) leaves its mounts behind:
+    # dockerd bind-mounts the data root onto itself, and container and netns mounts sit under
+    # both folders. Unmount them, deepest first, before the wipe.
+    unmount_under "$DATA_ROOT"
+    unmount_under "$run_dir"
     rm -rf "$DATA_ROOT"
     mkdir -p "$run_dir" "$DATA_ROOT"
     nohup dockerd --storage-driver=vfs --data-root="$DATA_ROOT" --exec-root="$run_dir/exec" \
