@@ -11,7 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pip (in every venv and image that runs this) vendors
+    from pip._vendor import tomli as tomllib  # the same parser, tomllib's origin
 
 #: the extras the image installs besides the library's own dependencies
 EXTRAS = ("service",)

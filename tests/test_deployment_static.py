@@ -15,6 +15,7 @@ import importlib
 import json
 import re
 import shlex
+import subprocess
 import sys
 from functools import cache
 from pathlib import Path
@@ -624,3 +625,20 @@ def test_runtime_files_are_package_data() -> None:
         "not in [tool.setuptools.package-data] of pyproject.toml, so missing from the installed "
         "package (and the Docker image): " + ", ".join(missing)
     )
+
+
+@pytest.mark.parametrize("has_tomllib", [True, False], ids=["python>=3.11", "python3.10"])
+def test_image_requirements_are_the_library_and_service_dependencies(has_tomllib: bool) -> None:
+    """docker/requirements.py (run by the Dockerfile and ``make wheelhouse``) prints the
+    library's dependencies and the [service] extra, also where tomllib is missing (3.10)."""
+    hide = "" if has_tomllib else "import sys; sys.modules['tomllib'] = None; "
+    script = ROOT / "docker" / "requirements.py"
+    run = f"{hide}import runpy, sys; sys.argv = ['x', {str(ROOT / 'pyproject.toml')!r}]; "
+    run += f"runpy.run_path({str(script)!r}, run_name='__main__')"
+    printed = subprocess.run(
+        [sys.executable, "-c", run], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    expected = project["dependencies"] + project["optional-dependencies"]["service"]
+    assert printed[:-1] == expected and printed[-1] == ""
+    assert any(req.startswith("torch") for req in printed)

@@ -225,6 +225,30 @@ def test_a_stale_claim_is_taken_over(db: Database) -> None:
     assert db.study(study_id).heartbeat_at > before
 
 
+def test_only_the_driver_holding_the_claim_can_finish_the_study(db: Database) -> None:
+    study_id = new_study(db)
+    with db.transaction() as session:
+        repo.claim_study(session, "driver-a", LONG)
+    time.sleep(0.3)
+    with db.transaction() as session:
+        assert repo.claim_study(session, "driver-b", timedelta(milliseconds=100)) is not None
+
+    # driver-a's claim went stale and was taken over: its finish is refused and changes nothing.
+    with db.transaction() as session:
+        assert repo.finish_study(session, study_id, "failed", "stale", owner="driver-a") is False
+    study = db.study(study_id)
+    assert (study.status, study.claimed_by, study.error) == ("running", "driver-b", None)
+    assert study.finished_at is None
+    assert events(db, study_id)[-1].payload == {"status": "running", "resumed": True}
+
+    with db.transaction() as session:
+        assert repo.finish_study(session, study_id, "complete", owner="driver-b") is True
+    study = db.study(study_id)
+    assert (study.status, study.claimed_by) == ("complete", None)
+    assert study.finished_at is not None
+    assert events(db, study_id)[-1].payload == {"status": "complete", "error": None}
+
+
 def test_cancelling_a_queued_study_cancels_it_and_its_trials(db: Database) -> None:
     study_id = new_study(db)
     trial_ids = new_configuration(db, study_id, 0)

@@ -121,7 +121,8 @@ class Driver:
             done.set()
             beat.join()
         with transaction(self.sessions) as session:
-            repo.finish_study(session, study_id, status, error)
+            if not repo.finish_study(session, study_id, status, error, owner=self.owner):
+                log.warning("study %s: claim lost to another driver; left to it", study_id)
 
     def _heartbeat(self, study_id: int, cancelled: threading.Event, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_seconds):

@@ -112,13 +112,26 @@ def heartbeat(session: Session, study_id: int, owner: str) -> str:
     return session.scalar(select(Study.status).where(Study.id == study_id)) or "failed"
 
 
-def finish_study(session: Session, study_id: int, status: str, error: str | None = None) -> None:
-    study = session.get(Study, study_id)
-    if study is None:
-        return
-    study.status, study.finished_at, study.error = status, utcnow(), error
-    study.claimed_by = None
+def finish_study(
+    session: Session,
+    study_id: int,
+    status: str,
+    error: str | None = None,
+    owner: str | None = None,
+) -> bool:
+    """End the study; returns whether it was ended.
+
+    With ``owner``, only while that driver still holds the claim: a driver whose claim went
+    stale and was taken over must not end the study under its new owner.
+    """
+    query = update(Study).where(Study.id == study_id)
+    if owner is not None:
+        query = query.where(Study.claimed_by == owner)
+    values = {"status": status, "finished_at": utcnow(), "error": error, "claimed_by": None}
+    if session.execute(query.values(**values)).rowcount == 0:
+        return False
     add_event(session, study_id, "study", {"status": status, "error": error})
+    return True
 
 
 def request_cancel(session: Session, study_id: int) -> Study | None:
