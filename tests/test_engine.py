@@ -381,6 +381,55 @@ def test_cancel_stops_a_running_study(db: Database, tmp_path: Path, ray_local: N
     assert study_events == ["queued", "running", "cancelling", "cancelled"]
 
 
+def test_a_driver_whose_study_was_taken_over_stops_its_trials_and_leaves_them(
+    db: Database, tmp_path: Path, ray_local: None
+) -> None:
+    """A driver that stalled past ``MAGMA_DRIVER_STALE_SECONDS`` loses its study to another
+    driver, which requeues the trials and resumes them. The first one's next heartbeat
+    finds the claim gone: it stops its trials within seconds and neither cancels nor
+    finishes anything, so the study stays the new owner's."""
+    spec = quadratic_spec(
+        name="taken-over",
+        workload={"steps": 100_000, "eval_interval": 50},
+        search={"lr": [0.1, 0.03]},
+        fixed={"threads": 1, "variant": "dense"},
+    )
+    study_id = db.create_study(spec)
+    driver = Driver(
+        url=db.url, storage_path=tmp_path / "ray", poll_seconds=0.5, heartbeat_seconds=0.5
+    )
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            driver.run(once=True)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failure.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        wait_for(
+            lambda: any(t.status == "running" and t.last_step for t in db.trials(study_id)),
+            timeout=180,
+            what="a running trial that has reported",
+        )
+        with db.transaction() as session:  # what claim_study does once the claim is stale
+            session.get(Study, study_id).claimed_by = "driver-b"
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the driver went on with a study it no longer holds"
+    finally:
+        thread.join(timeout=60)
+        dispose_driver(driver)
+    assert not failure, failure
+    run = snapshot(db, study_id)
+    assert (run.study.status, run.study.claimed_by) == ("running", "driver-b")
+    assert run.study.finished_at is None and run.study.error is None
+    assert [e.payload["status"] for e in run.events if e.kind == "study"] == ["queued", "running"]
+    statuses = [t.status for t in run.trials]
+    assert "running" in statuses and set(statuses) <= {"queued", "running"}, statuses
+
+
 def test_a_trial_stopped_for_a_cancel_is_recorded_as_cancelled(db: Database) -> None:
     """Tune asks the stopper about each result *before* it calls ``stop_all`` at the end
     of its loop step. A result that arrives after the heartbeat thread set the cancel

@@ -525,3 +525,43 @@ def test_a_recorded_checkpoint_never_runs_ahead_of_the_metric_rows(db: Database)
     assert trial.checkpoint_path == "/ckpt/20"
     reported = [m.step for m in db.metrics(trial.id)]
     assert reported == [10, 20], f"checkpoint at step 20 but metric rows {reported}"
+
+
+def test_a_driver_that_lost_its_claim_stops_and_writes_nothing_more(db: Database) -> None:
+    """A driver that stalled past the stale limit was taken over: the new owner requeued
+    its trials and resumes them. Once the heartbeat sets ``claim_lost``, the old driver's
+    searcher hands out nothing and records no result, its recorder writes no metric row,
+    running mark or checkpoint (which would point the new owner's resume at the old run),
+    and its stopper ends the experiment without calling it a cancel."""
+    from studies.engine.recorder import SQLRecorder
+    from studies.engine.runner import CancelStopper
+
+    spec = quadratic_spec(name="lost-claim", search={"lr": [0.1, 0.03]})
+    study_id = db.create_study(spec)
+    with db.transaction() as session:
+        repo.claim_study(session, "driver-a", timedelta(seconds=60))
+    claim_lost = threading.Event()
+    searcher = StudySearcher(study_id, spec, db.sessions, claim_lost=claim_lost)
+    recorder = SQLRecorder(db.sessions, claim_lost, flush_rows=1)
+    stopper = CancelStopper(searcher, threading.Event())
+    config = searcher.suggest("tune-0")
+    assert isinstance(config, dict)
+    fake = _FakeTrial(config["_meta"]["trial_id"])
+    recorder.on_trial_start(0, [], fake)
+    recorder.on_trial_result(0, [], fake, {"step": 10, "objective": 2.0, "status": "running"})
+    assert not stopper.stop_all()
+    before = [(t.status, t.checkpoint_path, t.last_step) for t in db.trials(study_id)]
+    assert before[0] == ("running", None, 10)
+
+    claim_lost.set()  # the heartbeat found another driver's name on the study
+    assert stopper.stop_all() and not searcher.cancelled
+    recorder.on_trial_start(0, [], fake)
+    recorder.on_trial_result(0, [], fake, {"step": 20, "objective": 1.0, "status": "running"})
+    recorder.on_checkpoint(0, [], fake, _FakeCheckpoint("/ckpt/20"))
+    recorder.flush()
+    searcher.on_trial_complete("tune-0", {"step": 20, "objective": 1.0, "status": "complete"})
+    assert searcher.suggest("tune-1") == StudySearcher.FINISHED
+
+    assert [(t.status, t.checkpoint_path, t.last_step) for t in db.trials(study_id)] == before
+    assert [m.step for m in db.metrics(fake.config["_meta"]["trial_id"])] == [10]
+    assert [t.state for t in searcher.optuna.get_trials()] == [TrialState.RUNNING]

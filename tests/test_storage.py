@@ -214,14 +214,14 @@ def test_a_stale_claim_is_taken_over(db: Database) -> None:
     assert study.started_at == started
     assert events(db, study_id)[-1].payload == {"status": "running", "resumed": True}
 
-    # The old owner's heartbeat no longer refreshes the claim.
+    # The old owner's heartbeat no longer refreshes the claim, and tells it so (None).
     before = db.study(study_id).heartbeat_at
     time.sleep(0.05)
     with db.transaction() as session:
-        repo.heartbeat(session, study_id, "driver-a")
+        assert repo.heartbeat(session, study_id, "driver-a") is None
     assert db.study(study_id).heartbeat_at == before
     with db.transaction() as session:
-        repo.heartbeat(session, study_id, "driver-b")
+        assert repo.heartbeat(session, study_id, "driver-b") == "running"
     assert db.study(study_id).heartbeat_at > before
 
 

@@ -95,9 +95,9 @@ class Driver:
             time.sleep(self.poll_seconds)
 
     def _run(self, study_id: int, spec_data: dict) -> None:
-        cancelled, done = threading.Event(), threading.Event()
+        cancelled, claim_lost, done = threading.Event(), threading.Event(), threading.Event()
         beat = threading.Thread(
-            target=self._heartbeat, args=(study_id, cancelled, done), daemon=True
+            target=self._heartbeat, args=(study_id, cancelled, claim_lost, done), daemon=True
         )
         beat.start()
         try:
@@ -109,6 +109,7 @@ class Driver:
                 self.sessions,
                 self.storage_path,
                 cancelled,
+                claim_lost,
                 run_name=f"study-{study_id}-{self.owner.rsplit(':', 1)[-1]}",
                 limit=lambda: self.share.limit(study_id),
             )
@@ -121,11 +122,25 @@ class Driver:
             done.set()
             beat.join()
         with transaction(self.sessions) as session:
-            if not repo.finish_study(session, study_id, status, error, owner=self.owner):
-                log.warning("study %s: claim lost to another driver; left to it", study_id)
+            if claim_lost.is_set() or not repo.finish_study(
+                session, study_id, status, error, owner=self.owner
+            ):
+                log.warning("study %s: another driver took it over; left to it", study_id)
 
-    def _heartbeat(self, study_id: int, cancelled: threading.Event, done: threading.Event) -> None:
+    def _heartbeat(
+        self,
+        study_id: int,
+        cancelled: threading.Event,
+        claim_lost: threading.Event,
+        done: threading.Event,
+    ) -> None:
+        """Keep the claim fresh; signal a cancel, or the claim's loss (a driver that stalled
+        past the stale limit and was taken over stops its trials and writes nothing more)."""
         while not done.wait(self.heartbeat_seconds):
             with transaction(self.sessions) as session:
-                if repo.heartbeat(session, study_id, self.owner) == "cancelling":
-                    cancelled.set()
+                status = repo.heartbeat(session, study_id, self.owner)
+            if status is None:
+                claim_lost.set()
+                return
+            if status == "cancelling":
+                cancelled.set()

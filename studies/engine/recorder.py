@@ -2,11 +2,13 @@
 
 Metric rows are buffered and flushed in batches (every ``flush_rows`` rows or
 ``flush_seconds``), so the database is never the bottleneck however many trials run,
-yet the live view lags by about a second at most.
+yet the live view lags by about a second at most. Once ``claim_lost`` is set (another
+driver took the study over and requeued its trials), nothing more is written.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -19,22 +21,29 @@ from studies.storage.engine import transaction
 from worker.trainable import META_KEY
 
 
-def sql_trial_id(trial: Any) -> int | None:
-    return trial.config.get(META_KEY, {}).get("trial_id")
-
-
 class SQLRecorder(Unpicklable, Callback):
     _picklable = ("flush_rows", "flush_seconds")
 
     def __init__(
-        self, sessions: sessionmaker[Session], flush_rows: int = 200, flush_seconds: float = 1.0
+        self,
+        sessions: sessionmaker[Session],
+        claim_lost: threading.Event | None = None,
+        flush_rows: int = 200,
+        flush_seconds: float = 1.0,
     ) -> None:
         self.sessions = sessions
+        self.claim_lost = claim_lost or threading.Event()
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self.buffer: list[tuple[int, dict[str, Any]]] = []
         self.last_flush = time.monotonic()
 
+    def sql_trial_id(self, trial: Any) -> int | None:
+        """The trial's SQL id; None for a trial that is not ours to write (anymore)."""
+        return None if self.claim_lost.is_set() else trial.config.get(META_KEY, {}).get("trial_id")
+
     def flush(self) -> None:
+        if self.claim_lost.is_set():
+            self.buffer = []
         if self.buffer:
             with transaction(self.sessions) as session:
                 repo.add_metrics(session, self.buffer)
@@ -42,7 +51,7 @@ class SQLRecorder(Unpicklable, Callback):
         self.last_flush = time.monotonic()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        trial_id = sql_trial_id(trial)
+        trial_id = self.sql_trial_id(trial)
         if trial_id is not None:
             with transaction(self.sessions) as session:
                 repo.mark_trial_running(session, trial_id)
@@ -50,7 +59,7 @@ class SQLRecorder(Unpicklable, Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
-        trial_id = sql_trial_id(trial)
+        trial_id = self.sql_trial_id(trial)
         if trial_id is None:
             return
         keep = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
@@ -66,7 +75,7 @@ class SQLRecorder(Unpicklable, Callback):
     def on_checkpoint(
         self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
     ) -> None:
-        trial_id = sql_trial_id(trial)
+        trial_id = self.sql_trial_id(trial)
         if trial_id is not None:
             # Rows first: a resume from this checkpoint must not skip unrecorded rows.
             with transaction(self.sessions) as session:

@@ -36,9 +36,10 @@ MAX_TRIAL_RETRIES = 2
 class CancelStopper(Unpicklable, tune.Stopper):
     _picklable = ()
 
-    """Stops the whole experiment once the database says the study is cancelling.
+    """Stops the whole experiment once the database says the study is cancelling, or once
+    another driver has taken the study over (the searcher's ``claim_lost``).
 
-    The status is read by the driver's heartbeat thread; this only looks at a flag."""
+    Both are read by the driver's heartbeat thread; this only looks at flags."""
 
     def __init__(self, searcher: StudySearcher, cancelled: threading.Event) -> None:
         self.searcher, self.cancelled = searcher, cancelled
@@ -51,7 +52,7 @@ class CancelStopper(Unpicklable, tune.Stopper):
         # the searcher must know, so the trial is recorded as cancelled, not pruned.
         if self.cancelled.is_set():
             self.searcher.cancelled = True
-        return self.cancelled.is_set()
+        return self.cancelled.is_set() or self.searcher.claim_lost.is_set()
 
 
 #: Tune's trainable registry is not thread-safe: two studies registering at once fail with
@@ -84,17 +85,22 @@ def run_study(
     sessions: sessionmaker[Session],
     storage_path: Path,
     cancelled: threading.Event,
+    claim_lost: threading.Event,
     run_name: str,
     limit: Callable[[], int] | None = None,
-) -> str:
-    """Run until every trial has finished or the study is cancelled; returns the status.
+) -> str | None:
+    """Run until every trial has finished or the study is cancelled; returns the status,
+    or None when ``claim_lost`` was set: this driver then stops and writes nothing more,
+    since the driver that took the study over has requeued its trials.
 
     ``limit``: the trials the study may have in flight now, below its ``max_concurrent``
     (the driver's fair share when it runs several studies at once)."""
     with transaction(sessions) as session:
         repo.requeue_unfinished(session, study_id)
-    recorder = SQLRecorder(sessions)
-    searcher = StudySearcher(study_id, spec, sessions, flush=recorder.flush, limit=limit)
+    recorder = SQLRecorder(sessions, claim_lost)
+    searcher = StudySearcher(
+        study_id, spec, sessions, flush=recorder.flush, limit=limit, claim_lost=claim_lost
+    )
     if spec.early_stopping.kind == "asha":
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
@@ -129,6 +135,8 @@ def run_study(
         ),
     )
     tuner.fit()
+    if claim_lost.is_set():
+        return None
     recorder.flush()
     with transaction(sessions) as session:
         if cancelled.is_set():

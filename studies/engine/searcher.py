@@ -17,6 +17,7 @@ finished in SQL leaves a configuration the next searcher rebuilds as finished.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
@@ -50,6 +51,7 @@ class StudySearcher(Unpicklable, Searcher):
         flush: Callable[[], None] = lambda: None,
         max_runs: int | None = None,
         limit: Callable[[], int] | None = None,
+        claim_lost: threading.Event | None = None,
     ) -> None:
         super().__init__(metric=OBJECTIVE_KEY, mode=spec.mode)
         self.study_id, self.spec, self.sessions = study_id, spec, sessions
@@ -60,6 +62,8 @@ class StudySearcher(Unpicklable, Searcher):
             max_runs or get_settings().caps.max_trials
         )  # the server cap a bracket study's extensions stop at
         self.cancelled = False
+        # set once another driver took the study over: nothing more is handed out or written
+        self.claim_lost = claim_lost or threading.Event()
         # trials in flight the driver allows now (its share of the cluster among the studies
         # it runs, ``studies.engine.fairness``); None: only Tune's ``max_concurrent`` limit
         self.limit = limit
@@ -68,7 +72,7 @@ class StudySearcher(Unpicklable, Searcher):
         self.optuna = in_memory_study(spec, configurations)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.cancelled:
+        if self.cancelled or self.claim_lost.is_set():
             return Searcher.FINISHED
         if self.limit is not None and len(self.handed_out) >= self.limit():
             return None  # asked again as Tune loops
@@ -215,7 +219,7 @@ class StudySearcher(Unpicklable, Searcher):
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         sql_id = self.handed_out.pop(trial_id, None)
-        if sql_id is None:
+        if sql_id is None or self.claim_lost.is_set():
             return
         result = result or {}
         reported = result.get(STATUS_KEY)

@@ -102,14 +102,17 @@ def claim_study(session: Session, owner: str, stale_after: timedelta) -> Study |
     return study
 
 
-def heartbeat(session: Session, study_id: int, owner: str) -> str:
-    """Refresh the claim; returns the study's status (the driver's cancel signal)."""
-    session.execute(
+def heartbeat(session: Session, study_id: int, owner: str) -> str | None:
+    """Refresh the claim; returns the study's status (the driver's cancel signal), or None
+    once ``owner`` no longer holds the claim (another driver took the study over)."""
+    refreshed = session.execute(
         update(Study)
         .where(Study.id == study_id, Study.claimed_by == owner)
         .values(heartbeat_at=utcnow())
     )
-    return session.scalar(select(Study.status).where(Study.id == study_id)) or "failed"
+    if refreshed.rowcount == 0:
+        return None
+    return session.scalar(select(Study.status).where(Study.id == study_id))
 
 
 def finish_study(
