@@ -231,11 +231,12 @@ def test_a_study_completes_on_the_cpu_worker_through_a_driver_restart(stack: Sta
     # it is down are the interrupted ones, which the next driver must resume. (A run can
     # finish in the seconds the stop takes; seen once in CI. Then the next run is tried.)
     in_flight: list[int] = []
-    for _ in range(3):
+    for stops in range(1, 4):
         wait_for(interruptible, timeout=300, interval=0.5, what="a run to interrupt")
         stack.compose("stop", "driver")
         in_flight = [t["id"] for t in trials(stack, study_id) if t["status"] == "running"]
         stack.compose("start", "driver")
+        stack.report.update(driver_stops=stops, interrupted_runs=len(in_flight))
         if in_flight:
             break
     assert in_flight, "3 times, every run in flight finished before the driver stopped"
