@@ -121,11 +121,11 @@ class Driver:
             self.share.leave(study_id)
             done.set()
             beat.join()
-        with transaction(self.sessions) as session:
-            if claim_lost.is_set() or not repo.finish_study(
-                session, study_id, status, error, owner=self.owner
-            ):
-                log.warning("study %s: another driver took it over; left to it", study_id)
+        if not claim_lost.is_set():
+            with transaction(self.sessions) as session:
+                if repo.finish_study(session, study_id, status, error, owner=self.owner):
+                    return
+        log.warning("study %s: another driver took it over; left to it", study_id)
 
     def _heartbeat(
         self,
