@@ -1,6 +1,6 @@
 """Does the paper hold at CPU scale? The claims suite, end to end.
 
-Submits every study the claims registry (``dashboards.analysis.claims``) needs, each
+Submits every study the claims registry (``studies.analysis.claims``) needs, each
 role of a claim once (Figure 3's heavy and light covariates, Figure 4's heterogeneous and
 homogeneous Hessians), runs them with the real driver (in this process, on a local Ray
 with this machine's CPUs), tests the claims with the function behind
@@ -36,9 +36,9 @@ from typing import Any
 import ray
 from sqlalchemy.orm import Session, sessionmaker
 
-from dashboards.analysis.claims import CLAIMS, Role
 from service.api.schemas import ClaimsReport
 from service.api.views import claims as claims_report
+from studies.analysis.claims import CLAIMS, Role
 from studies.caps import check_caps
 from studies.engine.driver import Driver
 from studies.presets import load_preset, merge_overrides

@@ -12,30 +12,13 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import optuna
 import plotly.graph_objects as go
 from pydantic import BaseModel, ConfigDict, Field
 
-from dashboards.analysis.arms import (
-    ARM_PARAMS,
-    Configuration,
-    best_per_cell,
-    configurations,
-    group_by_arm,
-    searched_values,
-)
-from dashboards.analysis.curves import best_configuration_curves, learning_curves
-from dashboards.analysis.importance import parameter_importance
-from dashboards.analysis.intervals import divergence_rates
-from dashboards.analysis.lr_window import lr_windows
-from dashboards.analysis.mechanism import mechanism_series
-from dashboards.analysis.objective import rank
-from dashboards.analysis.pairing import paired_comparison
-from dashboards.analysis.status import status_counts
-from dashboards.analysis.table import comparison_table
-from dashboards.analysis.verdict import Comparison
 from dashboards.figures.lr_window import lr_window_figure
 from dashboards.figures.mechanism import mechanism_figure
 from dashboards.figures.overview import best_curves_figure, learning_curves_spec, status_figure
@@ -47,9 +30,27 @@ from dashboards.figures.robustness import (
 from dashboards.figures.sensitivity import heatmap_figure, importance_figure, slice_figure
 from dashboards.figures.style import objective_title, params_text
 from dashboards.figures.table import comparison_table_figure
-from dashboards.loader import StudyData
-from dashboards.records import BASES, VARIANTS, Arm, TrialRecord
+from studies.analysis.arms import (
+    ARM_PARAMS,
+    Configuration,
+    best_per_cell,
+    configurations,
+    group_by_arm,
+    searched_values,
+)
+from studies.analysis.curves import best_configuration_curves, learning_curves
+from studies.analysis.importance import parameter_importance
+from studies.analysis.intervals import divergence_rates
+from studies.analysis.lr_window import lr_windows
+from studies.analysis.mechanism import mechanism_series
+from studies.analysis.objective import rank
+from studies.analysis.pairing import paired_comparison
+from studies.analysis.status import status_counts
+from studies.analysis.table import comparison_table
+from studies.analysis.verdict import Comparison
 from studies.best import is_confirmation
+from studies.records import BASES, VARIANTS, Arm, TrialRecord
+from studies.results import StudyData
 from worker.contract import FINISHED_TRIAL_STATUSES, PROGRESS_METRIC
 
 #: a figure, or a plain figure dict drawn unvalidated (``export.embed_html``)
@@ -444,6 +445,9 @@ def mechanism(data: StudyData, _: NoOptions) -> PageView:
         view.figures["mechanism"] = lambda: mechanism_figure(series)
     return view
 
+
+#: the pages' Jinja templates, which the service's router renders
+TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 PAGES: dict[str, Page] = {
     page.slug: page

@@ -15,10 +15,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from pydantic.json_schema import models_json_schema
 
-from dashboards import pages
 from service import DISTRIBUTION
 from service.api import deps
-from service.api.routes import claims, events, health, presets, studies, trials
+from service.api.routes import claims, events, health, pages, presets, studies, trials
 from service.api.schemas import PresetSubmission
 from service.core import errors
 from service.core.db import Database
@@ -60,21 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         protected.include_router(module.router)
     api.include_router(protected)
     app.include_router(api)
-    app.include_router(dashboard_router())  # pages, figure exports, plotly.js, /login
+    app.include_router(pages.router)  # the dashboards, figure exports, plotly.js, /login
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
-
-
-def dashboard_router() -> APIRouter:
-    """The dashboards, with the API's key rule, database reads and error shape."""
-    auth = pages.Auth(
-        cookie=deps.API_KEY_COOKIE,
-        enabled=deps.auth_enabled,
-        authorized=deps.authorized,
-        matches=deps.key_matches,
-        unauthorized=deps.unauthorized,
-    )
-    return pages.make_router(auth=auth, reads=deps.read_transaction, error=deps.error)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.records import MetricPoint, TrialRecord, metrics_from_rows, trials_from_rows
+from studies.records import MetricPoint, TrialRecord, metrics_from_rows, trials_from_rows
 from worker.config import TrialConfig
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import claims as bench
-from dashboards.analysis.claims import Support
 from service.api.schemas import ClaimRow, ClaimsReport, ClaimStudy
+from studies.analysis.claims import Support
 
 #: Figure 4 at the smallest scale that still runs both arms of both Hessians: one LR, one
 #: seed, 10 steps (about 20 s with Ray's start on 2 cores)

@@ -12,8 +12,8 @@ import httpx
 import optuna
 import pytest
 
-from dashboards.analysis.table import comparison_table
-from dashboards.loader import load_study
+from studies.analysis.table import comparison_table
+from studies.results import load_study
 from studies.samplers import in_memory_study
 from studies.spec import StudySpec
 from studies.storage import repository as repo

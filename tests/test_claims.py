@@ -1,4 +1,4 @@
-"""The claims report (``dashboards.analysis.claims``): each claim's test on hand-built
+"""The claims report (``studies.analysis.claims``): each claim's test on hand-built
 trials with hand-computed verdicts, how studies are matched to claims, and the README's
 "Claims" table against the registry."""
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from dashboards.analysis import claims
-from dashboards.analysis.claims import CLAIMS, Role, Support
-from dashboards.analysis.objective import Mode
-from dashboards.records import ArmSearch, BracketSearch, TrialRecord
 from dashboards.views import LRWindowOptions
+from studies.analysis import claims
+from studies.analysis.claims import CLAIMS, Role, Support
+from studies.analysis.objective import Mode
+from studies.records import ArmSearch, BracketSearch, TrialRecord
 from tests.dashboards_fixtures import Rows
 
 README = Path(__file__).resolve().parent.parent / "README.md"

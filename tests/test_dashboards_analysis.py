@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dashboards import records, views
-from dashboards.analysis.arms import (
+from dashboards import views
+from studies import records
+from studies.analysis.arms import (
     best_configuration,
     best_per_arm,
     best_per_cell,
@@ -16,16 +17,16 @@ from dashboards.analysis.arms import (
     group_by_arm,
     searched_values,
 )
-from dashboards.analysis.curves import best_configuration_curves, learning_curves
-from dashboards.analysis.importance import parameter_importance
-from dashboards.analysis.intervals import divergence_rates, mean_interval, range_interval
-from dashboards.analysis.lr_window import lr_windows
-from dashboards.analysis.mechanism import mechanism_series
-from dashboards.analysis.pairing import paired_comparison
-from dashboards.analysis.status import status_counts
-from dashboards.analysis.table import comparison_table
-from dashboards.loader import StudyData
-from dashboards.records import Arm, metrics_from_rows, trials_from_rows
+from studies.analysis.curves import best_configuration_curves, learning_curves
+from studies.analysis.importance import parameter_importance
+from studies.analysis.intervals import divergence_rates, mean_interval, range_interval
+from studies.analysis.lr_window import lr_windows
+from studies.analysis.mechanism import mechanism_series
+from studies.analysis.pairing import paired_comparison
+from studies.analysis.status import status_counts
+from studies.analysis.table import comparison_table
+from studies.records import Arm, metrics_from_rows, trials_from_rows
+from studies.results import StudyData
 from tests.dashboards_fixtures import Rows
 from worker.config import TrialConfig
 from worker.contract import PROGRESS_METRIC, TrialStatus, metric_title

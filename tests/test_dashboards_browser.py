@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from dashboards import loader
-from dashboards.analysis.claims import CLAIMS
-from dashboards.analysis.lr_window import lr_windows
 from dashboards.views import PAGES
+from studies import results
+from studies.analysis.claims import CLAIMS
+from studies.analysis.lr_window import lr_windows
 from studies.storage import repository as repo
 
 pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
@@ -185,7 +185,7 @@ def widening_delta(site: Site) -> tuple[str, dict[str, str]]:
     LR, a little above it, and the widths the page must then show: the outcome of a
     real study decides which delta that is."""
     with site.db.sessions() as session:
-        data = loader.load_study(session, site.study_id)
+        data = results.load_study(session, site.study_id)
     assert data is not None
     needed = []
     for window in lr_windows(data.trials, data.mode, 0.0).values():

@@ -10,15 +10,6 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from dashboards.analysis.arms import best_per_cell, configurations
-from dashboards.analysis.curves import best_configuration_curves, learning_curves
-from dashboards.analysis.importance import parameter_importance
-from dashboards.analysis.intervals import divergence_rates
-from dashboards.analysis.lr_window import lr_windows
-from dashboards.analysis.mechanism import mechanism_series
-from dashboards.analysis.pairing import paired_comparison
-from dashboards.analysis.status import status_counts
-from dashboards.analysis.table import comparison_table
 from dashboards.figures.lr_window import lr_window_figure
 from dashboards.figures.mechanism import mechanism_figure
 from dashboards.figures.overview import best_curves_figure, learning_curves_figure, status_figure
@@ -30,7 +21,16 @@ from dashboards.figures.robustness import (
 from dashboards.figures.sensitivity import heatmap_figure, importance_figure, slice_figure
 from dashboards.figures.style import STATUS_COLORS, format_value, params_label, value_axis_type
 from dashboards.figures.table import comparison_table_figure
-from dashboards.records import Arm
+from studies.analysis.arms import best_per_cell, configurations
+from studies.analysis.curves import best_configuration_curves, learning_curves
+from studies.analysis.importance import parameter_importance
+from studies.analysis.intervals import divergence_rates
+from studies.analysis.lr_window import lr_windows
+from studies.analysis.mechanism import mechanism_series
+from studies.analysis.pairing import paired_comparison
+from studies.analysis.status import status_counts
+from studies.analysis.table import comparison_table
+from studies.records import Arm
 from tests.dashboards_fixtures import Rows
 from worker.contract import TrialStatus
 

@@ -18,11 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
-from dashboards import loader
 from dashboards.export import PLOTLY_JS
 from dashboards.sample import sample_spec, write_study
 from dashboards.views import PAGES
 from service.main import create_app
+from studies import results
 from studies.storage import repository as repo
 from studies.storage.models import Metric
 from worker.settings import Settings
@@ -91,10 +91,10 @@ def test_study_metric_rows(db: Database) -> None:
 def test_load_study(db: Database) -> None:
     study_id = write_study(db.sessions, trials=10, metrics_per_trial=3, workload="quadratic")
     with db.sessions() as session:
-        none = loader.load_study(session, study_id)
-        curves = loader.load_study(session, study_id, metrics="curves")
-        full = loader.load_study(session, study_id, metrics="all")
-        assert loader.load_study(session, study_id + 100) is None
+        none = results.load_study(session, study_id)
+        curves = results.load_study(session, study_id, metrics="curves")
+        full = results.load_study(session, study_id, metrics="all")
+        assert results.load_study(session, study_id + 100) is None
         assert repo.last_event_id(session, study_id + 100) == 0
     assert none is not None and curves is not None and full is not None
     assert none.workload == "quadratic" and none.mode == "min"

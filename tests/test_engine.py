@@ -23,13 +23,13 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from dashboards.analysis.curves import learning_curves
-from dashboards.loader import load_study
 from service.export import best_document
+from studies.analysis.curves import learning_curves
 from studies.best import best_configuration
 from studies.engine.driver import Driver
 from studies.engine.runner import CancelStopper
 from studies.engine.searcher import StudySearcher
+from studies.results import load_study
 from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.models import Event, Metric, Study, Trial

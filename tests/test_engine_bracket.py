@@ -12,12 +12,12 @@ from __future__ import annotations
 import pytest
 from ray.tune.search import Searcher
 
-from dashboards.analysis.verdict import WarningCode, verdicts
-from dashboards.loader import load_study
 from service.api.views import detail
 from studies import bracket
+from studies.analysis.verdict import WarningCode, verdicts
 from studies.best import Score, best_configuration, is_confirmation, score
 from studies.engine.searcher import StudySearcher
+from studies.results import load_study
 from studies.spec import StudySpec
 from studies.storage import repository as repo
 from studies.storage.models import Study, Trial

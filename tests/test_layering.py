@@ -2,7 +2,9 @@
 service, the dashboards, what they read of studies and worker) never loads torch.
 
 magma < worker < studies < dashboards < service: a lower layer that imported a higher one
-would make a cycle, and would drag the service's dependencies into the library.
+would make a cycle, and would drag the service's dependencies into the library. The
+statistics live in ``studies.analysis``, so the API and the CLI compute with them without
+the figures; only the pages' router draws on the dashboards.
 """
 
 from __future__ import annotations
@@ -33,8 +35,6 @@ def imported_packages(path: Path) -> set[tuple[int, str]]:
 
 @pytest.mark.parametrize("layer", LAYERS[:-1])
 def test_layers_import_downward_only(layer: str) -> None:
-    """dashboards in particular: the service hands them its key rule and database reads
-    (``dashboards.pages.make_router``) instead of the pages importing them."""
     above = set(LAYERS[LAYERS.index(layer) + 1 :])
     offenders = [
         f"{path.relative_to(ROOT)}:{line} imports {package}"
@@ -43,6 +43,28 @@ def test_layers_import_downward_only(layer: str) -> None:
         if package in above
     ]
     assert not offenders, "\n".join(offenders)
+
+
+#: the only modules above the dashboards that may import them: the pages' router
+DASHBOARD_CLIENTS = ("service/api/routes/pages.py",)
+
+
+def test_only_the_pages_router_imports_the_dashboards() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for folder in ("service", "benchmarks")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if str(path.relative_to(ROOT)) not in DASHBOARD_CLIENTS
+        and path.name != "dashboard_render.py"  # the dashboards' own render benchmark
+        for line, package in sorted(imported_packages(path))
+        if package == "dashboards"
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_statistics_sit_below_the_dashboards() -> None:
+    assert not list((ROOT / "dashboards").rglob("analysis/*.py"))
+    assert (ROOT / "studies" / "analysis" / "verdict.py").is_file()
 
 
 # Builds the app as `magma-bench serve` does, serves the API's and the dashboards' reads and

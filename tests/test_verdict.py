@@ -1,4 +1,4 @@
-"""Tested differences (``dashboards.analysis.verdict``) against answers computed by hand,
+"""Tested differences (``studies.analysis.verdict``) against answers computed by hand,
 and the same numbers through every surface: ``GET /verdict``, ``magma-bench status``, the
 comparison table page and the ``/best`` export, on a real server on each backend."""
 
@@ -10,7 +10,7 @@ import math
 import httpx
 import pytest
 
-from dashboards.analysis.verdict import (
+from studies.analysis.verdict import (
     Method,
     Verdict,
     WarningCode,
@@ -18,7 +18,7 @@ from dashboards.analysis.verdict import (
     verdict,
     verdicts,
 )
-from dashboards.records import Arm, ArmSearch, BracketSearch, bracket_from_event
+from studies.records import Arm, ArmSearch, BracketSearch, bracket_from_event
 from studies.spec import StudySpec
 from studies.storage import repository as repo
 from tests.dashboards_fixtures import Rows

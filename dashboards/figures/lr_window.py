@@ -7,7 +7,6 @@ from collections.abc import Collection, Mapping
 
 import plotly.graph_objects as go
 
-from dashboards.analysis.lr_window import LRWindow
 from dashboards.figures.style import (
     DIVERGED_SYMBOL,
     arm_colors,
@@ -18,7 +17,8 @@ from dashboards.figures.style import (
     objective_title,
     value_axis_type,
 )
-from dashboards.records import Arm
+from studies.analysis.lr_window import LRWindow
+from studies.records import Arm
 
 #: the frontier's vertical lines: the largest LR with no diverged seed, the smallest with one
 STABLE_DASH = "dash"

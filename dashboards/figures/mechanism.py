@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboards.analysis.mechanism import MechanismSeries
 from dashboards.figures.style import TEMPLATE, arm_colors
+from studies.analysis.mechanism import MechanismSeries
 from worker.contract import TELEMETRY_QUANTITIES as QUANTITIES
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")

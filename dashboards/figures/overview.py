@@ -8,7 +8,6 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from dashboards.analysis.curves import ArmCurve, Curve
 from dashboards.figures.style import (
     STATUS_COLORS,
     TEMPLATE,
@@ -20,6 +19,7 @@ from dashboards.figures.style import (
     translucent,
     value_axis_type,
 )
+from studies.analysis.curves import ArmCurve, Curve
 
 
 def status_figure(counts: Mapping[str, int]) -> go.Figure:

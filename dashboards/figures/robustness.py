@@ -7,9 +7,6 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from dashboards.analysis.arms import Configuration
-from dashboards.analysis.intervals import DivergenceRate
-from dashboards.analysis.pairing import PairedComparison
 from dashboards.figures.style import (
     DIVERGED_SYMBOL,
     arm_colors,
@@ -21,7 +18,10 @@ from dashboards.figures.style import (
     params_text,
     value_axis_type,
 )
-from dashboards.records import Arm
+from studies.analysis.arms import Configuration
+from studies.analysis.intervals import DivergenceRate
+from studies.analysis.pairing import PairedComparison
+from studies.records import Arm
 
 
 def intervals_figure(configs: Sequence[Configuration], metric: str) -> go.Figure:

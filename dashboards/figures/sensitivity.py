@@ -9,8 +9,6 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboards.analysis.arms import ARM_PARAMS, Configuration, sort_key
-from dashboards.analysis.importance import LOG_SCALE, Importance
 from dashboards.figures.style import (
     DIVERGED_SYMBOL,
     TEMPLATE,
@@ -23,7 +21,9 @@ from dashboards.figures.style import (
     params_label,
     value_axis_type,
 )
-from dashboards.records import Arm
+from studies.analysis.arms import ARM_PARAMS, Configuration, sort_key
+from studies.analysis.importance import LOG_SCALE, Importance
+from studies.records import Arm
 
 
 def heatmap_figure(

@@ -9,9 +9,9 @@ from typing import Any, Literal
 import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative
 
-from dashboards.analysis.arms import ARM_PARAMS
-from dashboards.analysis.intervals import Interval
-from dashboards.records import Arm
+from studies.analysis.arms import ARM_PARAMS
+from studies.analysis.intervals import Interval
+from studies.records import Arm
 from worker.contract import TrialStatus, metric_title
 
 TEMPLATE = "plotly_white"

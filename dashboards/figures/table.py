@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from dashboards.analysis.table import ComparisonTable, TableCell
 from dashboards.figures.style import format_value, new_figure, objective_title
+from studies.analysis.table import ComparisonTable, TableCell
 
 
 def comparison_table_figure(table: ComparisonTable, metric: str) -> go.Figure:

@@ -1,8 +1,7 @@
 """Request dependencies: settings, database sessions, and the API key check.
 
 Reads get a session from a dependency; writes open their own transaction inside the
-route, so the commit has happened (or failed) before the response is built. The
-dashboards get the same key rule, reads and errors handed in (``service.main``).
+route, so the commit has happened (or failed) before the response is built.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dashboards.analysis.claims import Support
-from dashboards.analysis.verdict import Method, Verdict, WarningCode
+from studies.analysis.claims import Support
+from studies.analysis.verdict import Method, Verdict, WarningCode
 from worker.contract import Mode
 
 

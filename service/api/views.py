@@ -6,18 +6,6 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from dashboards.analysis import claims as claim_tests
-from dashboards.analysis.arms import Configuration
-from dashboards.analysis.verdict import (
-    CONFIDENCE,
-    DETECTABLE_CHANGE,
-    LR,
-    POWER,
-    Comparison,
-    verdicts,
-)
-from dashboards.loader import claim_studies, load_study, study_bracket
-from dashboards.records import Arm
 from service.api.schemas import (
     ArmBest,
     ArmComparison,
@@ -34,7 +22,19 @@ from service.api.schemas import (
     VerdictWarning,
 )
 from service.core.errors import not_found
+from studies.analysis import claims as claim_tests
+from studies.analysis.arms import Configuration
+from studies.analysis.verdict import (
+    CONFIDENCE,
+    DETECTABLE_CHANGE,
+    LR,
+    POWER,
+    Comparison,
+    verdicts,
+)
 from studies.best import BestConfiguration, best_configuration
+from studies.records import Arm
+from studies.results import claim_studies, load_study, study_bracket
 from studies.storage import repository as repo
 from studies.storage.models import Study, utcnow
 
@@ -127,7 +127,7 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
 
 
 def verdict(session: Session, study: Study) -> StudyVerdict:
-    """Each masked arm against its dense base (``dashboards.analysis.verdict``), from the
+    """Each masked arm against its dense base (``studies.analysis.verdict``), from the
     trials as the dashboards read them."""
     data = load_study(session, study.id)
     if data is None:  # deleted since the caller read it
@@ -179,7 +179,7 @@ def _arm_best(arm: Arm, best: Configuration | None) -> ArmBest:
 
 def claims(session: Session) -> ClaimsReport:
     """Every claim of the paper tested on its presets' newest complete studies
-    (``dashboards.analysis.claims``), as the claims page shows them."""
+    (``studies.analysis.claims``), as the claims page shows them."""
     results = claim_tests.evaluate(claim_studies(session, claim_tests.roles()))
     return ClaimsReport(
         claims=[

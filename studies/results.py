@@ -1,4 +1,4 @@
-"""SQL rows to the plain records ``dashboards.analysis`` works on: the only module of the
+"""SQL rows to the plain records ``studies.analysis`` works on: the only module of the
 dashboards that reads the database (through ``studies.storage.repository``)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from dashboards.analysis.claims import Role
-from dashboards.analysis.objective import Mode, check_mode
-from dashboards.records import (
+from studies.analysis.claims import Role
+from studies.analysis.objective import Mode, check_mode
+from studies.records import (
     BracketSearch,
     MetricPoint,
     TrialRecord,

@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dashboards.analysis.arms import (
+from studies.analysis.arms import (
     Configuration,
     best_configuration,
     configurations,
     group_by_arm,
 )
-from dashboards.analysis.objective import Mode
-from dashboards.analysis.verdict import Comparison, verdicts
-from dashboards.records import VARIANTS, Arm, BracketSearch, TrialRecord
+from studies.analysis.objective import Mode
+from studies.analysis.verdict import Comparison, verdicts
+from studies.records import VARIANTS, Arm, BracketSearch, TrialRecord
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,14 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from dashboards.analysis.arms import (
+from studies.analysis.arms import (
     Configuration,
     best_configuration,
     configurations,
     group_by_arm,
 )
-from dashboards.analysis.objective import Mode, check_mode, rank
-from dashboards.records import Arm, TrialRecord
+from studies.analysis.objective import Mode, check_mode, rank
+from studies.records import Arm, TrialRecord
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dashboards.records import Arm, MetricPoint, TrialRecord
+from studies.records import Arm, MetricPoint, TrialRecord
 from worker.contract import TELEMETRY_QUANTITIES, parse_telemetry_key
 
 

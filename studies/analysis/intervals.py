@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import stats
 
-from dashboards.records import Arm, TrialRecord
+from studies.records import Arm, TrialRecord
 
 
 @dataclass(frozen=True)

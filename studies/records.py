@@ -1,7 +1,7 @@
 """Plain, read-only views of a study's trials and metric rows.
 
 The service reads rows from SQL and hands them over as dicts; everything in
-``dashboards.analysis`` works on these records only, so the analysis can be tested
+``studies.analysis`` works on these records only, so the analysis can be tested
 without a database and never issues a query.
 """
 

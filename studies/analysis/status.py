@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from dashboards.records import TrialRecord
+from studies.records import TrialRecord
 from worker.contract import TrialStatus
 
 

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dashboards.analysis.arms import ARM_PARAMS
-from dashboards.analysis.intervals import Interval, mean_interval
-from dashboards.records import Arm, TrialRecord
+from studies.analysis.arms import ARM_PARAMS
+from studies.analysis.intervals import Interval, mean_interval
+from studies.records import Arm, TrialRecord
 
 
 @dataclass(frozen=True)

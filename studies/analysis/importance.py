@@ -16,9 +16,9 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.importance import BaseImportanceEvaluator, PedAnovaImportanceEvaluator
 
-from dashboards.analysis.arms import Configuration, configurations, group_by_arm, searched_values
-from dashboards.analysis.objective import Mode, check_mode
-from dashboards.records import Arm, TrialRecord
+from studies.analysis.arms import Configuration, configurations, group_by_arm, searched_values
+from studies.analysis.objective import Mode, check_mode
+from studies.records import Arm, TrialRecord
 
 #: scale parameters, searched (and judged) on a log scale
 LOG_SCALE = frozenset({"lr"})

@@ -7,9 +7,9 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dashboards.analysis.arms import Configuration, best_per_arm
-from dashboards.analysis.objective import Mode
-from dashboards.records import Arm, MetricPoint, TrialRecord, by_trial
+from studies.analysis.arms import Configuration, best_per_arm
+from studies.analysis.objective import Mode
+from studies.records import Arm, MetricPoint, TrialRecord, by_trial
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ The definitions (the README's "Tested differences" repeats them):
 - **Warnings** (``WarningCode``): an arm's best LR is the smallest or largest it tested
   (an LR with a complete, diverged or pruned configuration); in a bracket study instead,
   its search stopped (or has not yet stopped) before bracketing its best LR, as the
-  study's latest ``bracket`` event says (``BracketSearch``, read by ``dashboards.loader``),
+  study's latest ``bracket`` event says (``BracketSearch``, read by ``studies.results``),
   naming the limit that stopped it; fewer than 3 pairs; a trial of an arm diverged at its
   chosen LR (in any configuration with that LR, or in its confirmation runs); the
   confirmation stage's verdict differs from this one.
@@ -49,17 +49,17 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from dashboards.analysis.arms import (
+from studies.analysis.arms import (
     ARM_PARAMS,
     Configuration,
     best_configuration,
     configurations,
     group_by_arm,
 )
-from dashboards.analysis.intervals import mean_interval
-from dashboards.analysis.objective import Mode, check_mode
-from dashboards.records import Arm, ArmSearch, BracketSearch, TrialRecord
+from studies.analysis.intervals import mean_interval
+from studies.analysis.objective import Mode, check_mode
 from studies.best import STAGE_KEY, is_confirmation
+from studies.records import Arm, ArmSearch, BracketSearch, TrialRecord
 from worker.contract import Names, Variant
 
 CONFIDENCE = 0.95

@@ -21,15 +21,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dashboards.analysis.arms import (
+from studies.analysis.arms import (
     Configuration,
     best_configuration,
     best_per_cell,
     configurations,
 )
-from dashboards.analysis.lr_window import lr_windows
-from dashboards.analysis.objective import Mode, rank
-from dashboards.analysis.verdict import (
+from studies.analysis.lr_window import lr_windows
+from studies.analysis.objective import Mode, rank
+from studies.analysis.verdict import (
     MIN_SEEDS,
     Comparison,
     Estimate,
@@ -38,7 +38,7 @@ from dashboards.analysis.verdict import (
     unbracketed_warnings,
     verdicts,
 )
-from dashboards.records import Arm, BracketSearch, TrialRecord
+from studies.records import Arm, BracketSearch, TrialRecord
 from worker.contract import Names, Variant
 
 #: Figure A1: the largest spread of the neighbourhood's cells, relative to its best cell,
@@ -61,7 +61,7 @@ class Support(Names):
 
 
 class StudyView(Protocol):
-    """What a claim reads of a study (``dashboards.loader.StudyData`` is one)."""
+    """What a claim reads of a study (``studies.results.StudyData`` is one)."""
 
     id: int
     mode: Mode

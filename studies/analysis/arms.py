@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from dashboards.analysis.intervals import Interval, mean_interval, range_interval
-from dashboards.analysis.objective import Mode, check_mode, rank
-from dashboards.records import Arm, TrialRecord
+from studies.analysis.intervals import Interval, mean_interval, range_interval
+from studies.analysis.objective import Mode, check_mode, rank
 from studies.best import STAGE_KEY, Outcome, is_confirmation, outcome
+from studies.records import Arm, TrialRecord
 
 #: the parameters that name an arm rather than place a configuration within it
 ARM_PARAMS = ("base", "variant")
