@@ -1,5 +1,5 @@
 # magma-bench developer entry points. Everything runs inside $(VENV).
-#   make demo | make test | make test-all | make demo-optimizer | make lint | make bench | make clean
+#   make demo | make test | make test-all | make demo-optimizer | make lint | make bench | make readme | make clean
 #   make wheelhouse (wheels for an offline image build) | make test-docker (the real stack)
 # Override the torch build, e.g.:  make test TORCH="torch==2.14.1"  (or a URL / wheel path)
 
@@ -14,7 +14,7 @@ SPEC  := $(VENV)/.install-spec
 # package that gains its __init__.py later (e.g. magma/) needs a reinstall to be importable.
 PKGS  := $(sort $(wildcard */__init__.py))
 
-.PHONY: install lint test test-all test-docker wheelhouse demo demo-optimizer bench clean FORCE
+.PHONY: install lint test test-all test-docker wheelhouse demo demo-optimizer bench readme clean FORCE
 
 install: $(STAMP)
 
@@ -79,6 +79,10 @@ demo-optimizer: install
 
 bench: install
 	$(BIN)/python benchmarks/optimizer_step.py
+
+# The README's "Claims" table, generated from the claims registry.
+readme: install
+	$(BIN)/python -m studies.analysis.claims_report README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info

@@ -43,7 +43,7 @@ from studies.caps import check_caps
 from studies.engine.driver import Driver
 from studies.presets import load_preset, merge_overrides
 from studies.spec import StudySpec
-from studies.storage import repository as repo
+from studies.storage.repository import reads, submissions
 from studies.storage.engine import make_engine, migrate, session_factory, transaction
 from studies.storage.models import Study
 from worker.contract import FINISHED_STUDY_STATUSES
@@ -173,7 +173,7 @@ def submit(sessions: sessionmaker[Session], specs: dict[Role, StudySpec]) -> dic
     for spec in specs.values():
         check_caps(spec, caps)
     with transaction(sessions) as session:
-        return {repo.create_study(session, spec).id: role for role, spec in specs.items()}
+        return {submissions.create_study(session, spec).id: role for role, spec in specs.items()}
 
 
 def seconds(study: Study) -> float | None:
@@ -197,7 +197,7 @@ def report_progress(
     the status last printed), so that an hour-long run can be followed."""
     with sessions() as session:
         studies = [session.get(Study, study_id) for study_id in submitted]
-        counts = repo.trial_status_counts(session, list(submitted))
+        counts = reads.trial_status_counts(session, list(submitted))
     for study in studies:
         if study is None or study.status == seen.get(study.id):
             continue
@@ -250,7 +250,10 @@ def run_driver(url: str, storage: Path) -> None:
 
 def format_claims(report: ClaimsReport, only: list[str] | None) -> list[str]:
     """The claims table: one row per claim and study, its numbers and warnings below it."""
-    lines = [f"{'claim':10s} {'verdict':13s} {'study':42s} scale"]
+    lines = [
+        f"claims registry version {report.registry_version}",
+        f"{'claim':10s} {'verdict':13s} {'study':42s} scale",
+    ]
     for row in report.claims:
         if only is not None and row.id not in only:
             continue
@@ -270,7 +273,7 @@ def study_times(
 ) -> list[dict[str, Any]]:
     """Each submitted study's role, status, trials and wall time (claim to finish)."""
     with sessions() as session:
-        counts = repo.trial_status_counts(session, list(submitted))
+        counts = reads.trial_status_counts(session, list(submitted))
         rows = []
         for study_id, role in submitted.items():
             study = session.get(Study, study_id)
@@ -337,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         args.json.write_text(
             json.dumps(
                 {
+                    "registry_version": report.registry_version,
                     "claims": [row.model_dump(mode="json") for row in chosen],
                     "studies": times,
                     "wall_seconds": total,

@@ -278,6 +278,7 @@ def claims_command(
         report = Client().claims()
     except APIClientError as exc:
         raise _fail(exc) from None
+    typer.echo(f"claims registry version {report['registry_version']}")
     for claim in report["claims"]:
         typer.echo(f"{claim['reference']}: {claim['support']}  {claim['statement']}")
         for study in claim["studies"]:

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import claims as bench
 from service.api.schemas import ClaimRow, ClaimsReport, ClaimStudy
-from studies.analysis.claims import Support
+from studies.analysis.claim_rules import Support
 
 #: Figure 4 at the smallest scale that still runs both arms of both Hessians: one LR, one
 #: seed, 10 steps (about 20 s with Ray's start on 2 cores)

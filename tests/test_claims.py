@@ -4,7 +4,7 @@ trials with hand-computed verdicts, how studies are matched to claims, and the R
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,11 +12,18 @@ from typing import Any
 import pytest
 
 from dashboards.views import LRWindowOptions
-from studies.analysis import claims
-from studies.analysis.claims import CLAIMS, Role, Support
+from studies.analysis import claims, claims_report
+from studies.analysis.claim_rules import Finding, StudyView, Support
+from studies.analysis.claims import CLAIMS, CLAIMS_BY_ID, Role
 from studies.analysis.objective import Mode
 from studies.records import ArmSearch, BracketSearch, TrialRecord
 from tests.dashboards_fixtures import Rows
+
+
+def decide(claim_id: str, studies: dict[str, StudyView]) -> Finding:
+    """The registry's rule for ``claim_id``, with its parameters, on these studies."""
+    return CLAIMS_BY_ID[claim_id].decide(studies)
+
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 #: dense per seed; a masked arm is these times a factor, so every pair has the same ratio
@@ -44,12 +51,12 @@ def arms(rows: Rows, factor: float, *, base: str = "adamw", **params: Any) -> No
 def test_table1_is_supported_when_every_base_is_better_and_contradicted_by_one_worse() -> None:
     rows = Rows()
     arms(rows, 0.9)  # ln(0.9) every seed: -10.0%, an interval of zero width
-    found = claims.table1({"study": Study(rows.trials())})
+    found = decide("table1", {"study": Study(rows.trials())})
     assert found.support == Support.supported
     assert found.numbers[0].startswith("adamw+magma vs adamw: -10.0% [-10.0%, -10.0%] better")
     # one base worse (+10%) outweighs the other's gain
     arms(rows, 1.1, base="rmsprop")
-    found = claims.table1({"study": Study(rows.trials())})
+    found = decide("table1", {"study": Study(rows.trials())})
     assert found.support == Support.contradicted
     assert "rmsprop+magma vs rmsprop: +10.0% [+10.0%, +10.0%] worse" in found.numbers[1]
 
@@ -70,7 +77,7 @@ def test_table1_takes_the_confirmation_stage_verdict_when_there_is_one() -> None
     rows = Rows()
     arms(rows, 0.9)  # the selection stage: -10% better
     confirm(rows, 1.0)  # fresh seeds: no difference at all
-    found = claims.table1({"study": Study(rows.trials())})
+    found = decide("table1", {"study": Study(rows.trials())})
     assert found.support == Support.inconclusive
     assert found.numbers[0].startswith("adamw+magma vs adamw: -10.0% [-10.0%, -10.0%] better")
     assert (
@@ -84,16 +91,16 @@ def test_table1_with_one_seed_is_inconclusive_and_says_why() -> None:
     rows = Rows()
     rows.add(10.0, base="adamw", variant="dense", lr=1e-3)
     rows.add(9.0, base="adamw", variant="magma", lr=1e-3)
-    found = claims.table1({"study": Study(rows.trials())})
+    found = decide("table1", {"study": Study(rows.trials())})
     assert found.support == Support.inconclusive
     assert "no detectable difference at 1 seed" in found.numbers[0]
     assert any("only 1 seed paired" in w for w in found.warnings)
     # with several bases, each warning names its arm
     rows.add(10.0, base="rmsprop", variant="dense", lr=1e-3)
     rows.add(9.0, base="rmsprop", variant="magma", lr=1e-3)
-    found = claims.table1({"study": Study(rows.trials())})
+    found = decide("table1", {"study": Study(rows.trials())})
     assert {w.split(":")[0] for w in found.warnings} == {"adamw+magma", "rmsprop+magma"}
-    empty = claims.table1({"study": Study([])})
+    empty = decide("table1", {"study": Study([])})
     assert empty.support == Support.inconclusive
 
 
@@ -116,16 +123,16 @@ def sensitivity_rows(centre: float, seeds: int = 1, **cells: float | list[float]
 
 def test_fig_a1_spread_within_the_tolerance_is_supported_beyond_it_contradicted() -> None:
     # 9 cells (p 0.25-0.75, tau 1-4): 20 but one 20.3, spread 0.3 / 20 = 1.50% <= 2%
-    found = claims.sensitivity(
-        {"study": Study(sensitivity_rows(20.0, **{"p0.75_tau4": 20.3}).trials())}
+    found = decide(
+        "fig-a1", {"study": Study(sensitivity_rows(20.0, **{"p0.75_tau4": 20.3}).trials())}
     )
     assert found.support == Support.supported
     assert found.numbers[0] == "spread 1.50% of the best cell over 9 cells (tolerance 2%)"
     assert "1 seed(s) a cell" in found.warnings[0]
     # one cell at 21: 1 / 20 = 5.00% (tau=0.5's 30 is outside the neighbourhood either way),
     # but at 1 seed no paired interval can tell it from seed noise
-    found = claims.sensitivity(
-        {"study": Study(sensitivity_rows(20.0, **{"p0.25_tau1": 21.0}).trials())}
+    found = decide(
+        "fig-a1", {"study": Study(sensitivity_rows(20.0, **{"p0.25_tau1": 21.0}).trials())}
     )
     assert found.support == Support.inconclusive
     assert found.numbers[0].startswith("spread 5.00% ")
@@ -136,14 +143,14 @@ def test_fig_a1_is_contradicted_only_by_a_spread_beyond_seed_noise() -> None:
     # 3 seeds, the worst cell 21 on every seed against the best's 20: the paired change is
     # +5.0% on each seed, so its interval is [+5.0%, +5.0%]: detectably worse
     rows = sensitivity_rows(20.0, seeds=3, **{"p0.25_tau1": 21.0})
-    found = claims.sensitivity({"study": Study(rows.trials())})
+    found = decide("fig-a1", {"study": Study(rows.trials())})
     assert found.support == Support.contradicted
     assert found.numbers[0].startswith("spread 5.00% ")
     assert found.numbers[2] == "worst cell vs best: +5.0% [+5.0%, +5.0%] worse"
     assert found.warnings == ()
     # the same mean, 21, from 18, 21, 24 (ratios 0.9, 1.05, 1.2): the interval spans 0
     rows = sensitivity_rows(20.0, seeds=3, **{"p0.25_tau1": [18.0, 21.0, 24.0]})
-    found = claims.sensitivity({"study": Study(rows.trials())})
+    found = decide("fig-a1", {"study": Study(rows.trials())})
     assert found.support == Support.inconclusive
     assert "no detectable difference at 3 seeds" in found.numbers[2]
 
@@ -152,7 +159,7 @@ def test_fig_a1_without_the_centre_is_inconclusive() -> None:
     rows = Rows()
     for tau in (1.0, 2.0):
         rows.add(20.0, base="rmsprop", variant="magma", lr=1e-3, p=0.25, tau=tau)
-    found = claims.sensitivity({"study": Study(rows.trials())})
+    found = decide("fig-a1", {"study": Study(rows.trials())})
     assert found.support == Support.inconclusive
     assert found.numbers == ("p=0.5, tau=2 was not run with magma",)
 
@@ -185,7 +192,7 @@ NARROW = [None, 5.0, 5.0, None, None]
 def test_fig_a3_compares_window_widths(
     dense: list[float | None], magma: list[float | None], support: Support, numbers: str
 ) -> None:
-    found = claims.lr_window({"study": Study(window_rows(dense, magma).trials())})
+    found = decide("fig-a3", {"study": Study(window_rows(dense, magma).trials())})
     assert found.support == support
     assert found.numbers == (f"adamw+magma vs adamw: {numbers}",)
     assert "1 seed(s): the windows are drawn through seed noise" in found.warnings
@@ -199,28 +206,26 @@ def two(heavy: float, light: float) -> dict[str, Study]:
 
 
 def test_fig_3_needs_heavy_better_and_by_more_than_light() -> None:
-    found = claims.heavy_tailed(two(heavy=0.8, light=0.99))  # -20% vs -1%
+    found = decide("fig-3", two(heavy=0.8, light=0.99))  # -20% vs -1%
     assert found.support == Support.supported
     assert found.numbers[0].startswith("heavy: adamw+magma vs adamw: -20.0% [-20.0%, -20.0%]")
     assert found.numbers[1].startswith("light: adamw+magma vs adamw: -1.0% ")
-    assert claims.heavy_tailed(two(heavy=0.8, light=0.7)).support == Support.contradicted
-    assert claims.heavy_tailed(two(heavy=1.1, light=1.0)).support == Support.contradicted
+    assert decide("fig-3", two(heavy=0.8, light=0.7)).support == Support.contradicted
+    assert decide("fig-3", two(heavy=1.1, light=1.0)).support == Support.contradicted
     # light no better, heavy no different (an interval around 0): nothing either way
     rows = {name: Rows() for name in ("heavy", "light")}
     for seed, (dense, masked) in enumerate([(10.0, 9.0), (20.0, 22.0), (40.0, 40.0)]):
         rows["heavy"].add(dense, seed=seed, base="adamw", variant="dense", lr=1e-3)
         rows["heavy"].add(masked, seed=seed, base="adamw", variant="magma", lr=1e-3)
     arms(rows["light"], 1.0)
-    found = claims.heavy_tailed({name: Study(r.trials()) for name, r in rows.items()})
+    found = decide("fig-3", {name: Study(r.trials()) for name, r in rows.items()})
     assert found.support == Support.inconclusive
 
 
 def test_fig_4_needs_heterogeneous_better_and_homogeneous_within_the_margin() -> None:
     def run(hetero: float, homo: float) -> claims.Finding:
         studies = two(hetero, homo)
-        return claims.quadratic(
-            {"heterogeneous": studies["heavy"], "homogeneous": studies["light"]}
-        )
+        return decide("fig-4", {"heterogeneous": studies["heavy"], "homogeneous": studies["light"]})
 
     # +1% on the homogeneous: its interval [+1%, +1%] lies within +-5%
     assert run(0.8, 1.01).support == Support.supported
@@ -244,7 +249,7 @@ def components_rows(all_factor: float) -> Rows:
 
 
 def test_table_a1_attention_mlp_best_and_better_than_dense() -> None:
-    found = claims.components({"study": Study(components_rows(0.95).trials())})
+    found = decide("table-a1", {"study": Study(components_rows(0.95).trials())})
     assert found.support == Support.supported
     # values in alphabetical order; 0.9 / 0.95 - 1 = -5.26% against both all and attention
     assert found.numbers[0].startswith("components=attention+mlp vs components=all: -5.3% ")
@@ -253,7 +258,7 @@ def test_table_a1_attention_mlp_best_and_better_than_dense() -> None:
         "rmsprop+magma (components=attention+mlp) vs rmsprop: -10.0% [-10.0%, -10.0%] better"
     )
     # all at x0.8: attention+mlp is 0.9 / 0.8 - 1 = +12.5% worse than it
-    found = claims.components({"study": Study(components_rows(0.8).trials())})
+    found = decide("table-a1", {"study": Study(components_rows(0.8).trials())})
     assert found.support == Support.contradicted
     assert found.numbers[0].startswith("components=attention+mlp vs components=all: +12.5% ")
 
@@ -273,13 +278,13 @@ def granularity_rows(block: float) -> Rows:
 
 def test_table_a2_block_best_or_tied_and_damping_better() -> None:
     # block ties element exactly (no detectable difference), beats row and column
-    found = claims.granularity({"study": Study(granularity_rows(0.9).trials())})
+    found = decide("table-a2", {"study": Study(granularity_rows(0.9).trials())})
     assert found.support == Support.supported
     assert found.numbers[-1].startswith(
         "rmsprop+magma (granularity=block) vs rmsprop+skipupdate (granularity=block): -10.0%"
     )
     # block at x0.99 against element at x0.9: 0.99 / 0.9 - 1 = +10.0% worse
-    found = claims.granularity({"study": Study(granularity_rows(0.99).trials())})
+    found = decide("table-a2", {"study": Study(granularity_rows(0.99).trials())})
     assert found.support == Support.contradicted
     # column, element, row: alphabetical
     assert found.numbers[1].startswith("granularity=block vs granularity=element: +10.0% ")
@@ -300,7 +305,7 @@ def test_an_unbracketed_arm_is_a_warning_of_the_claims_that_compare_it() -> None
         {"base": "adamw", "variant": "dense"},
         {"base": "adamw", "variant": "magma"},
     )
-    found = claims.table1({"study": Study(rows.trials(), bracket=bracket)})
+    found = decide("table1", {"study": Study(rows.trials(), bracket=bracket)})
     assert found.support == Support.supported  # a warning qualifies it, as ever
     assert found.warnings == tuple(
         f"{label}: best LR 0.001 is the only one tested; "
@@ -314,7 +319,7 @@ def test_an_unbracketed_arm_is_a_warning_of_the_claims_that_compare_it() -> None
         {"base": "rmsprop", "variant": v, "components": c} for v in variants for c in values
     ]
     bracket = one_lr_stopped("caps", *searched)
-    found = claims.components({"study": Study(components_rows(0.95).trials(), bracket=bracket)})
+    found = decide("table-a1", {"study": Study(components_rows(0.95).trials(), bracket=bracket)})
     assert found.support == Support.supported
     assert found.warnings == tuple(
         f"rmsprop{'+magma' if v == 'magma' else ''} (components={c}): best LR 0.001 is the only "
@@ -334,7 +339,7 @@ def test_an_unbracketed_arm_is_a_warning_of_the_claims_that_compare_it() -> None
             ArmSearch({"base": "adamw", "variant": "magma"}, "caps", lrs, 1e-4, 5.0),
         ),
     )
-    found = claims.lr_window({"study": Study(window_rows(NARROW, WIDE).trials(), bracket=bracket)})
+    found = decide("fig-a3", {"study": Study(window_rows(NARROW, WIDE).trials(), bracket=bracket)})
     assert found.support == Support.supported
     assert (
         "adamw+magma: best LR 0.0001 is the smallest tested; the search stopped at the run cap "
@@ -381,28 +386,61 @@ def test_scale_summarises_the_workload_and_seeds() -> None:
         "workload": {"kind": "llama-c4", "model": "llama-nano", "steps": 200, "batch_size": 4}
         | {"seq_len": 64},
     }
-    assert claims.scale(spec) == "llama-c4 llama-nano, 200 steps of 4 x 64 tokens, 2 seeds"
+    assert claims_report.scale(spec) == "llama-c4 llama-nano, 200 steps of 4 x 64 tokens, 2 seeds"
     quadratic = {"seeds": 1, "workload": {"kind": "quadratic", "hessian": "homogeneous"}}
     quadratic["workload"] |= {"steps": 500, "batch_size": 3}
-    assert claims.scale(quadratic) == "quadratic (homogeneous), 500 steps of batch 3, 1 seed"
+    assert claims_report.scale(quadratic) == "quadratic (homogeneous), 500 steps of batch 3, 1 seed"
 
 
-def test_the_readme_lists_every_claim_with_its_registry_definition() -> None:
-    """The README's "Claims" table is the registry's: one row per claim, same text."""
+def test_the_readme_holds_the_table_generated_from_the_registry() -> None:
+    """The README's "Claims" table is generated (``python -m
+    studies.analysis.claims_report README.md``): the file holds exactly what that writes."""
     text = README.read_text()
-    section = text[text.index("## Claims") :]
-    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
-    rows = re.findall(r"^\| (?!claim |---)(.+) \|$", section, re.MULTILINE)
-    expected = [
-        f"{c.reference} | {c.statement} | {', '.join(r.label for r in c.roles)} | {c.definition}"
-        for c in CLAIMS
-    ]
-    assert rows == expected
+    assert claims_report.with_table(text) == text
+    table = claims_report.markdown_table()
+    assert table in text
+    # one row per claim, in the registry's order, each with its definition
+    rows = table.splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == [f"| {c.reference}" for c in CLAIMS]
+    assert all(c.definition in row for c, row in zip(CLAIMS, rows, strict=True))
+
+
+def test_the_report_generator_rewrites_only_the_table(tmp_path: Path) -> None:
+    stale = (
+        f"intro\n{claims_report.TABLE_START}\n| old | table |\n{claims_report.TABLE_END}\nrest\n"
+    )
+    path = tmp_path / "README.md"
+    path.write_text(stale)
+    assert claims_report.main([str(path)]) == 0
+    written = path.read_text()
+    assert written.startswith("intro\n") and written.endswith("rest\n")
+    assert "| old | table |" not in written and claims_report.markdown_table() in written
+    with pytest.raises(ValueError, match="markers"):
+        claims_report.with_table("no markers here")
+
+
+def test_the_registry_version_changes_with_a_threshold() -> None:
+    """A threshold moved after seeing the data is a new version."""
+    version = claims.registry_version()
+    assert len(version) == 12 and version == claims.registry_version()
+    original = CLAIMS_BY_ID["fig-4"]
+    moved = dataclasses.replace(
+        original, parameters={**original.parameters, "neutral_margin": 0.10}
+    )
+    try:
+        claims.CLAIMS = tuple(moved if c is original else c for c in CLAIMS)
+        claims.registry_version.cache_clear()
+        assert claims.registry_version() != version
+    finally:
+        claims.CLAIMS = CLAIMS
+        claims.registry_version.cache_clear()
+    assert claims.registry_version() == version
 
 
 def test_the_thresholds_are_the_ones_the_definitions_state() -> None:
     text = {claim.id: claim.definition for claim in CLAIMS}
-    assert f"<= {claims.SPREAD_TOLERANCE:.0%}" in text["fig-a1"]
-    assert f"+-{claims.NEUTRAL_MARGIN:.0%}" in text["fig-4"]
+    given = {claim.id: claim.parameters for claim in CLAIMS}
+    assert f"<= {given['fig-a1']['spread_tolerance']:.0%}" in text["fig-a1"]
+    assert f"+-{given['fig-4']['neutral_margin']:.0%}" in text["fig-4"]
     # Figure A3's windows are the lr-window page's default ones
-    assert LRWindowOptions().delta == claims.WINDOW_DELTA
+    assert LRWindowOptions().delta == given["fig-a3"]["window_delta"]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from studies.analysis.claims import Support
+from studies.analysis.claim_rules import Support
 from studies.analysis.verdict import Method, Verdict, WarningCode
 from worker.contract import Mode
 
@@ -215,6 +215,9 @@ class ClaimRow(BaseModel):
     reference: str = Field(description="where the paper makes the claim")
     statement: str
     definition: str = Field(description="how the test decides")
+    parameters: dict[str, Any] = Field(
+        description="the thresholds and chosen values the test uses, fixed before any run"
+    )
     studies: list[ClaimStudy]
     support: Literal[Support.values()]  # type: ignore[valid-type]
     numbers: list[str] = Field(description="the numbers the verdict rests on")
@@ -222,4 +225,8 @@ class ClaimRow(BaseModel):
 
 
 class ClaimsReport(BaseModel):
+    registry_version: str = Field(
+        description="hash of the claims registry (definitions, thresholds, rules) that "
+        "decided this report: a rule changed after seeing the data shows as a new version"
+    )
     claims: list[ClaimRow]

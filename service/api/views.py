@@ -24,6 +24,7 @@ from service.api.schemas import (
 from service.core.errors import not_found
 from studies.analysis import claims as claim_tests
 from studies.analysis.arms import Configuration
+from studies.analysis.claims_report import scale
 from studies.analysis.verdict import (
     CONFIDENCE,
     DETECTABLE_CHANGE,
@@ -35,7 +36,7 @@ from studies.analysis.verdict import (
 from studies.best import BestConfiguration, best_configuration
 from studies.records import Arm
 from studies.results import claim_studies, load_study, study_bracket
-from studies.storage import repository as repo
+from studies.storage.repository import best_sql, reads, trial_lifecycle
 from studies.storage.models import Study, utcnow
 
 # A finished study's trials never change, so its best configuration is cached per process,
@@ -68,11 +69,11 @@ def best_of(session: Session, study: Study) -> BestConfiguration | None:
     key = (study.id, study.created_at, study.finished_at) if study.finished_at else None
     if key is not None and key in _finished_best:
         return _finished_best[key]
-    number = repo.best_configuration_number(session, study.id, study.mode)
+    number = best_sql.best_configuration_number(session, study.id, study.mode)
     best = (
         None
         if number is None
-        else best_configuration(repo.configuration_trials(session, study.id, number), study.mode)
+        else best_configuration(trial_lifecycle.configuration_trials(session, study.id, number), study.mode)
     )
     if key is not None:
         _remember(_finished_best, key, best)
@@ -80,7 +81,7 @@ def best_of(session: Session, study: Study) -> BestConfiguration | None:
 
 
 def detail(session: Session, study: Study) -> StudyDetail:
-    progress = repo.trial_status_counts(session, [study.id])[study.id]
+    progress = reads.trial_status_counts(session, [study.id])[study.id]
     best = best_of(session, study)
     end = study.finished_at or utcnow()
     bracket = study_bracket(session, study)
@@ -182,19 +183,21 @@ def claims(session: Session) -> ClaimsReport:
     (``studies.analysis.claims``), as the claims page shows them."""
     results = claim_tests.evaluate(claim_studies(session, claim_tests.roles()))
     return ClaimsReport(
+        registry_version=claim_tests.registry_version(),
         claims=[
             ClaimRow(
                 id=result.claim.id,
                 reference=result.claim.reference,
                 statement=result.claim.statement,
                 definition=result.claim.definition,
+                parameters=dict(result.claim.parameters),
                 studies=[
                     ClaimStudy(
                         role=role.name,
                         preset=role.preset,
                         workload=dict(role.workload),
                         study_id=study.id if study else None,
-                        scale=claim_tests.scale(study.spec) if study else None,
+                        scale=scale(study.spec) if study else None,
                     )
                     for role in result.claim.roles
                     for study in [result.studies[role.name]]
@@ -204,5 +207,5 @@ def claims(session: Session) -> ClaimsReport:
                 warnings=list(result.finding.warnings),
             )
             for result in results
-        ]
+        ],
     )

@@ -26,7 +26,7 @@ from dashboards.views import PAGES, TEMPLATE_DIR, OptionError, Page, PageView, t
 from service.api import deps
 from service.api.deps import StudyId
 from studies import results
-from studies.analysis import claims
+from studies.analysis import claims, claims_report
 from studies.results import StudyData
 from studies.storage.models import MAX_ID
 from worker.contract import FINISHED_STUDY_STATUSES
@@ -174,7 +174,8 @@ def claims_page(request: Request) -> Response:
         "claims.html",
         {
             "results": claims.evaluate(studies),
-            "scale": claims.scale,
+            "scale": claims_report.scale,
+            "registry_version": claims.registry_version(),
             "auth": deps.auth_enabled(request),
         },
     )
