@@ -30,9 +30,9 @@ import httpx
 from sqlalchemy import create_engine, func, insert, make_url, select, text
 
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.engine import make_engine, migrate, session_factory, transaction
 from studies.storage.models import Metric, Study, Trial, utcnow
+from studies.storage.repository import submissions
 from worker.settings import get_settings
 
 TARGET_P99_MS = 50.0
@@ -77,7 +77,7 @@ def populate(url: str, trials: int, per_trial: int, rebuild: bool) -> int:
     rng = random.Random(0)
     started = time.perf_counter()
     with transaction(sessions) as session:
-        study_id = repo.create_study(session, StudySpec.model_validate(SPEC)).id
+        study_id = submissions.create_study(session, StudySpec.model_validate(SPEC)).id
         study = session.get(Study, study_id)
         study.status, study.started_at, study.finished_at = "complete", utcnow(), utcnow()
     with engine.begin() as connection:

@@ -43,9 +43,9 @@ from studies.caps import check_caps
 from studies.engine.driver import Driver
 from studies.presets import load_preset, merge_overrides
 from studies.spec import StudySpec
-from studies.storage.repository import reads, submissions
 from studies.storage.engine import make_engine, migrate, session_factory, transaction
 from studies.storage.models import Study
+from studies.storage.repository import reads, submissions
 from worker.contract import FINISHED_STUDY_STATUSES
 from worker.settings import get_settings
 

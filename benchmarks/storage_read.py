@@ -51,9 +51,9 @@ from scratch_db import temporary_database
 from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from studies.storage import repository as repo
 from studies.storage.engine import make_engine, migrate, session_factory
 from studies.storage.models import Event, Metric, Study, Trial, utcnow
+from studies.storage.repository import best_sql, event_log, reads
 
 SECONDARY_INDEXES = {
     "magma_trials": [
@@ -215,7 +215,7 @@ def queries(info: dict[str, Any]) -> dict[str, Callable[[Session], list[Any]]]:
     live_id, live_cursor = info["live"]["study_id"], info["live"]["event_head"] - 100
 
     def page(sort: str, after: tuple[float | None, int] | None = None) -> Callable:
-        return lambda s: repo.trials_page(
+        return lambda s: reads.trials_page(
             s, study_id, sort=sort, descending=False, status=None, after=after, limit=PAGE
         )
 
@@ -223,7 +223,7 @@ def queries(info: dict[str, Any]) -> dict[str, Callable[[Session], list[Any]]]:
 
     def objective_cursor(s: Session) -> tuple[float | None, int]:
         if not cursor:
-            last = repo.trials_page(
+            last = reads.trials_page(
                 s,
                 study_id,
                 sort="objective",
@@ -240,12 +240,16 @@ def queries(info: dict[str, Any]) -> dict[str, Callable[[Session], list[Any]]]:
         "trials by objective, page 1": page("objective"),
         "trials by objective, page 6": lambda s: page("objective", objective_cursor(s))(s),
         "trials after cursor": page("number", (middle, trial_ids[middle])),
-        "metric curve (1 trial)": lambda s: repo.trial_metrics(s, curve_trial),
-        "progress counts": lambda s: list(repo.trial_status_counts(s, [study_id]).items()),
-        "events after id, live study": lambda s: repo.events_after(s, live_id, live_cursor, 500),
-        "events after id, older study": lambda s: repo.events_after(s, study_id, event_cursor, 500),
-        "best configuration": lambda s: [repo.best_configuration_number(s, study_id, "min")],
-        "dashboard metric rows": lambda s: repo.study_metric_rows(s, study_id),
+        "metric curve (1 trial)": lambda s: reads.trial_metrics(s, curve_trial),
+        "progress counts": lambda s: list(reads.trial_status_counts(s, [study_id]).items()),
+        "events after id, live study": lambda s: event_log.events_after(
+            s, live_id, live_cursor, 500
+        ),
+        "events after id, older study": lambda s: event_log.events_after(
+            s, study_id, event_cursor, 500
+        ),
+        "best configuration": lambda s: [best_sql.best_configuration_number(s, study_id, "min")],
+        "dashboard metric rows": lambda s: reads.study_metric_rows(s, study_id),
     }
 
 

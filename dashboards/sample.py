@@ -21,8 +21,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.models import Event, Metric, Trial, utcnow
+from studies.storage.repository import submissions
 from worker.contract import COMPONENT_LABELS, Components, Variant, telemetry_key
 
 LRS = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
@@ -72,7 +72,7 @@ def write_study(
     spec = sample_spec(configurations, seeds, workload, name)
     started = utcnow() - timedelta(hours=3)
     with sessions() as session, session.begin():
-        study = repo.create_study(session, spec)
+        study = submissions.create_study(session, spec)
         study_id = study.id
         study.status, study.started_at = status, started
         if status in ("complete", "failed", "cancelled"):

@@ -1,6 +1,7 @@
 """The one rule for scoring a configuration and picking a study's best, used by the API's
 ``/best``, ``magma-bench status``, the export, the dashboards and the searcher (which tells
-Optuna the same score). ``repository.best_configuration_number`` is its SQL twin.
+Optuna the same score). Its SQL twin is
+``studies.storage.repository.best_sql.best_configuration_number``.
 
 A configuration is one point of the search space, run once per seed. Its outcome, from its
 seed trials' statuses (first match wins):

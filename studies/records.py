@@ -7,12 +7,12 @@ without a database and never issues a query.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, get_args
 
 from studies.bracket import Status
+from studies.finite import finite
 from worker.contract import Base, TrialStatus, Variant
 
 #: base optimizers and variants in the order the paper's tables read (the baseline first)
@@ -106,7 +106,7 @@ def trials_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[TrialRecord]:
                 configuration=int(row["configuration"]),
                 seed_index=int(row.get("seed_index") or 0),
                 status=status,
-                objective=_finite(row.get("objective")),
+                objective=finite(row.get("objective")),
                 params=dict(row.get("params") or {}),
                 config=dict(row.get("config") or {}),
                 last_step=row.get("last_step"),
@@ -195,10 +195,3 @@ def by_trial(metrics: Iterable[MetricPoint]) -> dict[int, list[MetricPoint]]:
     for points in grouped.values():
         points.sort(key=lambda point: point.step)
     return grouped
-
-
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None

@@ -19,8 +19,8 @@ from studies.records import (
     metrics_from_rows,
     trials_from_rows,
 )
-from studies.storage import repository as repo
 from studies.storage.models import Study, Trial
+from studies.storage.repository import event_log, reads
 from worker.contract import FINISHED_STUDY_STATUSES, FINISHED_TRIAL_STATUSES, PROGRESS_METRIC
 
 
@@ -85,8 +85,8 @@ def load_study(
     study = session.get(Study, study_id)
     if study is None:
         return None
-    cursor = repo.last_event_id(session, study_id)
-    trials = trials_from_rows(trial_row(t) for t in repo.study_trials(session, study_id))
+    cursor = event_log.last_event_id(session, study_id)
+    trials = trials_from_rows(trial_row(t) for t in reads.study_trials(session, study_id))
     points = _metrics(session, study_id, study.workload, study.metric, metrics)
     return StudyData(
         id=study.id,
@@ -112,7 +112,7 @@ def study_bracket(session: Session, study: Study) -> BracketSearch | None:
     """A bracket study's LR search from its latest ``bracket`` event: the one reading of
     that event, for the verdicts (API, pages, claims, and the CLI through the API) and the
     study detail. None when the study has none (protocol ``none``, or no round planned)."""
-    event = repo.latest_event(session, study.id, "bracket")
+    event = event_log.latest_event(session, study.id, "bracket")
     if event is None:
         return None
     return bracket_from_event(event.payload, int(study.spec["protocol"]["max_extensions"]))
@@ -124,13 +124,13 @@ def _metrics(
     if which == "none":
         return []
     if which == "all":
-        rows = repo.study_metric_rows(session, study_id)
+        rows = reads.study_metric_rows(session, study_id)
         return metrics_from_rows(
             {"trial_id": trial_id, "step": step, "values": values}
             for trial_id, step, values in rows
         )
     keys = [k for k in (metric, PROGRESS_METRIC[workload]) if k != "step"]
-    rows = repo.study_metric_rows(session, study_id, keys)
+    rows = reads.study_metric_rows(session, study_id, keys)
     return metrics_from_rows(
         {"trial_id": row[0], "step": row[1], "values": dict(zip(keys, row[2:], strict=True))}
         for row in rows
@@ -139,8 +139,8 @@ def _metrics(
 
 def study_list(session: Session, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
     """A page of studies, newest first, each with its trial counts; and the total."""
-    studies, total = repo.list_studies(session, None, limit, offset)
-    counts = repo.trial_status_counts(session, [study.id for study in studies])
+    studies, total = reads.list_studies(session, None, limit, offset)
+    counts = reads.trial_status_counts(session, [study.id for study in studies])
     rows = []
     for study in studies:
         progress = counts[study.id]
@@ -164,7 +164,7 @@ def claim_studies(session: Session, roles: list[Role]) -> dict[Role, StudyData |
     """Each role's newest complete study (its preset's name and workload fields), with its
     trials; None for a role no complete study fills."""
     found: dict[Role, StudyData | None] = dict.fromkeys(roles)
-    for study in repo.complete_studies_named(session, {role.preset for role in roles}):
+    for study in reads.complete_studies_named(session, {role.preset for role in roles}):
         if all(found.values()):
             break
         for role in roles:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from studies.bracket import initial_indices, lr_at
 from studies.presets import load_preset
-from studies.storage import repository as repo
+from studies.storage.repository import event_log, lease, trial_lifecycle
 from tests.db_fixtures import Database
 
 #: the dense arm's objective per seed; the magma arm's is these times a factor, so every
@@ -37,12 +37,14 @@ def write_quadratic(
             for worse, lr in enumerate(lrs[variant]):  # the first LR is the best
                 params = {"variant": variant, **({"lr": lr} if lr is not None else {})}
                 configs = [spec.complete_trial_config(params, seed) for seed in range(len(DENSE))]
-                trials = repo.create_configuration(session, study_id, number, params, configs)
+                trials = trial_lifecycle.create_configuration(
+                    session, study_id, number, params, configs
+                )
                 number += 1
                 for trial, dense in zip(trials, DENSE, strict=True):
-                    repo.mark_trial_running(session, trial.id)
+                    trial_lifecycle.mark_trial_running(session, trial.id)
                     value = dense * (factor if variant == "magma" else 1.0) + min(worse, 1)
-                    repo.finish_trial(session, trial.id, "complete", value, 500)
+                    trial_lifecycle.finish_trial(session, trial.id, "complete", value, 500)
         if bracket:
             report = {
                 "done": True,
@@ -61,7 +63,7 @@ def write_quadratic(
                     )
                 ],
             }
-            repo.add_event(session, study_id, "bracket", report)
+            event_log.add_event(session, study_id, "bracket", report)
         if status != "running":
-            repo.finish_study(session, study_id, status)
+            lease.finish_study(session, study_id, status)
     return study_id

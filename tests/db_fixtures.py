@@ -27,9 +27,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.engine import make_engine, migrate, session_factory, transaction
 from studies.storage.models import Metric, Study, Trial
+from studies.storage.repository import submissions
 from worker.settings import get_settings
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -113,7 +113,7 @@ class Database:
     def create_study(self, spec: StudySpec | dict[str, Any]) -> int:
         parsed = spec if isinstance(spec, StudySpec) else StudySpec.model_validate(spec)
         with self.transaction() as session:
-            return repo.create_study(session, parsed).id
+            return submissions.create_study(session, parsed).id
 
     def study(self, study_id: int) -> Study:
         with self.sessions() as session:

@@ -16,7 +16,7 @@ from studies.analysis.table import comparison_table
 from studies.results import load_study
 from studies.samplers import in_memory_study
 from studies.spec import StudySpec
-from studies.storage import repository as repo
+from studies.storage.repository import lease, trial_lifecycle
 
 pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
 from tests.db_fixtures import Database, quadratic_spec  # noqa: E402
@@ -47,13 +47,15 @@ def write_study(server: Server) -> tuple[int, list[int]]:
         with db.transaction() as session:
             for number, (lr, seeds) in enumerate(SEEDS.items()):
                 configs = [spec.complete_trial_config({"lr": lr}, s) for s in range(len(seeds))]
-                trials = repo.create_configuration(session, study_id, number, {"lr": lr}, configs)
+                trials = trial_lifecycle.create_configuration(
+                    session, study_id, number, {"lr": lr}, configs
+                )
                 for trial, (status, objective) in zip(trials, seeds, strict=True):
-                    repo.mark_trial_running(session, trial.id)
-                    repo.finish_trial(session, trial.id, status, objective, 40)
+                    trial_lifecycle.mark_trial_running(session, trial.id)
+                    trial_lifecycle.finish_trial(session, trial.id, status, objective, 40)
                 if number == BEST_CONFIGURATION:
                     best_ids = [trial.id for trial in trials]
-            repo.finish_study(session, study_id, "complete")
+            lease.finish_study(session, study_id, "complete")
     finally:
         db.engine.dispose()
     return study_id, best_ids
@@ -77,7 +79,7 @@ def test_every_reader_names_the_same_best_configuration(server: Server, tmp_path
     try:
         with db.sessions() as session:
             data = load_study(session, study_id)
-            configurations = repo.configurations(session, study_id)
+            configurations = trial_lifecycle.configurations(session, study_id)
     finally:
         db.engine.dispose()
     assert data is not None

@@ -27,7 +27,7 @@ from dashboards.views import PAGES
 from studies import results
 from studies.analysis.claims import CLAIMS
 from studies.analysis.lr_window import lr_windows
-from studies.storage import repository as repo
+from studies.storage.repository import lease, metric_ingest, trial_lifecycle
 
 pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
 from tests.claims_fixtures import write_quadratic  # noqa: E402
@@ -255,20 +255,20 @@ def test_overview_updates_live(site: Site, tab: Tab) -> None:
     study_id = site.db.create_study(spec)
     params = {"variant": "magma", "lr": 0.01}
     with site.db.transaction() as session:
-        trials = repo.create_configuration(
+        trials = trial_lifecycle.create_configuration(
             session, study_id, 0, params, [spec.complete_trial_config(params, s) for s in (0, 1)]
         )
         first, second = (trial.id for trial in trials)
-        repo.mark_trial_running(session, first)
+        trial_lifecycle.mark_trial_running(session, first)
     with site.db.transaction() as session:
-        repo.add_metrics(session, [(first, {"step": 10, "val_loss": 0.4})])
+        metric_ingest.add_metrics(session, [(first, {"step": 10, "val_loss": 0.4})])
     tab.goto(f"{site.server.url}/studies/{study_id}/dashboard/overview")
     curves = "document.getElementById('fig-curves').data"
     assert tab.page.evaluate(f"{curves}.map(t => t.x.length)") == [1]
     assert tab.page.evaluate("window.magmaLive.source.readyState") in (0, 1)
     with site.db.transaction() as session:
-        repo.mark_trial_running(session, second)
-        repo.add_metrics(
+        trial_lifecycle.mark_trial_running(session, second)
+        metric_ingest.add_metrics(
             session,
             [(first, {"step": 20, "val_loss": 0.2})]
             + [(second, {"step": s, "val_loss": 1.0 / s}) for s in (10, 20)],
@@ -284,8 +284,8 @@ def test_overview_updates_live(site: Site, tab: Tab) -> None:
     assert drawn[0][3] == [0.4, 0.2] and drawn[1][3] == [0.1, 0.05]
     with site.db.transaction() as session:
         for trial_id in (first, second):
-            repo.finish_trial(session, trial_id, "complete", 0.1, 20)
-        repo.finish_study(session, study_id, "complete")
+            trial_lifecycle.finish_trial(session, trial_id, "complete", 0.1, 20)
+        lease.finish_study(session, study_id, "complete")
     tab.page.wait_for_function(
         "document.getElementById('study-status').textContent === 'complete'"
         " && window.magmaLive.source.readyState === 2"

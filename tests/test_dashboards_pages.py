@@ -23,8 +23,8 @@ from dashboards.sample import sample_spec, write_study
 from dashboards.views import PAGES
 from service.main import create_app
 from studies import results
-from studies.storage import repository as repo
 from studies.storage.models import Metric
+from studies.storage.repository import event_log, reads, submissions
 from worker.settings import Settings
 
 pytest.register_assert_rewrite("tests.db_fixtures")
@@ -70,8 +70,8 @@ def test_study_metric_rows(db: Database) -> None:
             [{"trial_id": again, "step": 10, "objective": 1.0, "values": {"val_ppl": 1.0}}],
         )
     with db.sessions() as session:
-        rows = repo.study_metric_rows(session, first)
-        curves = repo.study_metric_rows(session, first, ["val_ppl", "tokens", "missing"])
+        rows = reads.study_metric_rows(session, first)
+        curves = reads.study_metric_rows(session, first, ["val_ppl", "tokens", "missing"])
     assert {row.trial_id for row in rows} <= set(trials)
     assert {t.id for t in db.trials(other)}.isdisjoint(row.trial_id for row in rows)
     assert [(r.trial_id, r.step) for r in rows] == sorted((r.trial_id, r.step) for r in rows)
@@ -95,7 +95,7 @@ def test_load_study(db: Database) -> None:
         curves = results.load_study(session, study_id, metrics="curves")
         full = results.load_study(session, study_id, metrics="all")
         assert results.load_study(session, study_id + 100) is None
-        assert repo.last_event_id(session, study_id + 100) == 0
+        assert event_log.last_event_id(session, study_id + 100) == 0
     assert none is not None and curves is not None and full is not None
     assert none.workload == "quadratic" and none.mode == "min"
     assert none.runs == 10 and len(none.trials) == 10 and none.metrics == []
@@ -145,7 +145,9 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
                 name="synthetic",
             )
             with db.transaction() as session:
-                empty = repo.create_study(session, sample_spec(4, 1, "quadratic", "empty")).id
+                empty = submissions.create_study(
+                    session, sample_spec(4, 1, "quadratic", "empty")
+                ).id
         finally:
             db.dispose()
         for client in _site(url):

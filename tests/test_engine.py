@@ -31,8 +31,8 @@ from studies.engine.runner import CancelStopper
 from studies.engine.searcher import StudySearcher
 from studies.results import load_study
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.models import Event, Metric, Study, Trial
+from studies.storage.repository import best_sql, lease, submissions, trial_lifecycle
 from worker.config import TrialConfig
 from worker.contract import FINISHED_TRIAL_STATUSES, PROGRESS_METRIC, mask_seed
 
@@ -358,7 +358,7 @@ def test_cancel_stops_a_running_study(db: Database, tmp_path: Path, ray_local: N
             what="a running trial that has reported",
         )
         with db.transaction() as session:
-            repo.request_cancel(session, study_id)
+            submissions.request_cancel(session, study_id)
         cancelled_at = time.monotonic()
         while not cancelled() and time.monotonic() - cancelled_at < 15:
             time.sleep(0.5)
@@ -439,7 +439,7 @@ def test_a_trial_stopped_for_a_cancel_is_recorded_as_cancelled(db: Database) -> 
     spec = quadratic_spec(name="cancel-race", search={"lr": [0.1, 0.03]})
     study_id = db.create_study(spec)
     with db.transaction() as session:
-        repo.claim_study(session, "driver", timedelta(seconds=60))
+        lease.claim_study(session, "driver", timedelta(seconds=60))
     searcher = StudySearcher(study_id, spec, db.sessions)
     cancel = threading.Event()
     stopper = CancelStopper(searcher, cancel)
@@ -447,7 +447,7 @@ def test_a_trial_stopped_for_a_cancel_is_recorded_as_cancelled(db: Database) -> 
     assert isinstance(config, dict)
     trial_id = config["_meta"]["trial_id"]
     with db.transaction() as session:
-        repo.mark_trial_running(session, trial_id)
+        trial_lifecycle.mark_trial_running(session, trial_id)
 
     cancel.set()  # the driver's heartbeat thread read "cancelling"
     result = {"status": "running", "objective": 5.0, "step": 10}
@@ -592,7 +592,7 @@ def test_the_objective_metric_drives_the_search_best_and_dashboards(
     complete = [t for t in run.trials if t.status == "complete"]
     expected = min(complete, key=lambda t: (t.objective, t.configuration))
     with db.sessions() as session:
-        assert repo.best_configuration_number(session, run.study.id, "min") == (
+        assert best_sql.best_configuration_number(session, run.study.id, "min") == (
             expected.configuration
         )
         data = load_study(session, run.study.id, metrics="curves")

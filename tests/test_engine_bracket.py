@@ -19,8 +19,8 @@ from studies.best import Score, best_configuration, is_confirmation, score
 from studies.engine.searcher import StudySearcher
 from studies.results import load_study
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.models import Study, Trial
+from studies.storage.repository import best_sql, event_log, reads, trial_lifecycle
 
 pytest.register_assert_rewrite("tests.db_fixtures")
 from tests.db_fixtures import Database, fresh_database, quadratic_spec  # noqa: E402
@@ -119,7 +119,7 @@ def test_bracket_study_runs_the_planners_rounds_then_confirms(bracket_run) -> No
     assert best is not None and not is_confirmation(best.params)
     assert best == best_configuration(selection, spec.mode)
     with db.transaction() as session:
-        assert repo.best_configuration_number(session, run.study.id, spec.mode) == (
+        assert best_sql.best_configuration_number(session, run.study.id, spec.mode) == (
             best.configuration
         )
         data = load_study(session, run.study.id)
@@ -145,11 +145,11 @@ def test_bracket_study_runs_the_planners_rounds_then_confirms(bracket_run) -> No
 def finish(db: Database, study_id: int, results: dict[tuple[str, float], float | None]) -> None:
     """Finish each queued trial of (variant, lr) with its objective (None: diverged)."""
     with db.transaction() as session:
-        for trial in repo.study_trials(session, study_id):
+        for trial in reads.study_trials(session, study_id):
             if trial.status == "queued":
                 value = results[(trial.params["variant"], trial.params["lr"])]
                 status = "complete" if value is not None else "diverged"
-                repo.finish_trial(session, trial.id, status, value, 40)
+                trial_lifecycle.finish_trial(session, trial.id, status, value, 40)
 
 
 def test_each_round_is_planned_from_sql_by_a_restarted_searcher(db: Database) -> None:
@@ -187,7 +187,7 @@ def test_each_round_is_planned_from_sql_by_a_restarted_searcher(db: Database) ->
         (9, {"variant": "magma", "lr": 3.16228e-2, "stage": "confirm"}, 1),
     ]
     with db.sessions() as session:
-        reports = [e.payload for e in repo.events_after(session, study_id, 0, 100)
+        reports = [e.payload for e in event_log.events_after(session, study_id, 0, 100)
                    if e.kind == "bracket"]  # fmt: skip
     assert [(r["rounds"], r["done"]) for r in reports] == [(0, False), (1, False), (2, True)]
     assert reports[-1]["arms"] == [

@@ -39,8 +39,8 @@ from optuna.trial import TrialState
 from sqlalchemy import func, select
 
 from studies.engine.searcher import StudySearcher
-from studies.storage import repository as repo
 from studies.storage.models import Metric
+from studies.storage.repository import lease, metric_ingest, trial_lifecycle
 from worker.contract import FINISHED_TRIAL_STATUSES
 
 pytest.register_assert_rewrite("tests.db_fixtures")
@@ -342,7 +342,7 @@ def test_a_trial_requeued_with_its_final_checkpoint_completes(
     )
     study_id = db.create_study(spec)
     with db.transaction() as session:
-        repo.claim_study(session, "dead-driver", timedelta(seconds=60))
+        lease.claim_study(session, "dead-driver", timedelta(seconds=60))
     config = StudySearcher(study_id, spec, db.sessions).suggest("dead-0")
     assert isinstance(config, dict)
     trial_id = config["_meta"]["trial_id"]
@@ -357,9 +357,9 @@ def test_a_trial_requeued_with_its_final_checkpoint_completes(
     final = train(TrialConfig(**trial.config), report=report)
     assert final["status"] == "complete" and final["step"] == spec.workload.steps
     with db.transaction() as session:
-        repo.mark_trial_running(session, trial_id)
-        repo.add_metrics(session, [(trial_id, m) for m in reports[:-1]])  # last one lost
-        repo.record_checkpoint(session, trial_id, str(checkpoint))
+        trial_lifecycle.mark_trial_running(session, trial_id)
+        metric_ingest.add_metrics(session, [(trial_id, m) for m in reports[:-1]])  # last one lost
+        trial_lifecycle.record_checkpoint(session, trial_id, str(checkpoint))
 
     time.sleep(1.2)
     driver = Driver(url=db.url, storage_path=tmp_path / "ray", stale_after=1.0)
@@ -441,7 +441,7 @@ def test_a_restarted_driver_rebuilds_the_optuna_study_from_sql_and_carries_on(
     spec = quadratic_spec(name=f"restart-{sampler}", seeds=2, **RESTART_SPECS[sampler])
     study_id = db.create_study(spec)
     with db.transaction() as session:
-        repo.claim_study(session, "driver-1", timedelta(seconds=60))
+        lease.claim_study(session, "driver-1", timedelta(seconds=60))
     first = StudySearcher(study_id, spec, db.sessions)
     handed = [f"first-{n}" for n in range(2 * len(FIRST_DRIVER))]
     for tune_id in handed:
@@ -452,7 +452,7 @@ def test_a_restarted_driver_rebuilds_the_optuna_study_from_sql_and_carries_on(
     ):
         if status == "running":
             with db.transaction() as session:
-                repo.mark_trial_running(session, sql_id)
+                trial_lifecycle.mark_trial_running(session, sql_id)
         elif status != "queued":
             _finish(first, tune_id, status, objective)
     held = _optuna_state(first)
@@ -469,7 +469,7 @@ def test_a_restarted_driver_rebuilds_the_optuna_study_from_sql_and_carries_on(
 
     # The next driver: run_study requeues, a new searcher rebuilds and carries on.
     with db.transaction() as session:
-        repo.requeue_unfinished(session, study_id)
+        trial_lifecycle.requeue_unfinished(session, study_id)
     second = StudySearcher(study_id, spec, db.sessions)
     assert _optuna_state(second) == held
     _run_to_the_end(second)
@@ -511,8 +511,8 @@ def test_a_recorded_checkpoint_never_runs_ahead_of_the_metric_rows(db: Database)
     spec = quadratic_spec(name="recorder", search={"lr": [0.1]})
     study_id = db.create_study(spec)
     with db.transaction() as session:
-        (trial,) = repo.create_configuration(session, study_id, 0, {"lr": 0.1}, [{}])
-        repo.mark_trial_running(session, trial.id)
+        (trial,) = trial_lifecycle.create_configuration(session, study_id, 0, {"lr": 0.1}, [{}])
+        trial_lifecycle.mark_trial_running(session, trial.id)
     recorder = SQLRecorder(db.sessions, flush_rows=200, flush_seconds=3600)
     fake = _FakeTrial(trial.id)
     for step in (10, 20):
@@ -539,7 +539,7 @@ def test_a_driver_that_lost_its_claim_stops_and_writes_nothing_more(db: Database
     spec = quadratic_spec(name="lost-claim", search={"lr": [0.1, 0.03]})
     study_id = db.create_study(spec)
     with db.transaction() as session:
-        repo.claim_study(session, "driver-a", timedelta(seconds=60))
+        lease.claim_study(session, "driver-a", timedelta(seconds=60))
     claim_lost = threading.Event()
     searcher = StudySearcher(study_id, spec, db.sessions, claim_lost=claim_lost)
     recorder = SQLRecorder(db.sessions, claim_lost, flush_rows=1)

@@ -23,8 +23,8 @@ import yaml
 
 import magma
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.models import Study
+from studies.storage.repository import lease, metric_ingest, trial_lifecycle
 from worker.data.corpus import SAMPLE_FILES
 
 pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
@@ -70,15 +70,17 @@ def finish_configurations(
     with db.transaction() as session:
         for number, (params, objectives, status) in enumerate(results, start=first):
             configs = [spec.complete_trial_config(params, s) for s in range(len(objectives))]
-            trials = repo.create_configuration(session, study_id, number, params, configs)
+            trials = trial_lifecycle.create_configuration(
+                session, study_id, number, params, configs
+            )
             for trial, objective in zip(trials, objectives, strict=True):
-                repo.mark_trial_running(session, trial.id)
+                trial_lifecycle.mark_trial_running(session, trial.id)
                 rows = [
                     (trial.id, {"step": s, "objective": objective, "val_loss": 1.0 / s})
                     for s in (10, 20)
                 ]
-                repo.add_metrics(session, rows)
-                repo.finish_trial(session, trial.id, status, objective, 20)
+                metric_ingest.add_metrics(session, rows)
+                trial_lifecycle.finish_trial(session, trial.id, status, objective, 20)
                 ids.append(trial.id)
     return ids
 
@@ -306,7 +308,7 @@ def test_trial_pages_of_a_finished_study_end(server: Server, db: Database) -> No
     live = httpx.get(url, params={"limit": 100}).json()
     assert live["has_more"] is False and live["next_cursor"] is not None
     with db.transaction() as session:
-        repo.finish_study(session, study_id, "complete")
+        lease.finish_study(session, study_id, "complete")
     # ...which, once it has finished, gives the end.
     assert httpx.get(url, params={"after": live["next_cursor"]}).json() == {
         "items": [],
@@ -434,7 +436,7 @@ def test_cancel_and_delete_rules(server: Server, db: Database) -> None:
     done = submit(server, spec_data(name="done")).json()["id"]
     finish_configurations(db, done, [({"lr": 0.1}, [1.0], "complete")])
     with db.transaction() as session:
-        repo.finish_study(session, done, "complete")
+        lease.finish_study(session, done, "complete")
     assert httpx.post(f"{server.api}/studies/{done}/cancel").status_code == 409
     assert httpx.delete(f"{server.api}/studies/{queued}").status_code == 204
     assert httpx.delete(f"{server.api}/studies/{done}").status_code == 204
@@ -489,7 +491,7 @@ def test_event_stream_content_resume_and_end(server: Server, db: Database) -> No
         session.get(Study, study_id).status = "running"
     (trial_id,) = finish_configurations(db, study_id, [({"lr": 0.1}, [1.5], "complete")])
     with db.transaction() as session:
-        repo.finish_study(session, study_id, "complete")
+        lease.finish_study(session, study_id, "complete")
     listener.join(timeout=30)
     assert not listener.is_alive(), "the stream did not end when the study finished"
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.models import Study
+from studies.storage.repository import trial_lifecycle
 from worker.contract import StudyStatus
 
 pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
@@ -57,12 +57,12 @@ def test_list_shows_studies_newest_first_with_progress(server: Server) -> None:
             session.get(Study, first["id"]).status = "running"  # as a driver's claim leaves it
             for number, (lr, status) in enumerate([(0.1, "complete"), (0.01, "running")]):
                 config = spec.complete_trial_config({"lr": lr}, 0)
-                (trial,) = repo.create_configuration(
+                (trial,) = trial_lifecycle.create_configuration(
                     session, first["id"], number, {"lr": lr}, [config]
                 )
-                repo.mark_trial_running(session, trial.id)
+                trial_lifecycle.mark_trial_running(session, trial.id)
                 if status == "complete":
-                    repo.finish_trial(session, trial.id, status, 1.0, 20)
+                    trial_lifecycle.finish_trial(session, trial.id, status, 1.0, 20)
     finally:
         db.dispose()
     cancelled = cli(server, "cancel", str(third["id"]))

@@ -22,9 +22,16 @@ from sqlalchemy import inspect, select, text
 
 from studies.best import CONFIRM_STAGE, STAGE_KEY, best_configuration, is_confirmation
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.engine import MIGRATIONS, make_engine, migrate, session_factory, transaction
 from studies.storage.models import Base, Event, Metric, Study, Trial
+from studies.storage.repository import (
+    best_sql,
+    event_log,
+    lease,
+    metric_ingest,
+    submissions,
+    trial_lifecycle,
+)
 
 pytest.register_assert_rewrite("tests.db_fixtures")
 from tests.db_fixtures import Database, quadratic_spec  # noqa: E402
@@ -65,13 +72,15 @@ def spec_data(name: str = "storage-test", **overrides: Any) -> dict[str, Any]:
 
 def new_study(db: Database, name: str = "storage-test") -> int:
     with db.transaction() as session:
-        return repo.create_study(session, StudySpec.model_validate(spec_data(name))).id
+        return submissions.create_study(session, StudySpec.model_validate(spec_data(name))).id
 
 
 def new_configuration(db: Database, study_id: int, configuration: int, seeds: int = 2) -> list[int]:
     configs = [{"lr": 0.1, "seed": s} for s in range(seeds)]
     with db.transaction() as session:
-        trials = repo.create_configuration(session, study_id, configuration, {"lr": 0.1}, configs)
+        trials = trial_lifecycle.create_configuration(
+            session, study_id, configuration, {"lr": 0.1}, configs
+        )
         return [t.id for t in trials]
 
 
@@ -160,7 +169,9 @@ def test_migrations_drop_optunas_tables_unless_someone_else_keeps_studies_there(
 def test_create_study(db: Database) -> None:
     data = spec_data("first")
     with db.transaction() as session:
-        study = repo.create_study(session, StudySpec.model_validate(data), idempotency_key="key-1")
+        study = submissions.create_study(
+            session, StudySpec.model_validate(data), idempotency_key="key-1"
+        )
         study_id = study.id
     study = db.study(study_id)
     assert study.status == "queued"
@@ -173,7 +184,7 @@ def test_create_study(db: Database) -> None:
 def test_claim_study_takes_queued_studies_in_order_and_only_once(db: Database) -> None:
     first, second = new_study(db, "a"), new_study(db, "b")
     with db.transaction() as session:
-        claimed = repo.claim_study(session, "driver-a", LONG)
+        claimed = lease.claim_study(session, "driver-a", LONG)
         assert claimed is not None
         assert claimed.id == first
     study = db.study(first)
@@ -182,10 +193,10 @@ def test_claim_study_takes_queued_studies_in_order_and_only_once(db: Database) -
     assert study.started_at is not None and study.heartbeat_at is not None
 
     with db.transaction() as session:
-        claimed = repo.claim_study(session, "driver-b", LONG)
+        claimed = lease.claim_study(session, "driver-b", LONG)
         assert claimed is not None and claimed.id == second
     with db.transaction() as session:
-        assert repo.claim_study(session, "driver-c", LONG) is None
+        assert lease.claim_study(session, "driver-c", LONG) is None
     assert db.study(first).claimed_by == "driver-a"
     assert events(db, first)[-1].payload == {"status": "running", "resumed": False}
 
@@ -193,20 +204,20 @@ def test_claim_study_takes_queued_studies_in_order_and_only_once(db: Database) -
 def test_a_stale_claim_is_taken_over(db: Database) -> None:
     study_id = new_study(db)
     with db.transaction() as session:
-        assert repo.claim_study(session, "driver-a", LONG) is not None
+        assert lease.claim_study(session, "driver-a", LONG) is not None
     started = db.study(study_id).started_at
 
     # A live heartbeat protects the claim...
     with db.transaction() as session:
-        assert repo.heartbeat(session, study_id, "driver-a") == "running"
+        assert lease.heartbeat(session, study_id, "driver-a") == "running"
     with db.transaction() as session:
-        assert repo.claim_study(session, "driver-b", LONG) is None
+        assert lease.claim_study(session, "driver-b", LONG) is None
 
     # ...until it is older than stale_after.
     time.sleep(0.3)
     stale = timedelta(milliseconds=100)
     with db.transaction() as session:
-        claimed = repo.claim_study(session, "driver-b", stale)
+        claimed = lease.claim_study(session, "driver-b", stale)
         assert claimed is not None and claimed.id == study_id
     study = db.study(study_id)
     assert study.status == "running"
@@ -218,31 +229,31 @@ def test_a_stale_claim_is_taken_over(db: Database) -> None:
     before = db.study(study_id).heartbeat_at
     time.sleep(0.05)
     with db.transaction() as session:
-        assert repo.heartbeat(session, study_id, "driver-a") is None
+        assert lease.heartbeat(session, study_id, "driver-a") is None
     assert db.study(study_id).heartbeat_at == before
     with db.transaction() as session:
-        assert repo.heartbeat(session, study_id, "driver-b") == "running"
+        assert lease.heartbeat(session, study_id, "driver-b") == "running"
     assert db.study(study_id).heartbeat_at > before
 
 
 def test_only_the_driver_holding_the_claim_can_finish_the_study(db: Database) -> None:
     study_id = new_study(db)
     with db.transaction() as session:
-        repo.claim_study(session, "driver-a", LONG)
+        lease.claim_study(session, "driver-a", LONG)
     time.sleep(0.3)
     with db.transaction() as session:
-        assert repo.claim_study(session, "driver-b", timedelta(milliseconds=100)) is not None
+        assert lease.claim_study(session, "driver-b", timedelta(milliseconds=100)) is not None
 
     # driver-a's claim went stale and was taken over: its finish is refused and changes nothing.
     with db.transaction() as session:
-        assert repo.finish_study(session, study_id, "failed", "stale", owner="driver-a") is False
+        assert lease.finish_study(session, study_id, "failed", "stale", owner="driver-a") is False
     study = db.study(study_id)
     assert (study.status, study.claimed_by, study.error) == ("running", "driver-b", None)
     assert study.finished_at is None
     assert events(db, study_id)[-1].payload == {"status": "running", "resumed": True}
 
     with db.transaction() as session:
-        assert repo.finish_study(session, study_id, "complete", owner="driver-b") is True
+        assert lease.finish_study(session, study_id, "complete", owner="driver-b") is True
     study = db.study(study_id)
     assert (study.status, study.claimed_by) == ("complete", None)
     assert study.finished_at is not None
@@ -253,7 +264,7 @@ def test_cancelling_a_queued_study_cancels_it_and_its_trials(db: Database) -> No
     study_id = new_study(db)
     trial_ids = new_configuration(db, study_id, 0)
     with db.transaction() as session:
-        study = repo.request_cancel(session, study_id)
+        study = submissions.request_cancel(session, study_id)
         assert study is not None
     study = db.study(study_id)
     assert study.status == "cancelled"
@@ -264,24 +275,24 @@ def test_cancelling_a_queued_study_cancels_it_and_its_trials(db: Database) -> No
     assert all(t.finished_at is not None for t in trials)
     assert events(db, study_id)[-1].payload["status"] == "cancelled"
     with db.transaction() as session:
-        assert repo.claim_study(session, "driver", timedelta(milliseconds=1)) is None
+        assert lease.claim_study(session, "driver", timedelta(milliseconds=1)) is None
 
 
 def test_cancelling_a_running_study_signals_its_driver(db: Database) -> None:
     study_id = new_study(db)
     with db.transaction() as session:
-        repo.claim_study(session, "driver", LONG)
+        lease.claim_study(session, "driver", LONG)
     with db.transaction() as session:
-        repo.request_cancel(session, study_id)
+        submissions.request_cancel(session, study_id)
     assert db.study(study_id).status == "cancelling"
     with db.transaction() as session:
-        assert repo.heartbeat(session, study_id, "driver") == "cancelling"
+        assert lease.heartbeat(session, study_id, "driver") == "cancelling"
     with db.transaction() as session:
-        repo.finish_study(session, study_id, "cancelled")
+        lease.finish_study(session, study_id, "cancelled")
     # Cancelling a finished study changes nothing; an unknown one is None.
     with db.transaction() as session:
-        repo.request_cancel(session, study_id)
-        assert repo.request_cancel(session, study_id + 1000) is None
+        submissions.request_cancel(session, study_id)
+        assert submissions.request_cancel(session, study_id + 1000) is None
     study = db.study(study_id)
     assert study.status == "cancelled"
     assert study.claimed_by is None
@@ -316,9 +327,9 @@ def test_create_configuration_numbers_trials_per_study(db: Database) -> None:
     assert [t.number for t in db.trials(other)] == [0, 1, 2]
     assert len(elsewhere) == 3
     with db.sessions() as session:
-        assert repo.configurations_created(session, study_id) == 2
-        assert repo.configurations_created(session, other) == 1
-        assert repo.unfinished_count(session, study_id) == 4
+        assert trial_lifecycle.configurations_created(session, study_id) == 2
+        assert trial_lifecycle.configurations_created(session, other) == 1
+        assert trial_lifecycle.unfinished_count(session, study_id) == 4
 
 
 def test_queued_trials_are_handed_out_in_number_order_and_requeued_after_a_crash(
@@ -327,23 +338,23 @@ def test_queued_trials_are_handed_out_in_number_order_and_requeued_after_a_crash
     study_id = new_study(db)
     ids = new_configuration(db, study_id, 0) + new_configuration(db, study_id, 1)
     with db.transaction() as session:
-        assert repo.next_queued(session, study_id, []).id == ids[0]
-        assert repo.next_queued(session, study_id, ids[:2]).id == ids[2]
-        repo.mark_trial_running(session, ids[0])
-        repo.mark_trial_running(session, ids[1])
-        repo.record_checkpoint(session, ids[0], "/ckpt/a")
-        repo.finish_trial(session, ids[1], "complete", 1.0, 40)
+        assert trial_lifecycle.next_queued(session, study_id, []).id == ids[0]
+        assert trial_lifecycle.next_queued(session, study_id, ids[:2]).id == ids[2]
+        trial_lifecycle.mark_trial_running(session, ids[0])
+        trial_lifecycle.mark_trial_running(session, ids[1])
+        trial_lifecycle.record_checkpoint(session, ids[0], "/ckpt/a")
+        trial_lifecycle.finish_trial(session, ids[1], "complete", 1.0, 40)
     with db.transaction() as session:
-        assert repo.next_queued(session, study_id, []).id == ids[2]
-        assert repo.requeue_unfinished(session, study_id) == 1
+        assert trial_lifecycle.next_queued(session, study_id, []).id == ids[2]
+        assert trial_lifecycle.requeue_unfinished(session, study_id) == 1
     trials = {t.id: t for t in db.trials(study_id)}
     assert trials[ids[0]].status == "queued"
     assert trials[ids[0]].checkpoint_path == "/ckpt/a"
     assert trials[ids[0]].attempts == 1
     assert trials[ids[1]].status == "complete"
     with db.transaction() as session:
-        assert repo.next_queued(session, study_id, []).id == ids[0]
-        assert repo.mark_trial_running(session, ids[0]).attempts == 2
+        assert trial_lifecycle.next_queued(session, study_id, []).id == ids[0]
+        assert trial_lifecycle.mark_trial_running(session, ids[0]).attempts == 2
 
 
 def test_add_metrics_writes_rows_progress_and_events_in_order(db: Database) -> None:
@@ -355,10 +366,10 @@ def test_add_metrics_writes_rows_progress_and_events_in_order(db: Database) -> N
         (a, {"step": 20, "objective": 4.0, "train_loss": 4.5, "node": "n1", "status": "running"}),
     ]
     with db.transaction() as session:
-        repo.add_metrics(session, rows)
-        repo.add_metrics(session, [])
+        metric_ingest.add_metrics(session, rows)
+        metric_ingest.add_metrics(session, [])
     with db.transaction() as session:
-        repo.add_metrics(session, [(b, {"step": 20, "objective": 6.5, "node": "n3"})])
+        metric_ingest.add_metrics(session, [(b, {"step": 20, "objective": 6.5, "node": "n3"})])
 
     assert [(m.step, m.objective) for m in db.metrics(a)] == [(10, 5.0), (20, 4.0)]
     assert [(m.step, m.objective) for m in db.metrics(b)] == [(10, 7.0), (20, 6.5)]
@@ -382,17 +393,17 @@ def test_finish_trial_is_idempotent(db: Database) -> None:
     study_id = new_study(db)
     trial_id, _ = new_configuration(db, study_id, 0)
     with db.transaction() as session:
-        repo.mark_trial_running(session, trial_id)
+        trial_lifecycle.mark_trial_running(session, trial_id)
     with db.transaction() as session:
-        trial = repo.finish_trial(session, trial_id, "complete", 1.25, 40)
+        trial = trial_lifecycle.finish_trial(session, trial_id, "complete", 1.25, 40)
         assert trial is not None and trial.status == "complete"
     finished_at = db.trials(study_id)[0].finished_at
     with db.transaction() as session:
-        again = repo.finish_trial(session, trial_id, "failed", 9.0, 10, error="late")
+        again = trial_lifecycle.finish_trial(session, trial_id, "failed", 9.0, 10, error="late")
         assert again is not None and again.status == "complete"
-        assert repo.finish_trial(session, trial_id + 1000, "complete", 1.0, 1) is None
+        assert trial_lifecycle.finish_trial(session, trial_id + 1000, "complete", 1.0, 1) is None
     with db.transaction() as session:
-        repo.cancel_unfinished(session, study_id)  # only the sibling is unfinished
+        trial_lifecycle.cancel_unfinished(session, study_id)  # only the sibling is unfinished
     trials = db.trials(study_id)
     trial = trials[0]
     assert (trial.status, trial.objective, trial.last_step, trial.error) == (
@@ -417,13 +428,13 @@ def test_trials_cancelled_in_bulk_get_a_final_trial_event(db: Database, path: st
     trial_ids = new_configuration(db, study_id, 0)
     with db.transaction() as session:
         if path == "cancel-queued-study":
-            repo.request_cancel(session, study_id)
+            submissions.request_cancel(session, study_id)
         else:
-            repo.claim_study(session, "driver", LONG)
-            repo.mark_trial_running(session, trial_ids[0])
+            lease.claim_study(session, "driver", LONG)
+            trial_lifecycle.mark_trial_running(session, trial_ids[0])
     if path == "cancel-unfinished":
         with db.transaction() as session:
-            repo.cancel_unfinished(session, study_id)
+            trial_lifecycle.cancel_unfinished(session, study_id)
     assert {t.status for t in db.trials(study_id)} == {"cancelled"}
     last: dict[int, str] = {}
     for event in events(db, study_id):
@@ -437,12 +448,12 @@ def test_non_finite_objectives_are_stored_as_null(db: Database, bad: float) -> N
     study_id = new_study(db)
     trial_id, other = new_configuration(db, study_id, 0)
     with db.transaction() as session:
-        repo.add_metrics(
+        metric_ingest.add_metrics(
             session,
             [(trial_id, {"step": 7, "objective": bad, "val_loss": bad, "train_loss": 1.5})],
         )
-        repo.finish_trial(session, trial_id, "diverged", bad, 7)
-        repo.finish_trial(session, other, "complete", 2.0, 40)
+        trial_lifecycle.finish_trial(session, trial_id, "diverged", bad, 7)
+        trial_lifecycle.finish_trial(session, other, "complete", 2.0, 40)
     (metric,) = db.metrics(trial_id)
     assert metric.objective is None
     assert metric.values == {"step": 7, "objective": None, "val_loss": None, "train_loss": 1.5}
@@ -464,17 +475,19 @@ def test_non_finite_objectives_are_stored_as_null(db: Database, bad: float) -> N
 def test_event_ids_strictly_increase(db: Database) -> None:
     study_id = new_study(db)
     with db.transaction() as session:
-        repo.claim_study(session, "driver", LONG)
+        lease.claim_study(session, "driver", LONG)
     (trial_id,) = new_configuration(db, study_id, 0, seeds=1)
     with db.transaction() as session:
-        repo.add_event(session, study_id, "configuration", {"configuration": 0})
-        repo.mark_trial_running(session, trial_id)
+        event_log.add_event(session, study_id, "configuration", {"configuration": 0})
+        trial_lifecycle.mark_trial_running(session, trial_id)
     for step in (10, 20, 30):
         with db.transaction() as session:
-            repo.add_metrics(session, [(trial_id, {"step": step, "objective": 1.0 / step})] * 2)
+            metric_ingest.add_metrics(
+                session, [(trial_id, {"step": step, "objective": 1.0 / step})] * 2
+            )
     with db.transaction() as session:
-        repo.finish_trial(session, trial_id, "complete", 1 / 30, 30)
-        repo.finish_study(session, study_id, "complete")
+        trial_lifecycle.finish_trial(session, trial_id, "complete", 1 / 30, 30)
+        lease.finish_study(session, study_id, "complete")
 
     log = events(db, study_id)
     ids = [e.id for e in log]
@@ -505,7 +518,7 @@ def test_concurrent_claimers_never_get_the_same_study(db: Database) -> None:
             start.wait()
             while True:
                 with transaction(db.sessions) as session:
-                    study = repo.claim_study(session, owner, LONG)
+                    study = lease.claim_study(session, owner, LONG)
                     if study is None:
                         return
                     claims[owner].append(study.id)
@@ -535,7 +548,7 @@ def test_postgres_claim_skips_a_study_locked_by_another_claimer(postgres_url: st
         first, second = new_study(db, "a"), new_study(db, "b")
         other: dict[str, Any] = {}
         with transaction(db.sessions) as session_a:
-            claimed = repo.claim_study(session_a, "driver-a", LONG)
+            claimed = lease.claim_study(session_a, "driver-a", LONG)
             assert claimed is not None and claimed.id == first
 
             def claim_b() -> None:
@@ -544,7 +557,7 @@ def test_postgres_claim_skips_a_study_locked_by_another_claimer(postgres_url: st
                         # Without SKIP LOCKED this would block on the row; fail instead.
                         session_b.execute(text("SET LOCAL lock_timeout = '5s'"))
                         started = time.monotonic()
-                        study = repo.claim_study(session_b, "driver-b", LONG)
+                        study = lease.claim_study(session_b, "driver-b", LONG)
                         other["id"] = study.id if study else None
                         other["seconds"] = time.monotonic() - started
                 except BaseException as exc:  # noqa: BLE001 - reported below
@@ -576,12 +589,12 @@ def test_postgres_event_cursor_sees_events_committed_out_of_id_order(postgres_ur
         sessions = session_factory(db.engine)
         slow = sessions()
         slow.begin()
-        repo.add_event(slow, study_id, "study", {"status": "cancelling"})
+        event_log.add_event(slow, study_id, "study", {"status": "cancelling"})
         slow.flush()  # id assigned, not committed (still in flight)
 
         def fast_writer() -> None:
             with transaction(sessions) as fast:
-                repo.add_event(fast, study_id, "metric", {"step": 10})
+                event_log.add_event(fast, study_id, "metric", {"step": 10})
 
         writer = threading.Thread(target=fast_writer)
         writer.start()
@@ -603,7 +616,7 @@ def test_metric_rows_are_cascaded_with_their_study(db: Database) -> None:
     study_id = new_study(db)
     trial_id, _ = new_configuration(db, study_id, 0)
     with db.transaction() as session:
-        repo.add_metrics(session, [(trial_id, {"step": 1, "objective": 1.0})])
+        metric_ingest.add_metrics(session, [(trial_id, {"step": 1, "objective": 1.0})])
     with db.transaction() as session:
         session.delete(session.get(Study, study_id))
     with db.sessions() as session:
@@ -621,19 +634,19 @@ def test_confirmation_runs_never_compete_for_best(db: Database) -> None:
         for number, (values, mean) in enumerate(zip(params, means, strict=True)):
             first_seed = 2 if is_confirmation(values) else 0
             configs = [{"seed": first_seed + s} for s in range(2)]
-            trials = repo.create_configuration(
+            trials = trial_lifecycle.create_configuration(
                 session, study_id, number, values, configs, first_seed
             )
             for trial, objective in zip(trials, (mean - 0.5, mean + 0.5), strict=True):
-                repo.finish_trial(session, trial.id, "complete", objective, 10)
-        repo.add_event(session, study_id, "bracket", {"rounds": 0})
-        repo.add_event(session, study_id, "bracket", {"rounds": 1})
+                trial_lifecycle.finish_trial(session, trial.id, "complete", objective, 10)
+        event_log.add_event(session, study_id, "bracket", {"rounds": 0})
+        event_log.add_event(session, study_id, "bracket", {"rounds": 1})
     trials = db.trials(study_id)
     assert [t.seed_index for t in trials] == [0, 1, 0, 1, 2, 3]
     best = best_configuration(trials)
     assert best is not None and (best.configuration, best.objective) == (0, 2.0)
     with db.sessions() as session:
-        assert repo.best_configuration_number(session, study_id, "min") == 0
-        latest = repo.latest_event(session, study_id, "bracket")
+        assert best_sql.best_configuration_number(session, study_id, "min") == 0
+        latest = event_log.latest_event(session, study_id, "bracket")
         assert latest is not None and latest.payload == {"rounds": 1}
-        assert repo.latest_event(session, study_id, "no-such-kind") is None
+        assert event_log.latest_event(session, study_id, "no-such-kind") is None

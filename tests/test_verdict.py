@@ -20,7 +20,7 @@ from studies.analysis.verdict import (
 )
 from studies.records import Arm, ArmSearch, BracketSearch, bracket_from_event
 from studies.spec import StudySpec
-from studies.storage import repository as repo
+from studies.storage.repository import event_log, lease, trial_lifecycle
 from tests.dashboards_fixtures import Rows
 
 pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
@@ -566,15 +566,17 @@ def write_study(server: Server, spec: StudySpec | None = None, bracket: dict | N
     try:
         with db.transaction() as session:
             if bracket is not None:
-                repo.add_event(session, study_id, "bracket", bracket)
+                event_log.add_event(session, study_id, "bracket", bracket)
             for number, ((variant, lr), seeds) in enumerate(HTTP_SEEDS.items()):
                 params = {"variant": variant, "lr": lr}
                 configs = [spec.complete_trial_config(params, s) for s in range(len(seeds))]
-                trials = repo.create_configuration(session, study_id, number, params, configs)
+                trials = trial_lifecycle.create_configuration(
+                    session, study_id, number, params, configs
+                )
                 for trial, objective in zip(trials, seeds, strict=True):
-                    repo.mark_trial_running(session, trial.id)
-                    repo.finish_trial(session, trial.id, "complete", objective, 40)
-            repo.finish_study(session, study_id, "complete")
+                    trial_lifecycle.mark_trial_running(session, trial.id)
+                    trial_lifecycle.finish_trial(session, trial.id, "complete", objective, 40)
+            lease.finish_study(session, study_id, "complete")
     finally:
         db.engine.dispose()
     return study_id

@@ -36,8 +36,8 @@ from studies.analysis.verdict import (
 from studies.best import BestConfiguration, best_configuration
 from studies.records import Arm
 from studies.results import claim_studies, load_study, study_bracket
-from studies.storage.repository import best_sql, reads, trial_lifecycle
 from studies.storage.models import Study, utcnow
+from studies.storage.repository import best_sql, reads, trial_lifecycle
 
 # A finished study's trials never change, so its best configuration is cached per process,
 # keyed by what identifies the row's content (ids alone can be reused by SQLite after a
@@ -73,7 +73,9 @@ def best_of(session: Session, study: Study) -> BestConfiguration | None:
     best = (
         None
         if number is None
-        else best_configuration(trial_lifecycle.configuration_trials(session, study.id, number), study.mode)
+        else best_configuration(
+            trial_lifecycle.configuration_trials(session, study.id, number), study.mode
+        )
     )
     if key is not None:
         _remember(_finished_best, key, best)

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats
 
 from studies.records import Arm, TrialRecord
+from worker.contract import TrialStatus
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def divergence_rates(trials: Iterable[TrialRecord]) -> dict[Arm, DivergenceRate]
     counts: dict[Arm, list[int]] = {}
     for trial in trials:
         count = counts.setdefault(trial.arm, [0, 0])
-        if trial.status in ("complete", "diverged"):
+        if trial.status in (TrialStatus.complete, TrialStatus.diverged):
             count[0] += trial.diverged
             count[1] += 1
     return {arm: DivergenceRate(*counts[arm]) for arm in sorted(counts, key=lambda arm: arm.order)}

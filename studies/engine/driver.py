@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from studies.engine.fairness import FairShare
 from studies.engine.runner import run_study
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.engine import make_engine, migrate, session_factory, transaction
+from studies.storage.repository import lease
+from worker.contract import StudyStatus
 from worker.settings import get_settings
 
 log = logging.getLogger("magma_bench.driver")
@@ -80,7 +81,7 @@ class Driver:
             claimed = None
             if len(running) < self.max_concurrent_studies:
                 with transaction(self.sessions) as session:
-                    study = repo.claim_study(session, self.owner, self.stale_after)
+                    study = lease.claim_study(session, self.owner, self.stale_after)
                     claimed = (study.id, study.spec) if study else None
             if claimed is not None:
                 # daemon: a stopped driver leaves its studies to the next one (heartbeats end)
@@ -116,14 +117,14 @@ class Driver:
             error = None
         except Exception as exc:  # a broken study must not take the driver down
             log.exception("study %s failed", study_id)
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            status, error = StudyStatus.failed.value, f"{type(exc).__name__}: {exc}"
         finally:
             self.share.leave(study_id)
             done.set()
             beat.join()
         if not claim_lost.is_set():
             with transaction(self.sessions) as session:
-                if repo.finish_study(session, study_id, status, error, owner=self.owner):
+                if lease.finish_study(session, study_id, status, error, owner=self.owner):
                     return
         log.warning("study %s: another driver took it over; left to it", study_id)
 
@@ -138,9 +139,9 @@ class Driver:
         past the stale limit and was taken over stops its trials and writes nothing more)."""
         while not done.wait(self.heartbeat_seconds):
             with transaction(self.sessions) as session:
-                status = repo.heartbeat(session, study_id, self.owner)
+                status = lease.heartbeat(session, study_id, self.owner)
             if status is None:
                 claim_lost.set()
                 return
-            if status == "cancelling":
+            if status == StudyStatus.cancelling.value:
                 cancelled.set()

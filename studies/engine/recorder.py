@@ -16,8 +16,8 @@ from ray.tune import Callback
 from sqlalchemy.orm import Session, sessionmaker
 
 from studies.engine._pickling import Unpicklable
-from studies.storage import repository as repo
 from studies.storage.engine import transaction
+from studies.storage.repository import metric_ingest, trial_lifecycle
 from worker.trainable import META_KEY
 
 
@@ -46,7 +46,7 @@ class SQLRecorder(Unpicklable, Callback):
             self.buffer = []
         if self.buffer:
             with transaction(self.sessions) as session:
-                repo.add_metrics(session, self.buffer)
+                metric_ingest.add_metrics(session, self.buffer)
             self.buffer = []
         self.last_flush = time.monotonic()
 
@@ -54,7 +54,7 @@ class SQLRecorder(Unpicklable, Callback):
         trial_id = self.sql_trial_id(trial)
         if trial_id is not None:
             with transaction(self.sessions) as session:
-                repo.mark_trial_running(session, trial_id)
+                trial_lifecycle.mark_trial_running(session, trial_id)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
@@ -79,8 +79,8 @@ class SQLRecorder(Unpicklable, Callback):
         if trial_id is not None:
             # Rows first: a resume from this checkpoint must not skip unrecorded rows.
             with transaction(self.sessions) as session:
-                repo.add_metrics(session, self.buffer)
-                repo.record_checkpoint(session, trial_id, checkpoint.path)
+                metric_ingest.add_metrics(session, self.buffer)
+                trial_lifecycle.record_checkpoint(session, trial_id, checkpoint.path)
             self.buffer = []
             self.last_flush = time.monotonic()
 

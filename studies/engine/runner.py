@@ -25,8 +25,8 @@ from studies.engine._pickling import Unpicklable
 from studies.engine.recorder import SQLRecorder
 from studies.engine.searcher import StudySearcher
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.engine import transaction
+from studies.storage.repository import trial_lifecycle
 from worker.contract import OBJECTIVE_KEY
 from worker.trainable import trainable
 
@@ -96,7 +96,7 @@ def run_study(
     ``limit``: the trials the study may have in flight now, below its ``max_concurrent``
     (the driver's fair share when it runs several studies at once)."""
     with transaction(sessions) as session:
-        repo.requeue_unfinished(session, study_id)
+        trial_lifecycle.requeue_unfinished(session, study_id)
     recorder = SQLRecorder(sessions, claim_lost)
     searcher = StudySearcher(
         study_id, spec, sessions, flush=recorder.flush, limit=limit, claim_lost=claim_lost
@@ -140,8 +140,8 @@ def run_study(
     recorder.flush()
     with transaction(sessions) as session:
         if cancelled.is_set():
-            repo.cancel_unfinished(session, study_id)
+            trial_lifecycle.cancel_unfinished(session, study_id)
             return "cancelled"
-        if repo.unfinished_count(session, study_id):
+        if trial_lifecycle.unfinished_count(session, study_id):
             return "failed"
     return "complete"

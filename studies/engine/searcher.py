@@ -31,9 +31,9 @@ from studies.best import CONFIRM_STAGE, STAGE_KEY, Score, is_confirmation, score
 from studies.engine._pickling import Unpicklable
 from studies.samplers import distributions, in_memory_study, optuna_state
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.engine import transaction
 from studies.storage.models import Trial
+from studies.storage.repository import event_log, trial_lifecycle
 from worker.config import TrialConfig
 from worker.contract import OBJECTIVE_KEY, REPORTED_TRIAL_STATUSES, STATUS_KEY, TrialStatus
 from worker.settings import get_settings
@@ -68,7 +68,7 @@ class StudySearcher(Unpicklable, Searcher):
         # it runs, ``studies.engine.fairness``); None: only Tune's ``max_concurrent`` limit
         self.limit = limit
         with transaction(sessions) as session:
-            configurations = repo.configurations(session, study_id)
+            configurations = trial_lifecycle.configurations(session, study_id)
         self.optuna = in_memory_study(spec, configurations)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -77,8 +77,8 @@ class StudySearcher(Unpicklable, Searcher):
         if self.limit is not None and len(self.handed_out) >= self.limit():
             return None  # asked again as Tune loops
         with transaction(self.sessions) as session:
-            trial = repo.next_queued(session, self.study_id, self.handed_out.values())
-            created = repo.configurations_created(session, self.study_id)
+            trial = trial_lifecycle.next_queued(session, self.study_id, self.handed_out.values())
+            created = trial_lifecycle.configurations_created(session, self.study_id)
         if trial is None and self.spec.bracket:
             trial = self._next_round()
         elif trial is None and created < self.spec.configurations:
@@ -99,14 +99,14 @@ class StudySearcher(Unpicklable, Searcher):
         params = dict(optuna_trial.params)
         configs = [self.spec.complete_trial_config(params, s) for s in range(self.spec.seeds)]
         with transaction(self.sessions) as session:
-            if repo.configurations_created(session, self.study_id) != created:
+            if trial_lifecycle.configurations_created(session, self.study_id) != created:
                 # Only a driver that lost its claim and still runs gets here: the numbers
                 # it would write belong to the driver that took the study over.
                 raise RuntimeError(f"study {self.study_id} gained configurations elsewhere")
-            trials = repo.create_configuration(
+            trials = trial_lifecycle.create_configuration(
                 session, self.study_id, optuna_trial.number, params, configs
             )
-            repo.add_event(
+            event_log.add_event(
                 session,
                 self.study_id,
                 "configuration",
@@ -119,8 +119,8 @@ class StudySearcher(Unpicklable, Searcher):
         of LRs for every arm, or, when it is done, the confirmation stage (None: wait, or
         nothing is left). Rounds are synchronous: an extension needs the last results."""
         with transaction(self.sessions) as session:
-            existing = repo.configurations(session, self.study_id)
-            last = repo.latest_event(session, self.study_id, "bracket")
+            existing = trial_lifecycle.configurations(session, self.study_id)
+            last = event_log.latest_event(session, self.study_id, "bracket")
             reported = last.payload if last is not None else None
         arms = self.arms
         points: list[dict[int, Score]] = [{} for _ in arms]
@@ -198,15 +198,15 @@ class StudySearcher(Unpicklable, Searcher):
             configs = [self.spec.complete_trial_config(run, first_seed + s) for s in range(count)]
             asked.append((trial.number, params, first_seed, configs))
         with transaction(self.sessions) as session:
-            if repo.configurations_created(session, self.study_id) != created:
+            if trial_lifecycle.configurations_created(session, self.study_id) != created:
                 raise RuntimeError(f"study {self.study_id} gained configurations elsewhere")
-            repo.add_event(session, self.study_id, "bracket", report)
+            event_log.add_event(session, self.study_id, "bracket", report)
             first = None
             for number, params, first_seed, configs in asked:
-                trials = repo.create_configuration(
+                trials = trial_lifecycle.create_configuration(
                     session, self.study_id, number, params, configs, first_seed
                 )
-                repo.add_event(
+                event_log.add_event(
                     session,
                     self.study_id,
                     "configuration",
@@ -233,7 +233,7 @@ class StudySearcher(Unpicklable, Searcher):
             status = TrialStatus.pruned.value  # stopped by ASHA before its last step
         self.flush()
         with transaction(self.sessions) as session:
-            trial = repo.finish_trial(
+            trial = trial_lifecycle.finish_trial(
                 session,
                 sql_id,
                 status,
@@ -243,7 +243,9 @@ class StudySearcher(Unpicklable, Searcher):
             )
             if trial is None:
                 return
-            siblings = repo.configuration_trials(session, self.study_id, trial.configuration)
+            siblings = trial_lifecycle.configuration_trials(
+                session, self.study_id, trial.configuration
+            )
             seeds = [(t.status, t.objective) for t in siblings]
         state, value = optuna_state(score(seeds, self.spec.mode))
         if state != TrialState.RUNNING:  # every seed has finished

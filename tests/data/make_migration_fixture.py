@@ -166,9 +166,9 @@ def cancel_when_running(url: str, study_id: int, stop: threading.Event) -> None:
     """Cancel ``study_id`` through the repository once one of its trials has reported."""
     from sqlalchemy import func, select
 
-    from studies.storage import repository as repo
     from studies.storage.engine import make_engine, session_factory, transaction
     from studies.storage.models import Metric, Study, Trial
+    from studies.storage.repository import submissions
 
     engine = make_engine(url)
     sessions = session_factory(engine)
@@ -183,7 +183,7 @@ def cancel_when_running(url: str, study_id: int, stop: threading.Event) -> None:
                 )
             if status == "running" and rows >= 3:
                 with transaction(sessions) as session:
-                    repo.request_cancel(session, study_id)
+                    submissions.request_cancel(session, study_id)
                 print(f"cancel requested for study {study_id} after {rows} metric rows", flush=True)
                 return
     finally:
@@ -266,8 +266,8 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from service.main import create_app
-    from studies.storage import repository as repo
     from studies.storage.engine import make_engine, session_factory, transaction
+    from studies.storage.repository import submissions
 
     # The old API migrates the new database (0001, 0002) and queues the studies.
     with TestClient(create_app()) as client:
@@ -290,7 +290,7 @@ def main() -> None:
         later = [submit(client, spec, key) for spec, key in LATER]
     engine = make_engine(url)
     with transaction(session_factory(engine)) as session:
-        repo.request_cancel(session, later[-1])
+        submissions.request_cancel(session, later[-1])
     engine.dispose()
 
     connection = sqlite3.connect(path)

@@ -18,9 +18,9 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import MAX_EVENT_ID, DatabaseDep, SettingsDep, StudyId
 from service.core.errors import APIError, error_responses, not_found
-from studies.storage import repository as repo
 from studies.storage.engine import transaction
 from studies.storage.models import Event, Study
+from studies.storage.repository import event_log
 
 router = APIRouter(prefix="/studies", tags=["events"])
 
@@ -80,7 +80,7 @@ async def study_events(
             study = session.get(Study, study_id)
             if study is None:  # deleted while streaming
                 return None, []
-            return study.status, repo.events_after(session, study_id, after, BATCH)
+            return study.status, event_log.events_after(session, study_id, after, BATCH)
 
     while True:
         status, events = await run_in_threadpool(poll, cursor)

@@ -21,9 +21,9 @@ from service.api.submission import parse_body, to_spec
 from service.core.errors import APIError, error_responses, not_found
 from service.export import FORMATS, best_document, render
 from studies.spec import StudySpec
-from studies.storage import repository as repo
 from studies.storage.engine import transaction
 from studies.storage.models import Study
+from studies.storage.repository import reads, submissions
 from worker.contract import FINISHED_STUDY_STATUSES, StudyStatusName, TrialStatusName
 
 router = APIRouter(prefix="/studies", tags=["studies"])
@@ -81,17 +81,17 @@ async def submit_study(
         try:
             with transaction(database.writes) as session:
                 existing = (
-                    repo.study_by_idempotency_key(session, idempotency_key)
+                    submissions.study_by_idempotency_key(session, idempotency_key)
                     if idempotency_key
                     else None
                 )
                 if existing is not None:
                     return _replay(session, existing, spec), True
-                study = repo.create_study(session, spec, idempotency_key)
+                study = submissions.create_study(session, spec, idempotency_key)
                 return views.detail(session, study), False
         except IntegrityError:  # a concurrent request with the same key won the race
             with transaction(database.reads) as session:
-                existing = repo.study_by_idempotency_key(session, idempotency_key or "")
+                existing = submissions.study_by_idempotency_key(session, idempotency_key or "")
                 if existing is None:
                     raise
                 return _replay(session, existing, spec), True
@@ -120,8 +120,8 @@ def list_studies(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> StudyPage:
-    studies, total = repo.list_studies(session, status, limit, offset)
-    counts = repo.trial_status_counts(session, [s.id for s in studies])
+    studies, total = reads.list_studies(session, status, limit, offset)
+    counts = reads.trial_status_counts(session, [s.id for s in studies])
     items = [views.summary(s, counts[s.id]) for s in studies]
     return StudyPage(items=items, total=total, limit=limit, offset=offset)
 
@@ -143,7 +143,7 @@ def cancel_study(study_id: StudyId, database: DatabaseDep) -> StudyDetail:
         study = _study(session, study_id)
         if study.status in ("complete", "failed"):
             raise APIError(409, f"study {study_id} is {study.status}; nothing to cancel")
-        repo.request_cancel(session, study_id)
+        submissions.request_cancel(session, study_id)
         return views.detail(session, study)
 
 
@@ -158,7 +158,7 @@ def delete_study(study_id: StudyId, database: DatabaseDep) -> Response:
                 f"study {study_id} is {study.status}; only {list(FINISHED_STUDY_STATUSES)} "
                 "studies can be deleted (cancel it first)",
             )
-        repo.delete_study(session, study_id)
+        submissions.delete_study(session, study_id)
     return Response(status_code=204)
 
 
@@ -208,7 +208,7 @@ def list_trials(
     # The status is read before the rows: a study that was finished then has all its rows.
     finished = _study(session, study_id).status in FINISHED_STUDY_STATUSES
     cursor = _decode_cursor(after) if after else None
-    rows = repo.trials_page(
+    rows = reads.trials_page(
         session,
         study_id,
         sort=sort,
@@ -240,7 +240,7 @@ CSV_COLUMNS = ("id", "number", "configuration", "seed_index", "status", "objecti
 )
 def trials_csv(study_id: StudyId, session: ReadSession) -> PlainTextResponse:
     study = _study(session, study_id)
-    trials = repo.study_trials(session, study_id)
+    trials = reads.study_trials(session, study_id)
     params = sorted({name for t in trials for name in t.params})
     out = io.StringIO()
     writer = csv.writer(out)

@@ -7,8 +7,8 @@ from fastapi import APIRouter
 from service.api.deps import ReadSession, TrialId
 from service.api.schemas import MetricRow, TrialDetail, TrialSummary
 from service.core.errors import error_responses, not_found
-from studies.storage import repository as repo
 from studies.storage.models import Trial
+from studies.storage.repository import reads
 
 router = APIRouter(prefix="/trials", tags=["trials"])
 
@@ -23,5 +23,5 @@ def get_trial(trial_id: TrialId, session: ReadSession) -> TrialDetail:
         config=trial.config,
         error=trial.error,
         checkpoint_path=trial.checkpoint_path,
-        metrics=[MetricRow.model_validate(m) for m in repo.trial_metrics(session, trial_id)],
+        metrics=[MetricRow.model_validate(m) for m in reads.trial_metrics(session, trial_id)],
     )
