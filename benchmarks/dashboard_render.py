@@ -25,11 +25,11 @@ import statistics
 import time
 
 from fastapi.testclient import TestClient
-from scratch_db import temporary_database
 
 from dashboards.sample import study_sessions, write_study
 from dashboards.views import PAGES
 from service.main import create_app
+from studies.storage.scratch import temporary_database
 from worker.settings import Settings
 
 TARGET_MS = 1000.0

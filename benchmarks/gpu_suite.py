@@ -1,45 +1,20 @@
 """GPU benchmark suite: optimizer step, training throughput and MFU, data serving, loss curve.
 
-One command; on one H100/H200 it finishes within 8 minutes, prints a table per section and
-writes everything to JSON (``--json``):
+One command for a GPU machine, with no downloads; the README ("GPU: the benchmark suite")
+says what each section measures and how. The design serves one goal: every section
+reports, however another fares. So each runs in a forked process with a wall-clock limit
+(its share of ``--budget-s``, plus what earlier sections left unused), stops its loops at
+a soft deadline, and is killed and reported ``timeout`` past the limit, with the parts it
+finished. Optimizer arms are timed interleaved round-robin against ``AdamW(fused=True)``,
+and their ratio is the median over rounds of same-round ratios, so a change in load
+during the run hits both sides alike. MFU follows ``FLOPS_FORMULA``; the tokens/s columns
+count predicted positions, batch x (T - 1), as the trainer does.
 
-* ``optimizer_step``: step time of Magma(AdamW), SkipUpdate(AdamW) and the fused path
-  (``fused=True``, magma.fused's compiled step) against ``AdamW(fused=True)``, on the
-  parameter sets of llama-60m and llama-350m (shapes from the model, attention+MLP masked
-  as the worker masks them), fixed random gradients, interleaved round-robin; the ratio is
-  the median over rounds of the arm's step time over the baseline's in the same round.
-  The eager rows pass ``fused=False`` (the library's default, None, fuses on CUDA).
-* ``training``: llama-60m tokens/s and MFU through the worker's own ``train()`` (real C4
-  sample, batches, LR schedule, bf16 autocast on CUDA), dense and Magma, eager and with
-  ``torch.compile``. A step is timed from one ``progress`` callback to the next (the
-  trainer syncs on the loss each step; the callback also calls ``torch.cuda.synchronize``).
-* ``data``: tokens/s of the worker's batch iterator (``LlamaC4Workload.batch``: the
-  memory-mapped token cache, the seed's order, the copy to the device) on the bundled C4
-  sample, and its ratio to the fastest training arm's tokens/s (above 1: it keeps up).
-* ``loss_curve``: 200 steps of llama-60m, dense against Magma, as a smoke test that
-  training works (first loss, mean of the last 10, decreasing).
-
-Every timing takes the median of its timed steps after warmup steps. Each section runs in
-a forked process with a wall-clock limit (its share of ``--budget-s``, plus what earlier
-sections left unused): its loops stop at a soft deadline short of the limit, and a
-section still running at the limit is killed, reported ``timeout``, with the parts it
-finished. Nothing is downloaded: the bundled C4 sample and tokenizers only.
-
-Without CUDA (or with ``--cpu-smoke``) it runs at CPU-smoke sizes: llama-bytes and
-llama-nano parameter sets, llama-bytes training, a 30-step curve, 1 thread, 100 s
-budget; the ``torch.compile`` arms and the fused rows are skipped (a CPU compile of the
-training step took 144 s on a 2-core machine) unless ``--cpu-compile``; MFU is "n/a".
+Without CUDA (or with ``--cpu-smoke``) it runs at CPU-smoke sizes, skipping the
+``torch.compile`` arms and the fused rows unless ``--cpu-compile``.
 
     python benchmarks/gpu_suite.py                         # CUDA if present, else CPU smoke
     python benchmarks/gpu_suite.py --json gpu_suite.json --peak-tflops 989
-
-MFU = model FLOPs per second / the device's peak dense bf16 FLOP/s (``PEAK_BF16_TFLOPS``
-by device name, ``--peak-tflops`` overrides). Model FLOPs per sequence of T tokens:
-6 N T + 12 L d T^2, with N the parameters that do matmul work (all but the input
-embedding), L layers, d the hidden size: the 6 N T of forward + backward plus the
-attention scores and weighted values (PaLM, Chowdhery et al. 2022, appendix B; the
-causal mask is not discounted). The tokens/s columns count predicted positions,
-batch x (T - 1), as the trainer does.
 """
 
 from __future__ import annotations
@@ -201,13 +176,6 @@ def model_flops_per_sequence(model: str, seq_len: int) -> int:
     return 6 * matmul_params * seq_len + 12 * layers * hidden * seq_len**2
 
 
-def fused_keyword() -> bool:
-    """Whether magma's wrappers take ``fused=`` (the compiled step of magma.fused)."""
-    return all(
-        "fused" in inspect.signature(cls).parameters for cls in (magma.Magma, magma.SkipUpdate)
-    )
-
-
 # --------------------------------------------------------------------------------------
 # sections run in forked processes, with a hard limit and incremental results
 # --------------------------------------------------------------------------------------
@@ -343,8 +311,7 @@ def _interleaved(
 
 
 def optimizer_step(plan: Plan, deadline: float, sink: Sink) -> None:
-    has_fused = fused_keyword()
-    eager = {"fused": False} if has_fused else {}
+    eager = {"fused": False}
     wrappers = {
         "Magma(AdamW)": (magma.Magma, eager),
         "SkipUpdate(AdamW)": (magma.SkipUpdate, eager),
@@ -354,14 +321,12 @@ def optimizer_step(plan: Plan, deadline: float, sink: Sink) -> None:
     phases = [[BASELINE, "Magma(AdamW)", "SkipUpdate(AdamW)"]]
     fused_rows = list(wrappers)[2:]
     skipped: dict[str, str] = {}
-    if not has_fused:
-        skipped = dict.fromkeys(fused_rows, "unavailable: magma.Magma/SkipUpdate take no fused=")
-    elif plan.compile_skipped:
+    if plan.compile_skipped:
         skipped = dict.fromkeys(fused_rows, f"skipped: {plan.compile_skipped}")
     else:
         phases.append([BASELINE, *fused_rows])
     sink.put("baseline", BASELINE)
-    sink.put("eager_rows", "fused=False" if has_fused else "(no fused keyword)")
+    sink.put("eager_rows", "fused=False")
     results: dict[str, Any] = {}
     for index, model in enumerate(plan.optimizer_models):
         shapes, masked_names = parameter_set(model)
@@ -496,9 +461,9 @@ def training(plan: Plan, deadline: float, sink: Sink) -> None:
     sink.put("autocast", "bf16" if plan.device == "cuda" else "none (fp32)")
     sink.put("model_flops_per_step", flops)
     sink.put("tokens_per_step", tokens)
-    if fused_keyword():  # the worker passes no fused=: the library's default decides
-        default = inspect.signature(magma.Magma).parameters["fused"].default
-        sink.put("magma_fused", f"as the worker builds it: fused={default!r}")
+    # the worker passes no fused=: the library's default decides
+    default = inspect.signature(magma.Magma).parameters["fused"].default
+    sink.put("magma_fused", f"as the worker builds it: fused={default!r}")
     arms = [(v, c) for c in (False, True) for v in ("dense", "magma")]
     weights = {arm: 2.0 if arm[1] else 1.0 for arm in arms if not (arm[1] and plan.compile_skipped)}
     rows: dict[str, Any] = {}
@@ -644,7 +609,6 @@ def run_suite(plan: Plan, device: dict[str, Any], args: argparse.Namespace) -> d
         "threads": plan.threads or "torch default",
         "peak_bf16_tflops": peak,
         "peak_source": source,
-        "fused_keyword": fused_keyword(),
         "flops_formula": FLOPS_FORMULA,
         "plan": {k: v for k, v in asdict(plan).items() if k != "shares"},
         "sections": {},

@@ -47,13 +47,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from scratch_db import temporary_database
 from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from studies.storage.engine import make_engine, migrate, session_factory
 from studies.storage.models import Event, Metric, Study, Trial, utcnow
 from studies.storage.repository import best_sql, event_log, reads
+from studies.storage.scratch import temporary_database
 
 SECONDARY_INDEXES = {
     "magma_trials": [

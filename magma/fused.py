@@ -1,37 +1,16 @@
 """Compiled ("fused") masked step for the Adam family: ``fused=`` on Magma/SkipUpdate.
 
-Bases: ``torch.optim.Adam``/``AdamW``, ``magma.CAdamW`` (cautious AdamW) and
-``magma.LaProp`` (exact types, ``FUSED_BASES``). The eager path (their rules in
-``magma.rules``) runs a chain of foreach kernels, each a full pass over memory. Here the
-same math is two ``torch.compile``'d functional kernels:
+The eager path (``magma.rules``) is a chain of foreach kernels, each a full pass over
+memory. Here the same math is two ``torch.compile``'d kernels: ``moments``, one dense graph
+per bucket (the moments and Magma's score in one pass), and ``update``, one launch per
+surviving block. Which bases and settings qualify (``FUSED_BASES``), and how it is tested,
+is in the README ("Fused step").
 
-- ``moments``: one graph per bucket (its fixed list of tensors). For every block: the
-  gradient as the moments see it (``maximize``, coupled L2 decay), ``exp_avg_sq`` (and the
-  ``amsgrad`` maximum) and ``exp_avg``: an EMA of g (Adam, C-AdamW), or for LaProp of
-  g / (sqrt(v_hat) + eps), normalised by the v just updated. For Magma the alignment score
-  s_t = ema * s_{t-1} + (1 - ema) * sigmoid(cos(mu_t, g_t) / tau), whose dot product
-  and norms are reduced in the kernels that update the moments; mu is ``exp_avg``, or
-  the wrapper's own EMA of g (updated here too) for LaProp, whose ``exp_avg`` is not one.
-  A block without a previous score passes NaN and takes s~_t in-graph: no host sync, no
-  branching on values.
-- ``update`` (one function per base): one dynamic-shape graph per tensor rank, run for
-  each surviving block: theta <- theta * (1 - scale lr wd) - scale lr u, with
-  u = m_hat / (sqrt(v_hat) + eps) (Adam/AdamW), that u times C-AdamW's caution
-  c = 1[exp_avg * g > 0] / max(mean(c), 1e-3), or u = m_hat (LaProp); the scale (1/p, or
-  Magma's on-device s_t) multiplied inside the kernel, in float32. The decay is AdamW's,
-  C-AdamW's and LaProp's decoupled one (Adam's L2 is in g).
-
-Masks must be known on the host (block granularity, uniform or no sampling, where the
-wrapper draws them from its CPU generator), which is what lets a masked-out block skip
-its parameter entirely: it is not read, computed on or written. What it does not skip:
-its gradient, moments and score, which Algorithm 1 keeps dense. Survivors cost one
-``update`` launch each; a single where-masked kernel per bucket would launch once but
-rewrite every masked-out parameter, so it is not used.
-
-Hyperparameters are Python floats (torch.compile makes a changing lr or bias correction
-a graph input after one recompile); structural flags (which base, maximize, amsgrad,
-coupled decay) are constants of the graph. A bucket whose list changes (a tensor
-without a gradient) compiles another graph.
+Masks are known on the host, so a masked-out block's parameter is not read or written at
+all (its gradient, moments and score still are: Algorithm 1 keeps them dense). A single
+where-masked kernel per bucket would launch once but rewrite every masked-out parameter,
+so it is not used. Hyperparameters are Python floats (a changing lr becomes a graph input
+after one recompile); structural flags are constants of the graph.
 """
 
 from __future__ import annotations

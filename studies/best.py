@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from worker.contract import Mode, TrialStatus
 
@@ -61,6 +61,25 @@ class Score:
 def is_confirmation(params: dict[str, Any]) -> bool:
     """Whether a configuration reruns a choice on fresh seeds (never a candidate)."""
     return params.get(STAGE_KEY) == CONFIRM_STAGE
+
+
+def competes(result: Outcome, params: dict[str, Any]) -> bool:
+    """Whether a configuration competes for best: every seed completed, and it is no
+    confirmation rerun."""
+    return result == "complete" and not is_confirmation(params)
+
+
+C = TypeVar("C")
+
+
+def pick_best(
+    candidates: Iterable[C], mode: Mode, mean: Callable[[C], float], number: Callable[[C], int]
+) -> C | None:
+    """The best of configurations that compete: the lowest (``min``) or highest (``max``)
+    mean, ties going to the lower configuration number; None when there is none. Every
+    reader that names a best configuration picks it here."""
+    sign = 1.0 if mode == "min" else -1.0
+    return min(candidates, key=lambda c: (sign * mean(c), number(c)), default=None)
 
 
 def worst(mode: Mode) -> float:
@@ -115,10 +134,8 @@ def best_configuration(trials: Iterable[TrialLike], mode: Mode = "min") -> BestC
     candidates = []
     for configuration, group in by_configuration.items():
         group = sorted(group, key=lambda t: t.id)
-        if is_confirmation(group[0].params):
-            continue
         result = score([(t.status, t.objective) for t in group], mode)
-        if not result.eligible:
+        if not competes(result.outcome, group[0].params):
             continue
         objectives = [float(t.objective) for t in group]  # type: ignore[arg-type]
         candidates.append(
@@ -132,7 +149,4 @@ def best_configuration(trials: Iterable[TrialLike], mode: Mode = "min") -> BestC
                 config=dict(group[0].config),
             )
         )
-    if not candidates:
-        return None
-    sign = 1.0 if mode == "min" else -1.0
-    return min(candidates, key=lambda c: (sign * c.objective, c.configuration))
+    return pick_best(candidates, mode, lambda c: c.objective, lambda c: c.configuration)

@@ -1,5 +1,5 @@
-"""SQL rows to the plain records ``studies.analysis`` works on: the only module of the
-dashboards that reads the database (through ``studies.storage.repository``)."""
+"""SQL rows to the plain records ``studies.analysis`` works on: where the pages and the API
+load a study for the analyses (through ``studies.storage.repository``)."""
 
 from __future__ import annotations
 

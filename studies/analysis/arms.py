@@ -13,8 +13,8 @@ from functools import cached_property
 from typing import Any
 
 from studies.analysis.intervals import Interval, mean_interval, range_interval
-from studies.analysis.objective import Mode, check_mode, rank
-from studies.best import STAGE_KEY, Outcome, is_confirmation, outcome
+from studies.analysis.objective import Mode, check_mode
+from studies.best import STAGE_KEY, Outcome, competes, outcome, pick_best
 from studies.records import Arm, TrialRecord
 
 #: the parameters that name an arm rather than place a configuration within it
@@ -59,7 +59,7 @@ class Configuration:
     @property
     def eligible(self) -> bool:
         """Every seed completed, and it is no confirmation rerun: it competes for best."""
-        return self.outcome == "complete" and not is_confirmation(self.params)
+        return competes(self.outcome, self.params)
 
     @property
     def trial_ids(self) -> tuple[int, ...]:
@@ -101,12 +101,10 @@ def configurations(trials: Iterable[TrialRecord]) -> list[Configuration]:
 
 def best_configuration(candidates: Iterable[Configuration], mode: Mode) -> Configuration | None:
     """The eligible configuration with the best mean (the lower number on a tie); None when
-    no configuration is eligible. The same rule as ``studies.best.best_configuration``."""
+    no configuration is eligible: ``studies.best.pick_best``, the rule every reader uses."""
     check_mode(mode)
     eligible = [config for config in candidates if config.eligible]
-    if not eligible:
-        return None
-    return min(eligible, key=lambda config: (rank(config.summary.mean, mode), config.number))
+    return pick_best(eligible, mode, lambda c: c.summary.mean, lambda c: c.number)
 
 
 def best_per_arm(trials: Iterable[TrialRecord], mode: Mode) -> dict[Arm, Configuration | None]:

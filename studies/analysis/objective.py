@@ -1,15 +1,17 @@
-"""Which way is better: a study minimises its objective (perplexity, loss) or maximises it."""
+"""Which way is better: a study minimises its objective (perplexity, loss) or maximises it.
+
+``Mode`` and ``MODES`` live in the contract; this module adds the checks and the ranking."""
 
 from __future__ import annotations
 
-from typing import Literal
+from worker.contract import MODES, Mode
 
-Mode = Literal["min", "max"]
+__all__ = ["Mode", "check_mode", "rank"]
 
 
 def check_mode(mode: str) -> Mode:
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be {' or '.join(map(repr, MODES))}, got {mode!r}")
     return mode  # type: ignore[return-value]
 
 
