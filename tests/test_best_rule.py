@@ -124,3 +124,4 @@ def test_an_objective_metric_the_workload_does_not_report_is_a_422(server: Serve
     assert detail["field"] == "objective.metric"
     assert "reports no metric 'val_ppl'" in detail["message"]
     assert "'train_loss'" in detail["message"] and "'val_loss'" in detail["message"]
+    assert "'log_loss_auc'" in detail["message"] and "'steps_to_target'" in detail["message"]

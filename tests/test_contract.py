@@ -39,9 +39,24 @@ def test_every_workload_has_a_default_metric_it_reports():
         assert check_metric(workload, metric) == metric
 
 
+@pytest.mark.parametrize("workload", WorkloadKind.values())
+def test_every_workload_reports_the_convergence_metrics(workload):
+    """log_loss_auc and steps_to_target (``worker.trainer``) are computed for any workload
+    from its training losses, so any study may optimise them, minimising by default."""
+    for metric in ("log_loss_auc", "steps_to_target"):
+        assert WORKLOAD_METRICS[workload][metric] == "min"
+        spec = StudySpec(
+            name="s", sampler="grid", workload={"kind": workload}, objective={"metric": metric}
+        )
+        assert (spec.objective.metric, spec.objective.mode) == (metric, "min")
+        assert TrialConfig(workload=workload, metric=metric).metric == metric
+
+
 def test_unknown_metric_names_the_allowed_ones():
     with pytest.raises(ValueError, match=r"reports no metric 'val_ppl'; allowed: \[.*'val_loss'"):
         check_metric("quadratic", "val_ppl")
+    with pytest.raises(ValueError, match=r"allowed: \['log_loss_auc', 'steps_per_s', 'steps_to_t"):
+        check_metric("quadratic", "auc")
     with pytest.raises(ValidationError, match=r"metric\n.*allowed: \[.*'train_loss'"):
         TrialConfig(workload="linear-transformer", metric="perplexity")
 

@@ -29,8 +29,9 @@ from worker.contract import mask_seed
 from worker.data.tokenizer import BYTES, ByteTokenizer
 from worker.models import build_model
 from worker.optimizers import build_optimizers
-from worker.trainer import train
+from worker.trainer import LOSS_FLOOR, train
 from worker.workloads import build_workload
+from worker.workloads.quadratic import QuadraticWorkload
 
 LLAMA_STEPS = 16
 LLAMA_LR = 1e-2
@@ -305,6 +306,108 @@ def test_resuming_a_finished_trial_returns_its_metrics(tmp_path):
     assert again["step"] == 20 and again["val_loss"] == final["val_loss"]
 
 
+# --- convergence metrics: log_loss_auc and steps_to_target -----------------------------
+
+
+def _log_loss_auc(losses: list[float]) -> float:
+    """The trainer's definition, computed here from the per-step losses it passed on."""
+    return sum(math.log(max(loss, LOSS_FLOOR)) for loss in losses) / len(losses)
+
+
+def _steps_to_target(losses: list[float], target: float, steps: int) -> int:
+    return next((step for step, loss in enumerate(losses, 1) if loss <= target), steps + 1)
+
+
+def test_convergence_metrics_follow_every_step_loss(tmp_path):
+    """Full-batch quadratic, magma, 60 steps: the loss falls below 0.1 x its start at step
+    31 (between the reports at 20 and 40). Every report gives the mean log of every step's
+    loss so far, and the first step at or below the target, or steps + 1 before it; a run
+    resumed from the checkpoint at step 20 reports the same numbers, bitwise."""
+    config = TrialConfig(
+        workload="quadratic", lr=0.1, steps=60, eval_interval=20, threads=1, metric="log_loss_auc"
+    )
+    target = config.target_loss_fraction * _initial_val_loss(config)
+    recorder = Recorder(tmp_path / "a")
+    final = recorder.run(config)
+    assert final["status"] == "complete" and len(recorder.losses) == 60
+    expected_steps = []
+    for report in recorder.reports:
+        losses = recorder.losses[: report["step"]]
+        assert report["log_loss_auc"] == pytest.approx(_log_loss_auc(losses), rel=1e-12, abs=0)
+        assert report["steps_to_target"] == _steps_to_target(losses, target, config.steps)
+        expected_steps.append(report["steps_to_target"])
+    assert expected_steps[0] == config.steps + 1  # not reached by step 20
+    assert 20 < expected_steps[1] == expected_steps[2] <= 40  # reached once, kept
+    assert recorder.losses[expected_steps[1] - 2] > target >= recorder.losses[expected_steps[1] - 1]
+    assert final["objective"] == final["log_loss_auc"]
+
+    resumed = Recorder(tmp_path / "b")
+    again = resumed.run(config, resume_from=recorder.checkpoint(20))
+    assert [(r["log_loss_auc"], r["steps_to_target"]) for r in resumed.reports] == [
+        (r["log_loss_auc"], r["steps_to_target"]) for r in recorder.reports[1:]
+    ]
+    assert again["objective"] == final["objective"]
+
+
+def test_a_target_never_reached_reports_steps_plus_one():
+    config = TrialConfig(
+        workload="quadratic",
+        lr=0.1,
+        steps=30,
+        eval_interval=10,
+        threads=1,
+        target_loss_fraction=1e-9,
+        metric="steps_to_target",
+    )
+    recorder = Recorder()
+    final = recorder.run(config)
+    assert final["status"] == "complete"
+    assert [r["steps_to_target"] for r in recorder.reports] == [31, 31, 31]
+    assert final["objective"] == 31.0  # worse, under "min", than any step that reached it
+    assert final["log_loss_auc"] == pytest.approx(_log_loss_auc(recorder.losses), rel=1e-12)
+
+
+def test_a_zero_loss_is_floored(monkeypatch):
+    """A loss of exactly 0 counts as LOSS_FLOOR (finite), and reaches any target at step 1."""
+    loss = QuadraticWorkload.loss
+    monkeypatch.setattr(QuadraticWorkload, "loss", lambda self, batch: 0.0 * loss(self, batch))
+    recorder = Recorder()
+    final = recorder.run(TrialConfig(workload="quadratic", steps=4, eval_interval=2, threads=1))
+    assert recorder.losses == [0.0] * 4
+    assert final["log_loss_auc"] == math.log(LOSS_FLOOR)
+    assert final["steps_to_target"] == 1
+
+
+def test_a_blown_up_run_reports_an_infinite_log_loss_auc():
+    """Dense SGD at lr 1 on eigenvalues up to 5000: each step multiplies the loss by ~2.5e7,
+    so the float32 loss overflows within a few steps. The run still ends as a result
+    (status diverged), with log_loss_auc +inf, and so is its objective."""
+    config = TrialConfig(
+        workload="quadratic",
+        base="sgd",
+        variant="dense",
+        lr=1.0,
+        warmup_fraction=0.0,
+        steps=50,
+        eval_interval=50,
+        threads=1,
+        metric="log_loss_auc",
+    )
+    recorder = Recorder()
+    final = recorder.run(config)
+    assert final["status"] == "diverged" and final["step"] < config.steps
+    assert not math.isfinite(recorder.losses[-1])
+    assert all(math.isfinite(x) for x in recorder.losses[:-1])
+    assert final["log_loss_auc"] == math.inf == final["objective"]
+    assert final["steps_to_target"] == config.steps + 1  # the loss only grew
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5, 2.0, math.nan])
+def test_a_bad_target_loss_fraction_names_the_field_and_range(fraction):
+    with pytest.raises(ValueError, match=r"target_loss_fraction must be in \(0, 1\)"):
+        TrialConfig(workload="quadratic", target_loss_fraction=fraction)
+
+
 # --- configuration --------------------------------------------------------------------
 
 
@@ -322,6 +425,7 @@ def test_resuming_a_finished_trial_returns_its_metrics(tmp_path):
         ({"p": 1.5}, "p", "less than or equal to 1"),
         ({"steps": 0}, "steps", "greater than or equal to 1"),
         ({"learning_rate": 1e-3}, "learning_rate", "Extra inputs"),
+        ({"target_loss_fraction": 1.0}, "target_loss_fraction", "must be in (0, 1)"),
     ],
 )
 def test_bad_config_names_the_field(fields, field, message):

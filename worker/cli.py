@@ -68,6 +68,9 @@ def train_command(
     metric: Annotated[
         str | None, _option("reported metric that is the objective (default: the workload's)")
     ] = None,
+    target_loss_fraction: Annotated[
+        float | None, _option("steps_to_target's target, a fraction of the initial loss (0.1)")
+    ] = None,
     hessian: Annotated[str | None, _option("quadratic: homogeneous | heterogeneous")] = None,
     covariates: Annotated[str | None, _option("linear-transformer: light | heavy")] = None,
     device: Annotated[str | None, _option("auto | cpu | cuda")] = None,

@@ -115,6 +115,11 @@ class TrialConfig(BaseModel):
     metric: str | None = Field(
         None, description="the reported metric that is the objective; None: the workload's"
     )
+    target_loss_fraction: float = Field(
+        0.1,
+        description="steps_to_target's target, in (0, 1): this fraction of the held-out loss "
+        "before training",
+    )
     # --- execution ---------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = Field(
@@ -195,6 +200,13 @@ class TrialConfig(BaseModel):
     def _reported_metric(cls, value: str | None, info: ValidationInfo) -> str | None:
         workload = info.data.get("workload")
         return value if value is None or workload is None else check_metric(workload, value)
+
+    @field_validator("target_loss_fraction")
+    @classmethod
+    def _fraction_in_range(cls, value: float) -> float:
+        if not 0 < value < 1:  # NaN too
+            raise ValueError(f"target_loss_fraction must be in (0, 1), got {value!r}")
+        return value
 
     @field_validator("betas")
     @classmethod

@@ -145,6 +145,9 @@ COMMON_METRICS: dict[str, Mode] = {
     "tokens_per_s": "max",
     "steps_per_s": "max",
     "train_time": "min",
+    # convergence speed, from every step's training loss (``worker.trainer``'s docstring)
+    "log_loss_auc": "min",  # mean log(loss) over the steps so far
+    "steps_to_target": "min",  # first step at <= target_loss_fraction x the initial loss
 }
 #: the metrics a study may optimise, per workload, with their natural direction
 WORKLOAD_METRICS: dict[str, dict[str, Mode]] = {
@@ -163,6 +166,8 @@ METRIC_TITLES: dict[str, str] = {
     "tokens_per_s": "training tokens/s",
     "steps_per_s": "optimizer steps/s",
     "train_time": "training time (s)",
+    "log_loss_auc": "mean log training loss",
+    "steps_to_target": "steps to the target loss",
     "condition_number": "robust condition number",
 }
 #: what a study optimises when its spec names no metric

@@ -4,10 +4,25 @@
         loss = sum(workload.loss(workload.batch(step, k)) / accum for k in range(accum))
         loss.backward(); clip; optimizer.step(); scheduler.step(); zero_grad()
         stop early if the loss is not finite, or the held-out loss far above its start
+        add log(loss) to a running sum; note the first step with loss <= the target
         every eval_interval steps: evaluate, report metrics with a checkpoint
 
 Batches depend only on (seed, step), so a checkpoint is model + optimizer + scheduler
 state + the step, and a resumed trial is bitwise identical to an uninterrupted one.
+
+Two metrics measure convergence speed rather than the end point, from every step's
+training loss (the mean over its micro-batches, the value ``progress`` is given):
+
+- ``log_loss_auc``: the mean of log(loss) over steps 1..step, i.e. the area under the
+  log-loss curve divided by the steps. A loss at or below ``LOSS_FLOOR`` (0 included)
+  counts as ``LOSS_FLOOR``; a non-finite loss (inf, NaN) counts as +inf, so a run that
+  blew up reports +inf, as its objective would be (a run stopped by the held-out check
+  with finite losses reports its finite mean, like its other metrics; its status says
+  diverged).
+- ``steps_to_target``: the first step whose loss is at most ``target_loss_fraction`` x
+  the held-out loss before training (the reference of the divergence check), or
+  ``steps + 1`` while no step has reached it: worse than any step that did, under "min".
+  One step's loss decides, so on a stochastic workload a lucky batch counts.
 """
 
 from __future__ import annotations
@@ -39,6 +54,10 @@ SaveCheckpoint = Callable[[Path], None]
 Reporter = Callable[[Metrics, SaveCheckpoint], None]
 Progress = Callable[[int, float], None]
 
+#: the smallest loss ``log_loss_auc`` takes the log of: a loss at or below it (0 included)
+#: counts as this, so the metric stays finite
+LOSS_FLOOR = 1e-30
+
 
 @dataclass
 class Progression:
@@ -52,6 +71,8 @@ class Progression:
     window_steps: int = 0
     window_tokens: int = 0
     window_time: float = 0.0
+    log_loss_sum: float = 0.0  # log_loss_auc's numerator
+    target_step: int | None = None  # steps_to_target, once reached
     last_metrics: Metrics = field(default_factory=dict)
 
 
@@ -98,6 +119,7 @@ def train(
         # The held-out loss before training: what a diverging run is judged against
         # (per-step train losses of the stochastic workloads are too noisy for it).
         state.initial_loss = workload.evaluate()["val_loss"]
+    target_loss = config.target_loss_fraction * state.initial_loss  # steps_to_target's
     metrics: Metrics = state.last_metrics  # a finished trial resumed: its final metrics
     model.train()
     while state.step < config.steps:
@@ -122,9 +144,12 @@ def train(
         state.window_time += time.perf_counter() - started
         state.window_loss += step_loss
         state.window_steps += 1
+        diverged = not math.isfinite(step_loss)
+        state.log_loss_sum += math.inf if diverged else math.log(max(step_loss, LOSS_FLOOR))
+        if state.target_step is None and step_loss <= target_loss:
+            state.target_step = state.step
         if progress is not None:
             progress(state.step, step_loss)
-        diverged = not math.isfinite(step_loss)
         if diverged or state.step % config.eval_interval == 0 or state.step == config.steps:
             evaluation = workload.evaluate()
             loss = evaluation["val_loss"]
@@ -160,6 +185,8 @@ def _metrics(
         "tokens_per_s": state.window_tokens / state.window_time if state.window_time else 0.0,
         "steps_per_s": state.window_steps / state.window_time if state.window_time else 0.0,
         "train_time": state.elapsed,
+        "log_loss_auc": state.log_loss_sum / state.step,
+        "steps_to_target": config.steps + 1 if state.target_step is None else state.target_step,
         STATUS_KEY: status.value,
         **telemetry(optimizers),
     }
