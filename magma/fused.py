@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from magma.bases import FUSED_BASES as FUSED_BASES  # re-exported: magma.fused.FUSED_BASES
 from magma.rules import rule_for
 from magma.rules.adam import AdamRule, _decoupled
 from magma.rules.base import ParamGroup, UpdateRule, step_value
@@ -32,9 +33,8 @@ from magma.rules.laprop import LaPropRule
 
 _TINY = torch.finfo(torch.float32).tiny
 
-#: the bases whose masked step the kernels compile: those ``magma.rules.rule_for`` gives
-#: one of ``_FUSED_RULES`` (exact types; Adam/AdamW without differentiable=True)
-FUSED_BASES = ("torch.optim.Adam", "torch.optim.AdamW", "magma.CAdamW", "magma.LaProp")
+#: the rules of the bases whose masked step the kernels compile (``FUSED_BASES``, named in
+#: ``magma.bases``): what ``magma.rules.rule_for`` gives for those exact types
 _FUSED_RULES = (AdamRule, CautiousAdamWRule, LaPropRule)
 
 

@@ -10,12 +10,13 @@ Per masked tensor ("block") b with a gradient, at every step t:
 
     g_t        the gradient as the base's moments see it: -grad if ``maximize``, plus
                weight_decay * theta_before for coupled (L2) decay (Adam without
-               decoupled decay, RMSprop, SGD). The generic path (any optimizer that is
-               not listed in ``FIRST_MOMENT_KEY``/``OWN_MOMENT``) uses the raw ``p.grad``.
-    mu_t       the base's first moment after folding in g_t (``exp_avg`` for Adam, AdamW
-               and C-AdamW; ``momentum_buffer`` for SGD with momentum and Muon); for
-               RMSprop, LaProp, SGD without momentum and the generic path, our own
-               mu_t = 0.9 mu_{t-1} + 0.1 g_t from mu_0 = 0.
+               decoupled decay, RMSprop, SGD: ``coupled_decay`` in
+               tests/optimizer_infos.py). The generic path (any optimizer not in its
+               ``OPTIMIZERS``) uses the raw ``p.grad``.
+    mu_t       the base's first moment after folding in g_t (its ``first_moment``:
+               ``exp_avg`` for Adam, AdamW and C-AdamW; ``momentum_buffer`` for SGD with
+               momentum and Muon); for RMSprop, LaProp, SGD without momentum and the
+               generic path, our own mu_t = 0.9 mu_{t-1} + 0.1 g_t from mu_0 = 0.
     s~_t       sigmoid(cos(mu_t, g_t) / tau), cos = 0 if either vector is zero; per row /
                column at those granularities, sign(mu_t * g_t) per element at "element".
     s_t        ema * s_{t-1} + (1 - ema) * s~_t, with s_1 = s~_1, stored as float32.
@@ -35,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-import magma
+from tests.optimizer_infos import info_for
 
 OWN_MOMENT_BETA = 0.9
 
@@ -86,37 +87,19 @@ def cosines(mu: Tensor, g: Tensor, granularity: str) -> Tensor:
 
 def _first_moment_key(base: Optimizer, group: dict) -> str | None:
     """The base state entry that is an EMA (or running sum) of g, or None."""
-    kind = type(base)
-    if kind in (torch.optim.Adam, torch.optim.AdamW, magma.CAdamW):
-        return "exp_avg"
-    if kind is torch.optim.Muon:
-        return "momentum_buffer"
-    if kind is torch.optim.SGD and group["momentum"] != 0:
-        return "momentum_buffer"
-    return None
+    info = info_for(base)
+    return None if info is None else info.moment_key(group)
 
 
 def moment_gradient(base: Optimizer, group: dict, param: Tensor) -> Tensor:
     """g as the base's moments see it, computed from theta *before* the step."""
-    kind = type(base)
-    known = (
-        torch.optim.Adam,
-        torch.optim.AdamW,
-        torch.optim.RMSprop,
-        torch.optim.SGD,
-        torch.optim.Muon,
-        magma.LaProp,
-        magma.CAdamW,
-    )
+    info = info_for(base)
     g = param.grad.detach().clone()
-    if kind not in known:  # generic path: the raw gradient
+    if info is None:  # generic path: the raw gradient
         return g
     if group.get("maximize", False):
         g = -g
-    coupled_decay = kind in (torch.optim.RMSprop, torch.optim.SGD) or (
-        kind is torch.optim.Adam and not group.get("decoupled_weight_decay", False)
-    )
-    if coupled_decay and group["weight_decay"] != 0:
+    if info.couples_decay(group) and group["weight_decay"] != 0:
         g = g + group["weight_decay"] * param.detach()
     return g
 

@@ -21,6 +21,7 @@ from torch.optim.lr_scheduler import (
 import magma
 from magma import Magma, SkipUpdate
 from tests.models import TinyLlama, lm_loss, make_batch, seeded, single_thread, train_step
+from tests.optimizer_infos import INFOS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -339,17 +340,30 @@ def test_skip_update_p1_equals_plain_base():
         torch.testing.assert_close(s1["exp_avg_sq"], s0["exp_avg_sq"], rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize("base_cls", [torch.optim.SGD, torch.optim.Adagrad])
-def test_skip_update_p1_equals_plain_base_other_bases(base_cls):
+#: every configuration of every base that takes all of TinyLlama's tensors (not Muon's 2-D
+#: only), the generic path's, and SGD with plain momentum
+OTHER_BASES = {
+    **{
+        info.config_id(config): (info, dict(config.kwargs))
+        for info in INFOS.values()
+        if not info.matrices_only
+        for config in info.configs()
+    },
+    "sgd-momentum": (INFOS["sgd"], {"momentum": 0.9}),
+}
+
+
+@pytest.mark.parametrize("base", list(OTHER_BASES))
+def test_skip_update_p1_equals_plain_base_other_bases(base):
+    info, kw = OTHER_BASES[base]
     plain_model, model = _model(), _model()
-    kw = {"lr": 0.05, "momentum": 0.9} if base_cls is torch.optim.SGD else {"lr": 0.05}
-    plain = base_cls(plain_model.parameters(), **kw)
-    opt = SkipUpdate(base_cls(model.parameters(), **kw), p=1.0, seed=0)
+    plain = info.build(plain_model.parameters(), **kw)
+    opt = SkipUpdate(info.build(model.parameters(), **kw), p=1.0, seed=0)
     for step in range(6):
         train_step(plain_model, plain, step)
         train_step(model, opt, step)
     for p0, p1 in zip(plain_model.parameters(), model.parameters(), strict=True):
-        torch.testing.assert_close(p1, p0, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(p1, p0, **info.tol)
 
 
 @pytest.mark.parametrize("wrap", WRAPPERS)

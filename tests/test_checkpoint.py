@@ -4,12 +4,15 @@ device generator of non-block granularities, the generic path)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 import magma
 from magma import Magma, SkipUpdate
 from tests.models import TinyLlama, seeded, single_thread, train_step
+from tests.optimizer_infos import GENERIC, INFOS, OPTIMIZERS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -18,21 +21,20 @@ def _single_thread():
         yield
 
 
-def _adamw(params):
-    return torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+_adamw = INFOS["adamw"].build
 
-
+#: case -> (the base, from tests/optimizer_infos.py; the wrapper around it)
 CASES = {
     "magma-adamw-block": (
         _adamw,
         lambda base, model: Magma(base, params=magma.components(model), seed=7),
     ),
     "magma-rmsprop": (
-        lambda ps: torch.optim.RMSprop(ps, lr=1e-3, momentum=0.9),
+        functools.partial(INFOS["rmsprop"].build, momentum=0.9),
         lambda base, model: Magma(base, seed=7),
     ),
     "skipupdate-sgd-momentum": (
-        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
+        functools.partial(INFOS["sgd"].build, momentum=0.9),
         lambda base, model: SkipUpdate(base, seed=7),
     ),
     "magma-adamw-element": (
@@ -44,10 +46,18 @@ CASES = {
         lambda base, model: Magma(base, granularity="row", sampling="alignment", seed=7),
     ),
     "magma-adagrad-generic": (
-        lambda ps: torch.optim.Adagrad(ps, lr=0.05),
+        GENERIC.build,
         lambda base, model: Magma(base, params=magma.components(model), seed=7),
     ),
 }
+# ... and every other base whose rule takes these tensors (Muon: 2-D only), at its defaults
+CASES.update(
+    {
+        f"magma-{info.name}": (info.build, lambda base, model: Magma(base, seed=7))
+        for info in OPTIMIZERS
+        if not info.matrices_only and f"magma-{info.name}" not in CASES
+    }
+)
 
 TOTAL, SPLIT = 8, 4
 

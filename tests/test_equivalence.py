@@ -10,7 +10,8 @@ moments stay dense, and SkipUpdate's update is unbiased.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 
 import pytest
 import torch
@@ -18,15 +19,17 @@ from torch import Tensor, nn
 
 import magma
 from magma import Magma, SkipUpdate
+from tests import optimizer_infos
+from tests.optimizer_infos import INFOS, OptimizerInfo
 from tests.reference import ReferenceMasking, alignment_score, expected_block_keeps
 from tests.test_fused import every_graph_compiled  # noqa: F401 (a fixture)
 
 GRANULARITIES = ("block", "row", "column", "element")
 STEPS = 15
-MUON_STEPS = 10  # Newton-Schulz in bf16 is slow on CPU
-# float32 reordering: the wrapper folds scales into denominators, uses foreach kernels
-# and float32 scores where the reference uses float64; errors stay near a few ulps.
-TOL = {"rtol": 1e-5, "atol": 1e-6}
+BF16_STEPS = 10  # a base whose update is in bf16 (Muon's Newton-Schulz) is slow on CPU
+# Tolerances are each base's (OptimizerInfo.tol), for float32 reordering: the wrapper folds
+# scales into denominators, uses foreach kernels and float32 scores where the reference
+# uses float64; errors stay near a few ulps.
 
 
 # --- models and data -------------------------------------------------------------------
@@ -67,25 +70,23 @@ def batches(steps: int, seed: int = 1) -> list[tuple[Tensor, Tensor]]:
 
 
 # --- base optimizers -------------------------------------------------------------------
-# Each builder takes the model and returns (base, masked tensors, auxiliary optimizers
-# that step the remaining parameters in both runs).
+# Every configuration of every entry of tests/optimizer_infos.py (the generic path's too),
+# and AdamW with two param groups. Each setup takes the model and returns (base, masked
+# tensors, auxiliary optimizers that step the remaining parameters in both runs).
 
 Setup = tuple[torch.optim.Optimizer, list[Tensor], list[torch.optim.Optimizer]]
 
 
-def _all_but_last_bias(make: Callable[[list[Tensor]], torch.optim.Optimizer]):
+def _setup(info: OptimizerInfo, kwargs: Mapping[str, object]) -> Callable[[nn.Module], Setup]:
     def build(model: nn.Module) -> Setup:
-        params = list(model.parameters())
-        return make(params), params[:-1], []
+        if info.matrices_only:  # Muon: the 2-D weights, the rest to an AdamW
+            weights = [q for q in model.parameters() if q.dim() == 2]
+            rest = [q for q in model.parameters() if q.dim() != 2]
+            return info.build(weights, **kwargs), weights, [torch.optim.AdamW(rest, lr=1e-2)]
+        params = list(model.parameters())  # all but the last bias
+        return info.build(params, **kwargs), params[:-1], []
 
     return build
-
-
-def _muon(model: nn.Module) -> Setup:
-    weights = [q for q in model.parameters() if q.dim() == 2]
-    rest = [q for q in model.parameters() if q.dim() != 2]
-    base = torch.optim.Muon(weights, lr=0.02, weight_decay=0.1)
-    return base, weights, [torch.optim.AdamW(rest, lr=1e-2)]
 
 
 def _two_groups(model: nn.Module) -> Setup:
@@ -94,37 +95,20 @@ def _two_groups(model: nn.Module) -> Setup:
     named = list(model.named_parameters())
     biases = [q for n, q in named if n.endswith("bias")]
     weights = [q for n, q in named if not n.endswith("bias")]
-    base = torch.optim.AdamW(
-        [{"params": biases, "lr": 5e-3, "weight_decay": 0.0}, {"params": weights}],
-        lr=1e-2,
-        weight_decay=0.1,
+    base = INFOS["adamw"].build(
+        [{"params": biases, "lr": 5e-3, "weight_decay": 0.0}, {"params": weights}]
     )
     return base, [q for n, q in named if n != "fc1.bias"], []
 
 
-BASES: dict[str, Callable[[nn.Module], Setup]] = {
-    "adam": _all_but_last_bias(lambda ps: torch.optim.Adam(ps, lr=1e-2)),
-    "adam-l2-amsgrad": _all_but_last_bias(
-        lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=0.1, amsgrad=True)
-    ),
-    "adam-maximize": _all_but_last_bias(lambda ps: torch.optim.Adam(ps, lr=1e-2, maximize=True)),
-    "adamw": _all_but_last_bias(lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1)),
-    "rmsprop": _all_but_last_bias(lambda ps: torch.optim.RMSprop(ps, lr=1e-3)),
-    "rmsprop-centered-momentum-wd": _all_but_last_bias(
-        lambda ps: torch.optim.RMSprop(ps, lr=1e-3, centered=True, momentum=0.9, weight_decay=0.1)
-    ),
-    "sgd": _all_but_last_bias(lambda ps: torch.optim.SGD(ps, lr=0.05)),
-    "sgd-nesterov-wd": _all_but_last_bias(
-        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1)
-    ),
-    "sgd-momentum-dampening": _all_but_last_bias(
-        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=0.5)
-    ),
-    "adamw-two-groups": _two_groups,
-    "muon": _muon,
-    "laprop": _all_but_last_bias(lambda ps: magma.LaProp(ps, lr=1e-2, weight_decay=0.1)),
-    "cadamw": _all_but_last_bias(lambda ps: magma.CAdamW(ps, lr=1e-2, weight_decay=0.1)),
-    "adagrad-generic": _all_but_last_bias(lambda ps: torch.optim.Adagrad(ps, lr=0.05)),
+#: case id -> (the base's entry, its setup)
+BASES: dict[str, tuple[OptimizerInfo, Callable[[nn.Module], Setup]]] = {
+    **{
+        info.config_id(config): (info, _setup(info, config.kwargs))
+        for info in INFOS.values()
+        for config in info.configs()
+    },
+    "adamw-two-groups": (INFOS["adamw"], _two_groups),
 }
 
 
@@ -154,16 +138,17 @@ def run_side_by_side(
     ``settings`` holds the reference's keyword arguments (p, tau, ema, granularity,
     sampling, damping). Parameters named in ``gradless_on_odd_steps`` have their
     gradient removed (None) on odd steps, in both runs."""
+    info, setup = BASES[base_name]
     torch.manual_seed(0)
-    model = TinyMLP() if base_name == "muon" else TinyNet()
+    model = TinyMLP() if info.matrices_only else TinyNet()
     ref_model = copy.deepcopy(model)
-    base, masked, aux = BASES[base_name](model)
-    ref_base, ref_masked, ref_aux = BASES[base_name](ref_model)
+    base, masked, aux = setup(model)
+    ref_base, ref_masked, ref_aux = setup(ref_model)
     opt = wrap(base, masked, seed)
     ref = ReferenceMasking(ref_base, ref_masked, seed=seed, **settings)
     pairs = list(zip(model.named_parameters(), ref_model.parameters(), strict=True))
     masks_seen: list[Tensor] = []
-    steps = MUON_STEPS if base_name == "muon" else STEPS
+    steps = BF16_STEPS if info.bf16_update else STEPS
     for t, (x, y) in enumerate(batches(steps)):
         for net, optim, extra in ((model, opt, aux), (ref_model, ref, ref_aux)):
             optim.zero_grad()
@@ -179,12 +164,12 @@ def run_side_by_side(
                 o.step()
         masks_seen.extend(ref.last_masks)
         for (name, q), q_ref in pairs:
-            assert_same(q, q_ref, TOL, f"step {t} {name}")
+            assert_same(q, q_ref, info.tol, f"step {t} {name}")
             state, ref_state = base.state.get(q, {}), ref_base.state.get(q_ref, {})
             assert state.keys() == ref_state.keys(), f"step {t} {name}: state keys"
             for key, value in ref_state.items():
-                assert_same(state[key], value, TOL, f"step {t} {name} state[{key!r}]")
-        if base_name == "muon":
+                assert_same(state[key], value, info.tol, f"step {t} {name} state[{key!r}]")
+        if info.bf16_update:
             # Muon orthogonalises in bfloat16, so a 1e-9 difference in its input can move
             # an update entry by a whole bf16 ulp (~0.4%) and trajectories then drift
             # apart chaotically. Each step is compared above at the float32 tolerance;
@@ -236,18 +221,9 @@ def _mixed(masks: list[Tensor]) -> bool:
 
 
 # Block masks (uniform) go through each rule's fused ``apply``; every other granularity
-# through ``direction`` and the multipliers, whose shapes do not depend on the rule. So
-# every base runs at block and one other granularity (rotating), and the bases with
-# distinct first-moment sources (Adam: exp_avg, RMSprop: own EMA, Adagrad: generic
-# path) run at all four.
-ALL_GRANULARITY_BASES = ("adam", "rmsprop", "adagrad-generic")
-MATRIX = [
-    (name, granularity)
-    for i, name in enumerate(BASES)
-    for granularity in (
-        GRANULARITIES if name in ALL_GRANULARITY_BASES else ("block", GRANULARITIES[1 + i % 3])
-    )
-]
+# through ``direction`` and the multipliers. Every configuration runs at all four (a run
+# takes a fraction of a second).
+MATRIX = [(name, granularity) for name in BASES for granularity in GRANULARITIES]
 
 
 @pytest.mark.parametrize("base_name, granularity", MATRIX)
@@ -355,26 +331,26 @@ def test_mapping_params_and_p_one() -> None:
 # --- the fused (torch.compile'd) step against the same reference ------------------------
 
 # fused=True forces magma.fused on CPU. Compiling takes seconds per graph on a small CPU,
-# so the table is short: every Adam flag the kernels branch on (decoupled or coupled
-# decay, amsgrad, maximize), both variants, two buckets, the ablations whose masks are
-# on the host, blocks without a gradient (no previous score: NaN, replaced in-graph), and
-# the other bases with a kernel, both variants each: C-AdamW (caution mask) and LaProp
-# (momentum of normalised gradients; Magma scores with the wrapper's own first moment).
+# so the table is short: every base with a kernel (optimizer_infos.FUSED), both variants
+# each: Adam/AdamW, C-AdamW (caution mask) and LaProp (momentum of normalised gradients;
+# Magma scores with the wrapper's own first moment); then every Adam flag the kernels
+# branch on (coupled decay, amsgrad, maximize), two buckets, the ablations whose masks
+# are on the host, and blocks without a gradient (no previous score: NaN, replaced
+# in-graph).
 SKIP = {"p": 0.5, "tau": 1.0, "ema": 0.0, "sampling": "uniform", "damping": False}
 MAGMA = {"p": 0.5, "tau": 2.0, "ema": 0.9, "sampling": "uniform", "damping": True}
 FUSED: dict[str, tuple[str, dict, tuple[str, ...]]] = {
-    "skip-adamw": ("adamw", SKIP, ()),
-    "magma-adamw": ("adamw", MAGMA, ()),
+    **{
+        f"{prefix}-{info.name}": (info.name, variant, ())
+        for info in optimizer_infos.FUSED
+        for prefix, variant in (("skip", SKIP), ("magma", MAGMA))
+    },
     "magma-adam-l2-amsgrad": ("adam-l2-amsgrad", MAGMA, ()),
     "skip-adam-maximize": ("adam-maximize", SKIP, ()),
     "magma-adamw-two-groups": ("adamw-two-groups", MAGMA, ()),
     "magma-no-sampling": ("adamw", {**MAGMA, "sampling": "none"}, ()),
     "magma-no-damping": ("adamw", {**MAGMA, "damping": False}, ()),
     "magma-gradless": ("adamw", MAGMA, ("w3", "fc1.bias")),
-    "skip-cadamw": ("cadamw", SKIP, ()),
-    "magma-cadamw": ("cadamw", MAGMA, ()),
-    "skip-laprop": ("laprop", SKIP, ()),
-    "magma-laprop": ("laprop", MAGMA, ()),
 }
 
 
@@ -382,7 +358,7 @@ FUSED: dict[str, tuple[str, dict, tuple[str, ...]]] = {
 @pytest.mark.parametrize("case", list(FUSED))
 def test_fused_matches_reference(case: str) -> None:
     """Same mask sequence (same seed, same host generator), parameters and every moment
-    within TOL of the reference after each of the STEPS steps."""
+    within the base's tolerances of the reference after each of the STEPS steps."""
     base_name, variant, gradless = FUSED[case]
     settings = {**variant, "granularity": "block"}
     make = skip_update if variant is SKIP else magma_wrapper
@@ -418,10 +394,18 @@ def set_grads(params: list[Tensor], grads: list[Tensor]) -> None:
 
 # --- unmasked params follow the base bit for bit ---------------------------------------
 
-UNMASKED_BASES = {
-    "adamw-forloop": lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, foreach=False),
-    "adamw-foreach": lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, foreach=True),
-    "sgd-momentum": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.01),
+#: every configuration of every base that takes these shapes (Muon: 2-D only), the
+#: generic path's, and AdamW's for-loop and foreach implementations
+UNMASKED_BASES: dict[str, Callable[[list[Tensor]], torch.optim.Optimizer]] = {
+    **{
+        info.config_id(config): functools.partial(info.build, **config.kwargs)
+        for info in INFOS.values()
+        if not info.matrices_only
+        for config in info.configs()
+    },
+    "adamw-forloop": functools.partial(INFOS["adamw"].build, foreach=False),
+    "adamw-foreach": functools.partial(INFOS["adamw"].build, foreach=True),
+    "sgd-momentum": functools.partial(INFOS["sgd"].build, momentum=0.9, weight_decay=0.01),
 }
 
 
@@ -452,11 +436,17 @@ def test_unmasked_params_follow_base_bitwise(base_name: str, variant: str) -> No
 
 # --- masked-out blocks are bitwise unchanged -------------------------------------------
 
-HOOK_BASES = {
-    "adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
-    "rmsprop-momentum": lambda ps: torch.optim.RMSprop(ps, lr=1e-3, momentum=0.9),
-    "sgd-nesterov": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
-    "adagrad-generic": lambda ps: torch.optim.Adagrad(ps, lr=0.05),
+#: every configuration of every base that takes these shapes (Muon: 2-D only), the
+#: generic path's, RMSprop with momentum and SGD with Nesterov momentum alone
+HOOK_BASES: dict[str, Callable[[list[Tensor]], torch.optim.Optimizer]] = {
+    **{
+        info.config_id(config): functools.partial(info.build, **config.kwargs)
+        for info in INFOS.values()
+        if not info.matrices_only
+        for config in info.configs()
+    },
+    "rmsprop-momentum": functools.partial(INFOS["rmsprop"].build, momentum=0.9),
+    "sgd-nesterov": functools.partial(INFOS["sgd"].build, momentum=0.9, nesterov=True),
 }
 
 
@@ -629,6 +619,6 @@ def test_magma_damping_without_sampling_scales_by_score() -> None:
             scores[i] = fresh if scores[i] is None else ema * scores[i] + (1 - ema) * fresh
             delta = theta[i].double() - twin[i].double()
             torch.testing.assert_close(
-                (theta[i].double() - q.double()), scores[i] * delta, rtol=1e-5, atol=1e-6
+                (theta[i].double() - q.double()), scores[i] * delta, **INFOS["adamw"].tol
             )
             assert 0.0 < scores[i] < 1.0

@@ -7,18 +7,20 @@ decision alone, as this machine has no GPU."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 from pydantic import ValidationError
 from torch import Tensor, nn
+from torch.optim import Optimizer
 
 import magma
 from magma import Magma, SkipUpdate
+from tests.optimizer_infos import FUSED, GENERIC, INFOS, OPTIMIZERS, UNFUSED, OptimizerInfo
 from tests.reference import expected_block_keeps
 from worker.config import TrialConfig
-from worker.contract import FUSED_STEP_BASES, Base
+from worker.contract import FUSED_STEP_BASES
 from worker.optimizers import build_optimizers
 
 SHAPES = [(4, 3), (5,), (3, 2, 2), (6, 4)]
@@ -38,16 +40,24 @@ def _params() -> list[Tensor]:
     return [torch.randn(s, generator=gen) for s in SHAPES]
 
 
-def _adamw(params: list[Tensor]) -> torch.optim.AdamW:
-    return torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+_adamw = INFOS["adamw"].build
+
+# Each base with a kernel (magma.bases.FUSED_BASES), as the equivalence tests build it.
+KERNEL_BASES = [info.name for info in FUSED]
 
 
-# Each base with a kernel (magma.fused.FUSED_BASES), as the equivalence tests build it.
-KERNEL_BASES = {
-    "adam": lambda ps: torch.optim.Adam(ps, lr=1e-2),
-    "adamw": _adamw,
-    "cadamw": lambda ps: magma.CAdamW(ps, lr=1e-2, weight_decay=0.1),
-    "laprop": lambda ps: magma.LaProp(ps, lr=1e-2, weight_decay=0.1),
+def _builder(info: OptimizerInfo, kwargs: dict) -> Callable[[list[Tensor]], Optimizer]:
+    """A configuration of a base, over the tensors it takes (Muon: the 2-D ones)."""
+    return lambda ps: info.build(
+        [q for q in ps if q.dim() == 2] if info.matrices_only else ps, **kwargs
+    )
+
+
+#: every configuration of every base without a kernel, and of the generic path
+WITHOUT_KERNEL = {
+    info.config_id(config): _builder(info, dict(config.kwargs))
+    for info in (*UNFUSED, GENERIC)
+    for config in info.configs()
 }
 
 
@@ -70,11 +80,10 @@ class _SubclassedCAdamW(magma.CAdamW):
 
 SUPPORTED = "torch.optim.Adam, torch.optim.AdamW, magma.CAdamW, magma.LaProp (exact types"
 IMPOSSIBLE = {
-    "sgd": (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), {}, SUPPORTED),
-    "rmsprop": (lambda ps: torch.optim.RMSprop(ps, lr=0.1), {}, SUPPORTED),
+    **{name: (make, {}, SUPPORTED) for name, make in WITHOUT_KERNEL.items()},
     "cadamw-subclass": (_SubclassedCAdamW, {}, SUPPORTED),
     "row": (_adamw, {"granularity": "row"}, "needs 'block'"),
-    "laprop-row": (KERNEL_BASES["laprop"], {"granularity": "row"}, "needs 'block'"),
+    "laprop-row": (INFOS["laprop"].build, {"granularity": "row"}, "needs 'block'"),
     "alignment": (_adamw, {"sampling": "alignment"}, "needs 'uniform' or 'none'"),
 }
 
@@ -114,28 +123,29 @@ def test_auto_selects_fused_on_cuda_only_where_it_applies(
     assert opt._uses_fused(group, torch.device("cuda")) is cuda
 
 
-@pytest.mark.parametrize("base", list(KERNEL_BASES))
+@pytest.mark.parametrize("base", KERNEL_BASES)
 def test_auto_selects_fused_on_cuda_for_every_fused_base(base: str) -> None:
-    opt = Magma(KERNEL_BASES[base](_params()))
+    opt = Magma(INFOS[base].build(_params()))
     group = opt.param_groups[0]
     assert not opt._uses_fused(group, torch.device("cpu"))
     assert opt._uses_fused(group, torch.device("cuda"))
 
 
-def test_auto_never_selects_a_base_without_a_fused_kernel() -> None:
-    opt = Magma(torch.optim.SGD(_params(), lr=0.1, momentum=0.9))
+@pytest.mark.parametrize("base", list(WITHOUT_KERNEL))
+def test_auto_never_selects_a_base_without_a_fused_kernel(base: str) -> None:
+    opt = Magma(WITHOUT_KERNEL[base](_params()))
     assert not opt._uses_fused(opt.param_groups[0], torch.device("cuda"))
 
 
 @pytest.mark.usefixtures("every_graph_compiled")
-@pytest.mark.parametrize("base_name", ["adamw", "cadamw", "laprop"])
+@pytest.mark.parametrize("base_name", KERNEL_BASES)
 @pytest.mark.parametrize("variant", list(WRAPPERS))
 def test_fused_masked_out_blocks_are_not_written(variant: str, base_name: str) -> None:
     """Tensor version counters count in-place writes: a masked-out block's parameter is
     neither written nor changed, a survivor's is, and every block's moments are."""
     params = _params()
     seed, p, steps = 11, 0.5, 6
-    base = KERNEL_BASES[base_name](params)
+    base = INFOS[base_name].build(params)
     opt = WRAPPERS[variant](base, p=p, seed=seed, fused=True)
     keeps = expected_block_keeps(seed, len(params), p, steps)
     gen = torch.Generator().manual_seed(7)
@@ -162,7 +172,7 @@ def test_fused_masked_out_blocks_are_not_written(variant: str, base_name: str) -
 
 @pytest.mark.parametrize(
     "fields",
-    [{"base": "sgd"}, {"base": "muon"}, {"variant": "dense"}, {"granularity": "row"}],
+    [{"base": info.name} for info in UNFUSED] + [{"variant": "dense"}, {"granularity": "row"}],
 )
 def test_trial_config_rejects_impossible_fused_step(fields: dict) -> None:
     with pytest.raises(ValidationError, match="fused_step") as info:
@@ -170,14 +180,17 @@ def test_trial_config_rejects_impossible_fused_step(fields: dict) -> None:
     assert "base one of ['adam', 'adamw', 'laprop', 'c-adamw']" in str(info.value)
 
 
-@pytest.mark.parametrize("base", Base.values())
+@pytest.mark.parametrize("base", [info.name for info in OPTIMIZERS])
 def test_trial_config_fused_bases_are_the_ones_with_a_kernel(base: str) -> None:
     """worker.contract.FUSED_STEP_BASES names, in the worker's words, exactly the bases
-    whose optimizer (as the worker builds it) magma.fused supports; those validate."""
+    whose optimizer (as the worker builds it: the registry's class) magma.fused supports;
+    those validate."""
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
     config = TrialConfig(base=base, variant="dense")
     built = build_optimizers(config, model, {"mlp": list(model[0].parameters())})[0]
+    assert type(built) is INFOS[base].optim_cls
     assert magma.fused.supports(built, built.param_groups[0]) is (base in FUSED_STEP_BASES)
+    assert INFOS[base].fused is (base in FUSED_STEP_BASES)
     if base in FUSED_STEP_BASES:
         assert TrialConfig(base=base, fused_step=True).fused_step is True
 

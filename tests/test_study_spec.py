@@ -16,6 +16,7 @@ from studies.caps import check_caps
 from studies.presets import PRESET_DIR, load_preset, preset_names
 from studies.samplers import distributions, make_sampler
 from studies.spec import SEARCHABLE, Range, StudySpec, load_spec
+from tests.optimizer_infos import OPTIMIZERS
 from worker.config import TrialConfig
 from worker.contract import mask_seed
 from worker.models import model_names
@@ -43,7 +44,8 @@ BRACKET_ARMS = {
     "quadratic": 2,
     "heavy-tailed": 2,
 }
-BASES = ("adam", "adamw", "rmsprop", "laprop", "muon", "c-adamw", "sgd")
+#: every base, as tests/optimizer_infos.py lists them
+BASES = tuple(info.name for info in OPTIMIZERS)
 
 
 def spec(**fields) -> StudySpec:

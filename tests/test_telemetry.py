@@ -12,6 +12,7 @@ from torch import nn
 import magma
 from magma import Magma, SkipUpdate
 from tests.models import TinyLlama, TinyMixtral, seeded, single_thread, train_step
+from tests.optimizer_infos import GENERIC, INFOS, OptimizerInfo
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -94,17 +95,10 @@ def test_fine_granularity_survival_near_p(granularity):
     assert abs(survival - 0.25) < band
 
 
-@pytest.mark.parametrize(
-    "make_base",
-    [
-        lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
-        lambda ps: torch.optim.Adagrad(ps, lr=1e-2),  # generic path
-    ],
-    ids=["AdamW", "Adagrad"],
-)
-def test_block_survival_counts_the_blocks_that_moved(make_base):
+@pytest.mark.parametrize("base", list(INFOS))
+def test_block_survival_counts_the_blocks_that_moved(base):
     params = _synthetic(12)
-    opt = Magma(make_base(params), p=0.5, seed=3)
+    opt = Magma(INFOS[base].build(params, lr=1e-2), p=0.5, seed=3)
     moved = 0
     for step in range(30):
         _random_grads(params, step)
@@ -119,15 +113,14 @@ def test_block_survival_counts_the_blocks_that_moved(make_base):
 # --- alignment -------------------------------------------------------------------------
 
 
-BASES = {
-    "AdamW": lambda ps: torch.optim.AdamW(ps, lr=1e-3),  # exp_avg reused
-    "RMSprop": lambda ps: torch.optim.RMSprop(ps, lr=1e-3),  # own first moment
-    "SGD": lambda ps: torch.optim.SGD(ps, lr=1e-3),  # own first moment
-    "Adagrad": lambda ps: torch.optim.Adagrad(ps, lr=1e-3),  # generic path
-}
+def _at_lr_1e3(info: OptimizerInfo, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The base with its class's own defaults but lr = 1e-3: the first moment its entry
+    names reused (AdamW's exp_avg, Muon's momentum_buffer), or the wrapper's own (RMSprop,
+    LaProp, SGD without momentum), or the generic path's (Adagrad)."""
+    return info.optim_cls(params, lr=1e-3)
 
 
-@pytest.mark.parametrize("base", list(BASES))
+@pytest.mark.parametrize("base", list(INFOS))
 @pytest.mark.parametrize("tau", [0.5, 2.0])
 @pytest.mark.parametrize("granularity", ["block", "element"])
 def test_constant_gradient_alignment_is_sigmoid_one_over_tau(base, tau, granularity):
@@ -136,7 +129,7 @@ def test_constant_gradient_alignment_is_sigmoid_one_over_tau(base, tau, granular
     params = _synthetic(6, (3, 5))
     g = torch.Generator().manual_seed(1)
     slopes = [torch.randn(q.shape, generator=g) for q in params]
-    opt = Magma(BASES[base](params), p=0.5, tau=tau, granularity=granularity, seed=0)
+    opt = Magma(_at_lr_1e3(INFOS[base], params), p=0.5, tau=tau, granularity=granularity, seed=0)
     for _ in range(30):
         opt.zero_grad()
         sum((c * q).sum() for c, q in zip(slopes, params, strict=True)).backward()
@@ -244,14 +237,14 @@ def test_block_adamw_keeps_only_scalar_float32_scores(dtype):
             assert state[key].device == state0[key].device
 
 
-@pytest.mark.parametrize("base", ["AdamW", "Adagrad"])
+@pytest.mark.parametrize("base", ["adamw", GENERIC.name])
 def test_constant_gradient_alignment_complex_params(base):
     # Complex parameters take the generic path; cos(mu, g) must use the Hermitian inner
     # product Re<mu, g> = Re(sum conj(mu) * g), so a constant gradient still gives cos = 1.
     g = torch.Generator().manual_seed(0)
     params = [nn.Parameter(torch.randn(3, 4, dtype=torch.cfloat, generator=g)) for _ in range(3)]
     slopes = [torch.randn(3, 4, dtype=torch.cfloat, generator=g) for _ in range(3)]
-    opt = Magma(BASES[base](params), p=0.5, tau=2.0, seed=0)
+    opt = Magma(_at_lr_1e3(INFOS[base], params), p=0.5, tau=2.0, seed=0)
     for _ in range(10):
         for q, c in zip(params, slopes, strict=True):
             q.grad = c.clone()

@@ -1,15 +1,18 @@
 """The names every layer shares, defined once: statuses, optimizer and workload names, the
 metrics each workload reports, telemetry keys, and the mask-seed rule.
 
-Imports only the standard library, so the API, the CLI, the dashboards, the driver and the
-trainer can all import it without pulling in torch or SQLAlchemy. Everything else that
-needs one of these names imports it from here; nothing spells the lists out again.
+Imports only the standard library and ``magma.bases`` (names, no torch), so the API, the
+CLI, the dashboards, the driver and the trainer can all import it without pulling in torch
+or SQLAlchemy. Everything else that needs one of these names imports it from here; nothing
+spells the lists out again.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 from typing import Literal
+
+from magma.bases import FUSED_BASES
 
 
 class Names(str, Enum):
@@ -80,9 +83,20 @@ class Base(Names):
     sgd = "sgd"
 
 
-#: the bases whose masked step magma's compiled kernels take (``fused_step``; the
-#: library's own list is ``magma.fused.FUSED_BASES``)
-FUSED_STEP_BASES: tuple[Base, ...] = (Base.adam, Base.adamw, Base.laprop, Base.c_adamw)
+#: the optimizer class each base builds (``worker.optimizers``; Muon's leftover parameters
+#: go to an AdamW), by the qualified name magma gives it in ``magma.bases``
+BASE_CLASSES: dict[Base, str] = {
+    Base.adam: "torch.optim.Adam",
+    Base.adamw: "torch.optim.AdamW",
+    Base.rmsprop: "torch.optim.RMSprop",
+    Base.laprop: "magma.LaProp",
+    Base.muon: "torch.optim.Muon",
+    Base.c_adamw: "magma.CAdamW",
+    Base.sgd: "torch.optim.SGD",
+}
+#: the bases whose masked step magma's compiled kernels take (``fused_step``): those whose
+#: class is in the library's ``magma.bases.FUSED_BASES``, in ``Base`` order
+FUSED_STEP_BASES: tuple[Base, ...] = tuple(b for b in Base if BASE_CLASSES[b] in FUSED_BASES)
 
 
 class Variant(Names):

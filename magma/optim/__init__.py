@@ -1,5 +1,8 @@
 """Base optimizers the paper compares against that torch does not ship."""
 
+# magma.rules first: it imports these optimizers, and they import magma.rules.base (which
+# runs magma.rules' own import first), so the rules package must be the one started first
+import magma.rules  # noqa: F401
 from magma.optim.cautious_adamw import CAdamW
 from magma.optim.laprop import LaProp
 
