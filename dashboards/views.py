@@ -340,7 +340,7 @@ def robustness(data: StudyData, options: RobustnessOptions) -> PageView:
         },
     )
     if a is not None and b is not None:
-        comparison = paired_comparison(data.trials, a, b)
+        comparison = paired_comparison(data.trials, a, b, data.mode)
         d = comparison.difference
         view.context["comparison"] = {
             "pairs": len(comparison.pairs),
@@ -348,11 +348,21 @@ def robustness(data: StudyData, options: RobustnessOptions) -> PageView:
             "low": d.low,
             "high": d.high,
             "confidence": d.confidence,
-            "incomplete": len(comparison.incomplete),
             "unpaired": len(comparison.unpaired),
+            # each arm's best configuration (None: none whose every seed completed)
+            "a_best": _best_text(comparison.a_best),
+            "b_best": _best_text(comparison.b_best),
         }
         view.figures["paired"] = lambda: paired_difference_figure(comparison, data.metric)
     return view
+
+
+def _best_text(best: Configuration | None) -> str | None:
+    """A best configuration as the page names it: its searched values (``-`` when the arm
+    searched none), or None when the arm has no best."""
+    if best is None:
+        return None
+    return params_text(best.params) or "-"
 
 
 def _pair(arms: list[Arm], options: RobustnessOptions) -> tuple[Arm | None, Arm | None]:

@@ -4,29 +4,55 @@ Pure (no I/O): the searcher hands it each arm's scored LR points and runs what i
 
 Every arm tunes its LR on the same log grid, ``lr_start x 10^(k lr_step_decades)`` for
 integer ``k``. The first round runs ``initial_points`` LRs around ``lr_start``. An arm's best
-is the best score of its points by ``studies.best`` (diverged: worst; ties: the lower LR);
-it is *bracketed* when both grid neighbours of its best were run and neither is better (a
-diverged neighbour is worse). While some arm is not, the next round gives *every* arm one
-more LR, so tuning budgets stay equal across arms: an unbracketed arm extends on the side
-where its best lies (an arm with no complete point, below its lowest LR); a bracketed arm
-widens on the side of its better edge. Rounds stop when every arm is bracketed, after
+is the best score of its points by ``studies.best`` (only complete points compete; ties: the
+lower LR); it is *bracketed* when, on each side of its best, an LR closes the bracket
+(``closes_bracket``: it completed, so it is no better, or it diverged, so it is worse). A
+failed or pruned LR closes nothing: it says nothing about how that LR does, so the search
+extends past it. This is the one bracket rule: the verdicts' warnings use it too.
+
+While some arm is not bracketed, the next round gives *every* arm one more LR, so tuning
+budgets stay equal across arms: an unbracketed arm extends on the side that lacks a closing
+LR (an arm with no complete point, below its lowest LR; one with neither side closed,
+below first); a bracketed arm widens on the side of its better edge. Every round adds a
+new grid index per arm, so rounds stop when every arm is bracketed, after
 ``max_extensions`` rounds, or when the next round would pass the run budget (the server
-cap); each arm records why it stopped.
+cap); each arm records why it stopped. A study's best LR is chosen on at least
+``studies.spec.BRACKET_MIN_SEEDS`` seeds (the spec refuses fewer).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from studies.best import Score, worst
+from studies.best import Outcome, Score, worst
 from studies.spec import Protocol
 from worker.contract import Mode
 
-#: bracketed: both neighbours of its best are worse; max_extensions / caps: stopped by
-#: that limit unbracketed; running: another round is planned
+#: the outcomes of an LR that close a bracket on its side of the best: complete (the best,
+#: chosen among complete points, is no worse) or diverged (worse than any value). Failed,
+#: pruned and pending LRs do not: they say nothing (yet) about how that LR does.
+BRACKET_CLOSING_OUTCOMES: tuple[Outcome, ...] = ("complete", "diverged")
+
+
+def closes_bracket(outcome: str) -> bool:
+    """Whether an LR with this outcome (``studies.best.Outcome``) closes a bracket on its
+    side of the best: the one bracket rule, for the planner and the verdicts' warnings."""
+    return outcome in BRACKET_CLOSING_OUTCOMES
+
+
+def is_bracketed(best: float, points: Iterable[tuple[float, str]]) -> bool:
+    """Whether ``best`` (an LR, or its grid index) is bracketed by ``points`` ((LR or grid
+    index, outcome) pairs, the best's own among them or not): some point below it and some
+    above it close the bracket (``closes_bracket``)."""
+    closing = [x for x, outcome in points if closes_bracket(outcome)]
+    return any(x < best for x in closing) and any(x > best for x in closing)
+
+
+#: bracketed: an LR on each side of its best closes the bracket (``is_bracketed``);
+#: max_extensions / caps: stopped by that limit unbracketed; running: another round is planned
 Status = Literal["bracketed", "max_extensions", "caps", "running"]
 
 
@@ -78,13 +104,14 @@ class Plan:
 
 
 def _sort_key(result: Score, mode: Mode) -> float:
-    """Smaller is better; unscored points (failed, pruned) rank with diverged ones."""
+    """Smaller is better, for the side a bracketed arm widens on: unscored points (failed,
+    pruned) rank with diverged ones. Whether an arm is bracketed is ``is_bracketed``'s."""
     value = result.value if result.value is not None else worst(mode)
     return value if mode == "min" else -value
 
 
 def _arm(protocol: Protocol, points: Mapping[int, Score], mode: Mode) -> tuple[ArmBracket, int]:
-    """The arm's state and the grid index it would extend to."""
+    """The arm's state and the grid index it would extend to (always one not run yet)."""
     low, high = min(points), max(points)
     complete = [k for k in sorted(points) if points[k].eligible]
     lrs = tuple(lr_at(protocol, k) for k in sorted(points))
@@ -92,10 +119,13 @@ def _arm(protocol: Protocol, points: Mapping[int, Score], mode: Mode) -> tuple[A
         return ArmBracket("running", lrs, None, None), low - 1
     best = min(complete, key=lambda k: (_sort_key(points[k], mode), k))
     arm = ArmBracket("running", lrs, lr_at(protocol, best), points[best].value)
-    if low < best < high:  # the grid is contiguous: both neighbours ran
+    outcomes = [(k, result.outcome) for k, result in points.items()]
+    if is_bracketed(best, outcomes):
         edges = (_sort_key(points[low], mode), _sort_key(points[high], mode))
         return replace(arm, status="bracketed"), high + 1 if edges[1] < edges[0] else low - 1
-    return arm, low - 1 if best == low else high + 1
+    # extend on the side with no closing LR, past any failed or pruned one (below first)
+    closed_below = any(k < best and closes_bracket(o) for k, o in outcomes)
+    return arm, high + 1 if closed_below else low - 1
 
 
 def plan(

@@ -94,6 +94,13 @@ class Objective(BaseModel):
     mode: Mode | None = Field(None, description="default: the metric's natural direction")
 
 
+#: the fewest seeds a bracket study may choose each arm's LR on: with one, the choice is
+#: one seed's luck, and the chosen configuration has no spread to judge it by
+BRACKET_MIN_SEEDS = 2
+#: the most seeds a study may run each configuration on
+MAX_SEEDS = 20
+
+
 class Protocol(BaseModel):
     """How the arms' learning rates are tuned (``studies.bracket``).
 
@@ -126,7 +133,7 @@ class StudySpec(BaseModel):
     fixed: dict[str, Any] = Field(default_factory=dict, description="other TrialConfig fields")
     sampler: Literal["tpe", "random", "grid", "gp", "qmc"] = "tpe"
     trials: int | None = Field(None, ge=1, description="configurations; grid: all points")
-    seeds: int = Field(1, ge=1, le=20)
+    seeds: int = Field(1, ge=1, le=MAX_SEEDS)
     base_seed: int = 0
     max_concurrent: int = Field(2, ge=1)
     early_stopping: EarlyStopping = EarlyStopping(kind="none")
@@ -202,7 +209,14 @@ class StudySpec(BaseModel):
         return self
 
     def _check_bracket(self) -> None:
-        """The bracket protocol owns ``lr`` and runs every arm: nothing else samples."""
+        """The bracket protocol owns ``lr`` and runs every arm: nothing else samples; it
+        chooses each arm's LR on at least ``BRACKET_MIN_SEEDS`` seeds."""
+        if self.seeds < BRACKET_MIN_SEEDS:
+            raise ValueError(
+                f"seeds: protocol 'bracket' chooses each arm's LR on at least "
+                f"{BRACKET_MIN_SEEDS} seeds: give {BRACKET_MIN_SEEDS} to {MAX_SEEDS} "
+                f"(got {self.seeds})"
+            )
         if "lr" in self.search:
             raise ValueError("search.lr: protocol 'bracket' searches the LR; remove it from search")
         if "lr" in self.fixed:

@@ -54,6 +54,7 @@ def test_suite_scale_under_overrides_under_role() -> None:
     assert table1.search["base"] == ["adamw", "c-adamw", "laprop", "rmsprop"]
     assert (table1.workload.steps, table1.workload.batch_size) == (150, 8)
     assert (table1.protocol.lr_start, table1.protocol.confirm_seeds) == (10**-2.5, 3)
+    assert table1.seeds == 2  # a bracket study selects on at least 2 seeds
     light = by_preset["heavy-tailed", "light"]
     assert (light.workload.covariates, light.workload.condition_number) == ("light", False)
     presets = bench.study_specs(["table1"], {}, "presets")
@@ -62,6 +63,23 @@ def test_suite_scale_under_overrides_under_role() -> None:
     assert bench.parse_args(["--scale", "presets"]).scale == "presets"
     with pytest.raises(SystemExit):
         bench.parse_args(["--scale", "paper"])
+
+
+def test_suite_keeps_table_a1s_components_and_figure_a1s_seeds() -> None:
+    """The suite trims the ablations' grids but keeps what their claims test: every
+    components value of Table A1 (and MLP alone), and 3 seeds a Figure A1 cell to pair."""
+    suite = {
+        role.preset: spec for role, spec in bench.study_specs(["table-a1", "fig-a1"], {}).items()
+    }
+    components = suite["components"]
+    assert components.search["components"] == ["attention", "mlp", "attention+mlp", "all"]
+    assert (components.seeds, components.workload.steps) == (2, 150)
+    sensitivity = suite["sensitivity-p-tau"]
+    assert sensitivity.seeds >= 3
+    assert (sensitivity.search["p"], sensitivity.search["tau"]) == (
+        [0.25, 0.5, 0.75],
+        [1.0, 2.0, 4.0],
+    )
 
 
 def test_tables() -> None:

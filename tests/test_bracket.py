@@ -10,11 +10,22 @@ from collections.abc import Callable
 import pytest
 
 from studies.best import Score
-from studies.bracket import Plan, index_of, initial_indices, lr_at, plan
+from studies.bracket import (
+    BRACKET_CLOSING_OUTCOMES,
+    Plan,
+    closes_bracket,
+    index_of,
+    initial_indices,
+    is_bracketed,
+    lr_at,
+    plan,
+)
 from studies.spec import Protocol
 
 PROTOCOL = Protocol(kind="bracket", lr_start=1e-3, lr_step_decades=0.5, initial_points=3)
 DIVERGED = Score("diverged", math.inf)
+FAILED = Score("failed", None)
+PRUNED = Score("pruned", None)
 
 #: an arm's outcome at grid index k
 Curve = Callable[[int], Score]
@@ -106,6 +117,62 @@ def test_max_extensions_stops_an_unbracketed_arm():
     last, rounds = run([lambda k: complete(-k)], protocol=protocol)
     assert rounds == [[-1, 0, 1], [2]]
     assert last.arms[0].status == "max_extensions" and last.arms[0].best_lr == 1e-2
+
+
+def test_only_a_complete_or_diverged_lr_closes_a_bracket():
+    assert BRACKET_CLOSING_OUTCOMES == ("complete", "diverged")
+    outcomes = ("complete", "diverged", "pruned", "failed", "pending")
+    assert {o: closes_bracket(o) for o in outcomes} == {
+        "complete": True, "diverged": True, "pruned": False, "failed": False, "pending": False,
+    }  # fmt: skip
+    # by LR, as the verdicts ask: a closing LR on each side, wherever it lies
+    tested = [(3e-4, "complete"), (1e-3, "complete"), (3e-3, "failed")]
+    assert not is_bracketed(1e-3, tested)
+    assert not is_bracketed(1e-3, [*tested[:2], (3e-3, "pruned")])
+    assert is_bracketed(1e-3, [*tested, (1e-2, "diverged")])
+    assert not is_bracketed(3e-4, [*tested, (1e-2, "diverged")])  # nothing below it
+    assert not is_bracketed(1e-3, [(1e-3, "complete")])
+
+
+@pytest.mark.parametrize("unscored", [FAILED, PRUNED], ids=["failed", "pruned"])
+def test_a_failed_or_pruned_neighbour_does_not_close_the_bracket(unscored: Score):
+    # {-1: 3, 0: 2, 1: failed/pruned}: k=0 has no closing LR above it, so the search
+    # extends up past k=1 to k=2 (2.5, worse): bracketed at k=0 by k=-1 and k=2
+    top: Curve = lambda k: unscored if k == 1 else complete({-1: 3.0, 0: 2.0}.get(k, 2.5))  # noqa: E731
+    last, rounds = run([top])
+    assert rounds == [[-1, 0, 1], [2]]
+    assert last.arms[0].status == "bracketed" and last.arms[0].best_lr == 1e-3
+    assert last.arms[0].lrs == (3.16228e-4, 1e-3, 3.16228e-3, 1e-2)
+    # {-1: failed/pruned, 0: 2, 1: 3}: nothing closes below k=0, so it extends down to k=-2
+    bottom: Curve = lambda k: unscored if k == -1 else complete({0: 2.0, 1: 3.0}.get(k, 4.0))  # noqa: E731
+    last, rounds = run([bottom])
+    assert rounds == [[-1, 0, 1], [-2]]
+    assert last.arms[0].status == "bracketed" and last.arms[0].best_lr == 1e-3
+    # with no extension allowed the unclosed side leaves it unbracketed, stopped there
+    protocol = PROTOCOL.model_copy(update={"max_extensions": 0})
+    last, rounds = run([top], protocol=protocol)
+    assert rounds == [[-1, 0, 1]]
+    assert last.arms[0].status == "max_extensions" and last.arms[0].best_lr == 1e-3
+
+
+def test_neither_side_closed_extends_down_then_up_past_unscored_neighbours():
+    # {-1: failed, 0: 2, 1: failed}: down first (k=-2: 3), then up past k=1 (k=2: 4)
+    values = {0: 2.0, -2: 3.0}
+    curve: Curve = lambda k: FAILED if k in (-1, 1) else complete(values.get(k, 4.0))  # noqa: E731
+    last, rounds = run([curve])
+    assert rounds == [[-1, 0, 1], [-2], [2]]
+    assert last.arms[0].status == "bracketed" and last.arms[0].best_lr == 1e-3
+
+
+def test_an_unclosed_arm_keeps_every_arm_extending():
+    # arm 0 {-1: 1, 0: 0, 1: 1} is bracketed at once (it widens down: equal edges);
+    # arm 1 {-1: 2, 0: 1, 1: failed} is not, and extends up past k=1 to k=2 (2: worse)
+    arm0: Curve = lambda k: complete(abs(k))  # noqa: E731
+    arm1: Curve = lambda k: FAILED if k == 1 else complete({0: 1.0}.get(k, 2.0))  # noqa: E731
+    last, rounds = run([arm0, arm1])
+    assert rounds == [[-1, 0, 1, -1, 0, 1], [-2, 2]]
+    assert [arm.status for arm in last.arms] == ["bracketed", "bracketed"]
+    assert [arm.best_lr for arm in last.arms] == [1e-3, 1e-3]
 
 
 def test_a_round_waits_for_every_result():

@@ -496,44 +496,110 @@ def test_paired_difference_and_its_t_interval():
     for seed, (dense, magma) in enumerate([(20.0, 19.0), (22.0, 20.0), (21.0, 18.0)]):
         rows.add(dense, seed=seed, variant="dense", lr=1e-3)
         rows.add(magma, seed=seed, variant="magma", lr=1e-3)
-    comparison = paired_comparison(rows.trials(), DENSE, MAGMA)
+    comparison = paired_comparison(rows.trials(), DENSE, MAGMA, "min")
     assert [p.difference for p in comparison.pairs] == [-1.0, -2.0, -3.0]
     # differences -1, -2, -3: mean -2, s = 1, sem = 1 / sqrt(3), df 2
     half = T975[2] / math.sqrt(3)
     assert comparison.difference.mean == -2.0 and comparison.difference.n == 3
     assert comparison.difference.low == pytest.approx(-2.0 - half, rel=1e-12)
     assert comparison.difference.high == pytest.approx(-2.0 + half, rel=1e-12)
-    assert comparison.unpaired == () and comparison.incomplete == ()
+    assert comparison.unpaired == ()
 
 
-def test_pairing_drops_and_reports_missing_seeds_and_results():
+def two_lrs_three_seeds() -> Rows:
+    """dense {1e-3: (20, 22, 21), 1e-2: (25, 26, 27)}, magma {1e-3: (21, 23, 22), 1e-2:
+    (19, 20, 18)}: when minimising, dense's best is 1e-3 (mean 21), magma's 1e-2 (19)."""
+    rows = Rows()
+    values = {
+        ("dense", 1e-3): (20.0, 22.0, 21.0),
+        ("dense", 1e-2): (25.0, 26.0, 27.0),
+        ("magma", 1e-3): (21.0, 23.0, 22.0),
+        ("magma", 1e-2): (19.0, 20.0, 18.0),
+    }
+    for (variant, lr), seeds in values.items():
+        for seed, value in enumerate(seeds):
+            rows.add(value, seed=seed, variant=variant, lr=lr)
+    return rows
+
+
+def test_pairing_is_once_per_seed_at_each_arms_best():
+    """Two LRs x 3 seeds give 3 pairs, not 6: each arm's best configuration against the
+    other's, by seed, even where the bests are at different LRs."""
+    trials = two_lrs_three_seeds().trials()
+    comparison = paired_comparison(trials, DENSE, MAGMA, "min")
+    assert len(comparison.pairs) == comparison.difference.n == 3
+    assert [p.a.seed_index for p in comparison.pairs] == [0, 1, 2]
+    assert {p.a.params["lr"] for p in comparison.pairs} == {1e-3}
+    assert {p.b.params["lr"] for p in comparison.pairs} == {1e-2}
+    assert comparison.a_best is not None and comparison.a_best.params["lr"] == 1e-3
+    assert comparison.b_best is not None and comparison.b_best.params["lr"] == 1e-2
+    # magma 1e-2 - dense 1e-3 per seed: 19 - 20, 20 - 22, 18 - 21
+    assert [p.difference for p in comparison.pairs] == [-1.0, -2.0, -3.0]
+    assert comparison.difference.mean == -2.0
+    assert comparison.difference.high == pytest.approx(-2.0 + T975[2] / math.sqrt(3))
+    # maximising, the bests swap: dense 1e-2 (26) against magma 1e-3 (22)
+    maximised = paired_comparison(trials, DENSE, MAGMA, "max")
+    assert [p.difference for p in maximised.pairs] == [-4.0, -3.0, -5.0]
+    with pytest.raises(ValueError, match="mode"):
+        paired_comparison(trials, DENSE, MAGMA, "lowest")
+
+
+def test_pairing_reports_the_seeds_only_one_best_ran():
     rows = Rows()
     d0 = rows.add(20.0, seed=0, variant="dense", lr=1e-3)
+    d1 = rows.add(21.0, seed=1, variant="dense", lr=1e-3)
+    d2 = rows.add(22.0, seed=2, variant="dense", lr=1e-3)  # magma's best never ran seed 2
+    # a configuration with a diverged seed is scored worst: never dense's best
+    rows.add(None, seed=0, variant="dense", lr=1e-2, status="diverged")
+    rows.add(5.0, seed=1, variant="dense", lr=1e-2)
     m0 = rows.add(19.5, seed=0, variant="magma", lr=1e-3)
-    d1 = rows.add(21.0, seed=1, variant="dense", lr=1e-3)  # its magma seed never ran
-    d2 = rows.add(None, seed=2, variant="dense", lr=1e-3, status="diverged")
-    m2 = rows.add(20.0, seed=2, variant="magma", lr=1e-3)
-    m3 = rows.add(22.0, seed=0, variant="magma", lr=1e-2)  # no dense at this LR
-    d4 = rows.add(30.0, seed=0, variant="dense", lr=1e-1)
-    m4 = rows.add(29.0, seed=0, variant="magma", lr=1e-1)
+    m1 = rows.add(20.0, seed=1, variant="magma", lr=1e-3)
+    # a configuration with a failed seed has no score: never magma's best
+    rows.add(1.0, seed=0, variant="magma", lr=1e-1)
+    rows.add(None, seed=1, variant="magma", lr=1e-1, status="failed")
     rows.add(10.0, seed=0, base="rmsprop", variant="dense", lr=1e-3)  # another arm: ignored
-    comparison = paired_comparison(rows.trials(), DENSE, MAGMA)
-    assert [(p.a.id, p.b.id) for p in comparison.pairs] == [(d0, m0), (d4, m4)]
+    comparison = paired_comparison(rows.trials(), DENSE, MAGMA, "min")
+    assert [(p.a.id, p.b.id) for p in comparison.pairs] == [(d0, m0), (d1, m1)]
     assert comparison.difference.mean == pytest.approx(-0.75)
-    assert comparison.incomplete == ((d2, m2),)
-    assert comparison.unpaired == (d1, m3)
+    assert comparison.unpaired == (d2,)
 
 
 def test_pairing_across_bases_one_pair_and_none():
     rows = Rows()
     rows.add(20.0, base="adamw", variant="dense", lr=1e-3)
     rows.add(18.0, base="c-adamw", variant="dense", lr=1e-3)
-    one = paired_comparison(rows.trials(), DENSE, Arm("c-adamw", "dense"))
+    one = paired_comparison(rows.trials(), DENSE, Arm("c-adamw", "dense"), "min")
     assert one.difference.mean == -2.0 and one.difference.low is None
-    none = paired_comparison(rows.trials(), DENSE, MAGMA)
+    none = paired_comparison(rows.trials(), DENSE, MAGMA, "min")
     assert none.pairs == () and none.difference.mean is None and none.unpaired == (100,)
+    assert none.a_best is not None and none.b_best is None
     with pytest.raises(ValueError, match="two different arms"):
-        paired_comparison(rows.trials(), DENSE, DENSE)
+        paired_comparison(rows.trials(), DENSE, DENSE, "min")
+
+
+def test_the_robustness_page_pairs_each_seed_once():
+    trials = two_lrs_three_seeds().trials()
+    data = StudyData(
+        id=1,
+        name="two-lrs",
+        status="complete",
+        spec={},
+        workload="quadratic",
+        metric="val_loss",
+        mode="min",
+        runs=len(trials),
+        error=None,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        started_at=None,
+        finished_at=None,
+        trials=trials,
+    )
+    view = views.robustness(data, views.RobustnessOptions())
+    comparison = view.context["comparison"]
+    assert (comparison["pairs"], comparison["mean"], comparison["unpaired"]) == (3, -2.0, 0)
+    assert (comparison["a_best"], comparison["b_best"]) == ("lr=0.001", "lr=0.01")
+    [dots] = view.figures["paired"]().data
+    assert list(dots.x) == ["seed 0", "seed 1", "seed 2"]
 
 
 # --- table -----------------------------------------------------------------------------

@@ -321,27 +321,54 @@ def test_divergence_figure(lr_sweep: Rows):
 
 
 def test_paired_difference_figure(lr_sweep: Rows):
-    comparison = paired_comparison(lr_sweep.trials(), DENSE, MAGMA)
+    """Each arm at its best LR, one dot per seed: dense's best is 3e-3 (19.0, 21.0), magma's
+    3e-3 (19.0, 19.4); its 4 LRs x 2 seeds pooled would give 6 dots, not 2."""
+    comparison = paired_comparison(lr_sweep.trials(), DENSE, MAGMA, "min")
     fig = paired_difference_figure(comparison, "val_ppl")
     [pairs] = fig.data
-    assert len(pairs.y) == 6 == len(comparison.pairs)
-    assert list(pairs.y) == pytest.approx([-1.0, -0.6, 0.0, -1.6, -1.6, -1.6])
+    assert len(pairs.y) == 2 == len(comparison.pairs)
+    assert list(pairs.x) == ["seed 0", "seed 1"]
+    assert list(pairs.y) == pytest.approx([0.0, -1.6])
+    assert list(pairs.hovertext) == ["adamw lr=0.003 vs adamw+magma lr=0.003"] * 2
+    assert fig.layout.title.text == (
+        "Paired difference in validation perplexity at each arm's best: "
+        "adamw+magma - adamw (n=2 seeds)"
+    )
     zero, mean = (shape for shape in fig.layout.shapes if shape.type == "line")
     assert zero.y0 == 0 and mean.y0 == pytest.approx(comparison.difference.mean)
     [band] = (shape for shape in fig.layout.shapes if shape.type == "rect")
     assert (band.y0, band.y1) == (comparison.difference.low, comparison.difference.high)
-    notes = [a.text for a in fig.layout.annotations]
-    assert "left out: 2 pairs without a result, 0 trials without a counterpart" in notes
+    assert all("left out" not in a.text for a in fig.layout.annotations)
+    assert fig.layout.xaxis.title.text == "seed"
     assert fig.layout.yaxis.title.text == "validation perplexity difference (adamw+magma - adamw)"
 
 
 def test_paired_difference_figure_with_a_single_pair_has_no_band():
     rows = Rows()
     rows.add(2.0, variant="dense", lr=1e-2)
+    rows.add(2.5, seed=1, variant="dense", lr=1e-2)  # magma's best never ran seed 1
     rows.add(1.5, variant="magma", lr=1e-2)
-    fig = paired_difference_figure(paired_comparison(rows.trials(), DENSE, MAGMA), "val_loss")
+    comparison = paired_comparison(rows.trials(), DENSE, MAGMA, "min")
+    fig = paired_difference_figure(comparison, "val_loss")
     assert [shape.type for shape in fig.layout.shapes] == ["line", "line"]
     assert fig.layout.yaxis.title.text == "validation loss difference (adamw+magma - adamw)"
+    notes = [a.text for a in fig.layout.annotations]
+    assert "left out: 1 trials whose seed the other arm's best did not run" in notes
+
+
+def test_paired_difference_figure_names_an_arm_without_a_best():
+    rows = Rows()
+    rows.add(2.0, variant="dense", lr=1e-2)
+    rows.add(None, variant="magma", lr=1e-2, status="diverged")
+    fig = paired_difference_figure(
+        paired_comparison(rows.trials(), DENSE, MAGMA, "min"), "val_loss"
+    )
+    assert list(fig.data[0].y) == [] and "(n=0 seeds)" in fig.layout.title.text
+    notes = [a.text for a in fig.layout.annotations]
+    assert notes == [
+        "adamw+magma: no configuration whose every seed completed; "
+        "left out: 1 trials whose seed the other arm's best did not run"
+    ]
 
 
 def test_comparison_table_figure():
@@ -414,7 +441,7 @@ def test_every_figure_serialises_to_strict_json(lr_sweep: Rows):
         slice_figure(configs, ["lr"], "val_ppl"),
         intervals_figure(configs, "val_ppl"),
         divergence_figure(divergence_rates(trials)),
-        paired_difference_figure(paired_comparison(trials, DENSE, MAGMA), "val_ppl"),
+        paired_difference_figure(paired_comparison(trials, DENSE, MAGMA, "min"), "val_ppl"),
         best_curves_figure(
             best_configuration_curves(
                 trials, learning_curves(trials, lr_sweep.metrics(), "val_ppl", "tokens")

@@ -38,13 +38,13 @@ SERVICES = {"postgres", "api", "driver", "ray-head", "ray-worker-cpu"}
 HEALTH_CHECKED = {"postgres", "api", "ray-head"}
 #: the label every build of the Dockerfile carries
 IMAGE_LABEL = "org.opencontainers.image.title=magma-bench"
-#: the quadratic preset, small: 2 arms x 3 LRs (+ an extension while unbracketed) x 1 seed,
-#: then each arm's choice on 1 fresh seed; 4000 steps (about 10 s a run), checkpointed every
-#: 200, so that the driver's restart finds runs in flight
+#: the quadratic preset, small: 2 arms x 3 LRs (+ an extension while unbracketed) x 2 seeds
+#: (a bracket study's fewest), then each arm's choice on 1 fresh seed; 4000 steps (about
+#: 10 s a run), checkpointed every 200, so that the driver's restart finds runs in flight
 STUDY = {
     "preset": "quadratic",
     "overrides": {
-        "seeds": 1,
+        "seeds": 2,
         "workload": {"steps": 4000, "eval_interval": 200},
         "protocol": {"max_extensions": 1, "confirm_seeds": 1},
     },
@@ -256,7 +256,7 @@ def test_a_study_completes_on_the_cpu_worker_through_a_driver_restart(stack: Sta
     assert resumed and all(attempts >= 2 for attempts in resumed.values()), resumed
     keys = [(t["configuration"], t["seed_index"]) for t in runs]
     assert len(keys) == len(set(keys)), keys
-    assert len(runs) >= 2 * 3 + 2  # both arms' 3 LRs on 1 seed, each choice on 1 more
+    assert len(runs) >= 2 * 3 * 2 + 2  # both arms' 3 LRs on 2 seeds, each choice on 1 more
     nodes = {t["node"] for t in runs}
     assert nodes == {worker_node_id(stack)}, nodes
     stack.report["study_trials"] = len(runs)

@@ -15,10 +15,10 @@ from studies import bracket
 from studies.caps import check_caps
 from studies.presets import PRESET_DIR, load_preset, preset_names
 from studies.samplers import distributions, make_sampler
-from studies.spec import SEARCHABLE, Range, StudySpec, load_spec
+from studies.spec import BRACKET_MIN_SEEDS, SEARCHABLE, Range, StudySpec, load_spec
 from tests.optimizer_infos import OPTIMIZERS
 from worker.config import TrialConfig
-from worker.contract import mask_seed
+from worker.contract import Components, mask_seed
 from worker.models import model_names
 from worker.settings import Caps, Settings
 
@@ -26,10 +26,10 @@ from worker.settings import Caps, Settings
 #: presets: arms x (initial_points + max_extensions) (+ arms with a confirmation stage);
 #: every preset must be listed here
 PRESETS = {
-    "paper-table1": (60, 1),  # 5 bases x 2 variants = 10 arms x (3 + 2) LRs + 10
-    "sensitivity-p-tau": (12, 1),  # 3 p x 4 tau
+    "paper-table1": (60, 2),  # 5 bases x 2 variants = 10 arms x (3 + 2) LRs + 10
+    "sensitivity-p-tau": (12, 3),  # 3 p x 4 tau, 3 seeds: Figure A1's claim is paired
     "lr-window": (32, 2),  # 2 bases x 2 variants = 4 arms x (5 + 3) LRs
-    "components": (30, 2),  # 2 variants x 3 components = 6 arms x (3 + 2) LRs
+    "components": (40, 2),  # 2 variants x 4 components = 8 arms x (3 + 2) LRs
     "granularity": (40, 2),  # 2 variants x 4 granularities = 8 arms x (3 + 2) LRs
     "quadratic": (16, 3),  # 2 variants x (3 + 4) LRs + 2
     "heavy-tailed": (14, 3),  # 2 variants x (3 + 3) LRs + 2
@@ -39,7 +39,7 @@ PRESETS = {
 BRACKET_ARMS = {
     "paper-table1": 10,
     "lr-window": 4,
-    "components": 6,
+    "components": 8,
     "granularity": 8,
     "quadratic": 2,
     "heavy-tailed": 2,
@@ -81,6 +81,8 @@ def test_preset_loads_with_expected_size(name):
     assert s.grid_size == len(s.grid_points()) == BRACKET_ARMS.get(name, configurations)
     assert s.bracket == (name in BRACKET_ARMS)
     assert s.seeds == seeds
+    # a bracket study chooses each arm's LR on at least 2 seeds
+    assert not s.bracket or s.seeds >= BRACKET_MIN_SEEDS == 2
     assert s.description and s.paper_reference
     assert s.fixed.get("threads") == 1
     assert s.max_concurrent == 2
@@ -113,6 +115,24 @@ def test_ablation_presets_use_rmsprop():
     s = load_preset("sensitivity-p-tau")
     assert s.search["p"] == [0.25, 0.5, 0.75]
     assert s.search["tau"] == [0.5, 1.0, 2.0, 4.0]
+
+
+def test_components_preset_runs_table_a1_and_mlp_alone():
+    """Table A1's attention, attention+mlp and all, and MLP alone (Appendix C.1's text
+    compares attention with MLP): every components value there is, dense tuned once."""
+    s = load_preset("components")
+    assert s.search["components"] == ["attention", "mlp", "attention+mlp", "all"]
+    assert set(s.search["components"]) == set(Components.values())
+    arms = {TrialConfig(**s.trial_config(point)).run_key() for point in s.grid_points()}
+    assert len(arms) == 1 + 4  # dense ignores components: 5 arms, at most 5 x 5 x 2 = 50 runs
+    assert "5 arms, at most 5 x 5 x 2 seeds = 50 runs" in s.description
+
+
+def test_sensitivity_preset_runs_figure_a1s_grid_on_3_seeds():
+    s = load_preset("sensitivity-p-tau")
+    assert (s.search["p"], s.search["tau"]) == ([0.25, 0.5, 0.75], [0.5, 1.0, 2.0, 4.0])
+    assert (s.seeds, s.runs) == (3, 36)
+    assert "12 configurations x 3 seeds = 36 runs" in s.description
 
 
 def test_synthetic_presets():
@@ -209,6 +229,11 @@ def test_bracket_caps_check_the_first_round_and_confirmation():
         ({"early_stopping": {"kind": "asha"}}, "early_stopping: protocol 'bracket'"),
         ({"protocol": {"kind": "bracket", "lr_step_decades": 0}}, "lr_step_decades"),
         ({"protocol": {"kind": "bracket", "lr_start": 1e-3, "typo": 1}}, "typo"),
+        (
+            {"seeds": 1},
+            "seeds: protocol 'bracket' chooses each arm's LR on at least 2 seeds: "
+            "give 2 to 20 (got 1)",
+        ),
     ],
 )
 def test_bracket_protocol_validation_names_the_field(fields, message):

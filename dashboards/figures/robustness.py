@@ -1,5 +1,5 @@
 """How robust results are to the seed: per-configuration intervals, divergence rates and
-the paired difference between two arms."""
+the paired difference between two arms, each at its best configuration, one pair a seed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from dashboards.figures.style import (
     new_figure,
     objective_title,
     params_label,
-    params_text,
     value_axis_type,
 )
 from studies.analysis.arms import Configuration
@@ -89,18 +88,26 @@ def divergence_figure(rates: Mapping[Arm, DivergenceRate]) -> go.Figure:
 
 
 def paired_difference_figure(comparison: PairedComparison, metric: str) -> go.Figure:
-    """Every pair's difference b - a (one dot per seed and configuration) with the mean
-    and its paired 95% interval as a line and band, and zero marked: the band clear of
-    zero means the arms differ beyond seed noise."""
+    """Each arm at its best configuration, one dot per seed: that seed's difference b - a,
+    with the mean and its paired 95% interval as a line and band, and zero marked: the band
+    clear of zero means the arms differ beyond seed noise."""
     a, b = comparison.a.label, comparison.b.label
     name = objective_title(metric)
-    fig = new_figure(f"Paired difference in {name}: {b} - {a} (n={len(comparison.pairs)})")
+    n = len(comparison.pairs)
+    fig = new_figure(
+        f"Paired difference in {name} at each arm's best: {b} - {a} "
+        f"(n={n} seed{'' if n == 1 else 's'})"
+    )
     fig.add_scatter(
-        x=[params_text(pair.a.params) or "all" for pair in comparison.pairs],
+        x=[f"seed {pair.a.seed_index}" for pair in comparison.pairs],
         y=[pair.difference for pair in comparison.pairs],
         mode="markers",
-        name="pairs",
-        hovertext=[f"seed {pair.a.seed_index}" for pair in comparison.pairs],
+        name="seeds",
+        hovertext=[
+            f"{params_label(comparison.a, pair.a.params)} vs "
+            f"{params_label(comparison.b, pair.b.params)}"
+            for pair in comparison.pairs
+        ],
         customdata=[[pair.a.id, pair.b.id] for pair in comparison.pairs],
     )
     fig.add_hline(y=0, line={"color": "#444", "width": 1})
@@ -115,13 +122,19 @@ def paired_difference_figure(comparison: PairedComparison, metric: str) -> go.Fi
         fig.add_hrect(
             y0=difference.low, y1=difference.high, fillcolor="#d62728", opacity=0.12, line_width=0
         )
-    dropped = len(comparison.incomplete) + len(comparison.unpaired)
-    if dropped:
+    notes = [
+        f"{arm.label}: no configuration whose every seed completed"
+        for arm, best in ((comparison.a, comparison.a_best), (comparison.b, comparison.b_best))
+        if best is None
+    ]
+    if comparison.unpaired:
+        notes.append(
+            f"left out: {len(comparison.unpaired)} trials whose seed the other arm's best "
+            "did not run"
+        )
+    if notes:
         fig.add_annotation(
-            text=(
-                f"left out: {len(comparison.incomplete)} pairs without a result, "
-                f"{len(comparison.unpaired)} trials without a counterpart"
-            ),
+            text="; ".join(notes),
             xref="paper",
             yref="paper",
             x=0,
@@ -129,6 +142,6 @@ def paired_difference_figure(comparison: PairedComparison, metric: str) -> go.Fi
             yanchor="bottom",
             showarrow=False,
         )
-    fig.update_xaxes(type="category", title="configuration")
+    fig.update_xaxes(type="category", title="seed")
     fig.update_yaxes(title=f"{name} difference ({b} - {a})")
     return fig

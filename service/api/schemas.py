@@ -76,8 +76,9 @@ class BestTrial(BaseModel):
 class BracketArm(BaseModel):
     arm: dict[str, Any] = Field(description="the arm's searched values, lr aside")
     status: str = Field(
-        description="bracketed (both neighbours of its best LR are worse or diverged); "
-        "max_extensions or caps (stopped unbracketed by that limit); running"
+        description="bracketed (an LR on each side of its best LR completed or diverged; a "
+        "failed or pruned one does not count); max_extensions or caps (stopped unbracketed "
+        "by that limit); running"
     )
     lrs: list[float] = Field(description="every LR it ran, ascending")
     best_lr: float | None

@@ -1,25 +1,32 @@
 """Paired comparison of two arms run on common random numbers.
 
-Every seed of a study shares data order and initialisation across arms, so a trial of
-arm ``a`` and the trial of arm ``b`` with the same seed and the same other parameters
-differ only in the optimizer. Their difference cancels the seed's own luck, and a paired
+Every seed of a study shares data order and initialisation across arms, so arm ``a``'s
+trial and arm ``b``'s trial with the same seed differ only in the optimizer and the
+configuration each arm chose. Their difference cancels the seed's own luck, and a paired
 t interval on the differences is far tighter than comparing the two means.
+
+Each arm is compared at its best configuration (``studies.analysis.arms.best_configuration``,
+the study's one best rule: only a configuration whose every seed completed competes, and
+never a bracket study's confirmation rerun), and the two bests' trials are paired by
+``seed_index``: one pair per seed. Pairing every configuration the arms share (each LR of a
+sweep, say) would count a seed once per configuration as if each were a new one, and give
+an interval too narrow for the number of seeds that were actually run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from studies.analysis.arms import ARM_PARAMS
+from studies.analysis.arms import Configuration, best_configuration, configurations
 from studies.analysis.intervals import Interval, mean_interval
+from studies.analysis.objective import Mode
 from studies.records import Arm, TrialRecord
 
 
 @dataclass(frozen=True)
 class Pair:
-    """Two trials that differ only in their arm, both completed."""
+    """The two arms' best configurations' trials on one seed, both completed."""
 
     a: TrialRecord
     b: TrialRecord
@@ -31,56 +38,52 @@ class Pair:
 class PairedComparison:
     a: Arm
     b: Arm
+    #: each arm's best configuration; None when none of its configurations competes (no
+    #: configuration whose every seed completed), which leaves no pairs
+    a_best: Configuration | None
+    b_best: Configuration | None
+    #: one pair per seed both bests ran, by seed index
     pairs: tuple[Pair, ...]
     #: mean of the pairs' differences (b - a) with its paired-t interval
     difference: Interval
-    #: matched (a, b) trial ids left out because a member has no result (it diverged,
-    #: was pruned, failed or has not finished)
-    incomplete: tuple[tuple[int, int], ...]
-    #: ids of trials with no counterpart in the other arm (a missing seed or configuration,
-    #: or a repeat of a configuration already matched)
+    #: ids of the bests' trials whose seed the other arm's best did not run
     unpaired: tuple[int, ...]
 
 
-def match_key(trial: TrialRecord) -> tuple[Any, ...]:
-    """What two trials of different arms must share to be a pair: every searched value
-    except the arm's, and the seed."""
-    params = tuple(sorted((k, v) for k, v in trial.params.items() if k not in ARM_PARAMS))
-    return (params, trial.seed_index)
-
-
 def paired_comparison(
-    trials: Iterable[TrialRecord], a: Arm, b: Arm, confidence: float = 0.95
+    trials: Iterable[TrialRecord], a: Arm, b: Arm, mode: Mode, confidence: float = 0.95
 ) -> PairedComparison:
-    """Pairs arm ``a``'s trials with arm ``b``'s and summarises b - a."""
+    """Arm ``a``'s best configuration against arm ``b``'s, their trials paired by seed
+    index (one pair per seed), and the mean of b - a with its paired-t interval."""
     if a == b:
         raise ValueError(f"compare two different arms, got {a.label} twice")
-    sides: dict[Arm, dict[tuple[Any, ...], TrialRecord]] = {a: {}, b: {}}
-    unpaired: list[int] = []
-    for trial in sorted(trials, key=lambda trial: trial.number):
-        side = sides.get(trial.arm)
-        if side is None:
-            continue
-        key = match_key(trial)
-        if key in side:
-            unpaired.append(trial.id)  # a repeated configuration: the first one is used
-        else:
-            side[key] = trial
-    pairs, incomplete = [], []
-    for key, trial_a in sides[a].items():
-        trial_b = sides[b].pop(key, None)
-        if trial_b is None:
-            unpaired.append(trial_a.id)
-        elif trial_a.result is None or trial_b.result is None:
-            incomplete.append((trial_a.id, trial_b.id))
-        else:
+    trials = list(trials)
+    bests = {
+        arm: best_configuration(configurations([t for t in trials if t.arm == arm]), mode)
+        for arm in (a, b)
+    }
+    seeds = {
+        arm: {trial.seed_index: trial for trial in best.trials} if best is not None else {}
+        for arm, best in bests.items()
+    }
+    pairs = []
+    for seed in sorted(seeds[a].keys() & seeds[b].keys()):
+        trial_a, trial_b = seeds[a][seed], seeds[b][seed]
+        # a best configuration's every seed completed, so each has a result
+        if trial_a.result is not None and trial_b.result is not None:
             pairs.append(Pair(trial_a, trial_b, trial_b.result - trial_a.result))
-    unpaired.extend(trial.id for trial in sides[b].values())
+    unpaired = [
+        trial.id
+        for arm, other in ((a, b), (b, a))
+        for seed, trial in seeds[arm].items()
+        if seed not in seeds[other]
+    ]
     return PairedComparison(
         a=a,
         b=b,
+        a_best=bests[a],
+        b_best=bests[b],
         pairs=tuple(pairs),
         difference=mean_interval([pair.difference for pair in pairs], confidence),
-        incomplete=tuple(incomplete),
         unpaired=tuple(sorted(unpaired)),
     )
