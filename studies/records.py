@@ -71,11 +71,11 @@ class TrialRecord:
     def result(self) -> float | None:
         """The objective of a trial that completed; diverged, pruned, failed or unfinished
         trials have no result even when they recorded a number."""
-        return self.objective if self.status == "complete" else None
+        return self.objective if self.status == TrialStatus.complete else None
 
     @property
     def diverged(self) -> bool:
-        return self.status == "diverged"
+        return self.status == TrialStatus.diverged
 
 
 @dataclass(frozen=True)

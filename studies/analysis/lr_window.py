@@ -37,6 +37,7 @@ from studies.analysis.arms import (
 )
 from studies.analysis.objective import Mode, check_mode, rank
 from studies.records import Arm, TrialRecord
+from worker.contract import TrialStatus
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def _frontier(trials: list[TrialRecord]) -> tuple[float | None, float | None]:
         lr = float(trial.value("lr"))
         if trial.diverged:
             diverged.add(lr)
-        elif trial.status == "complete":
+        elif trial.status == TrialStatus.complete:
             completed.add(lr)
     stable = completed - diverged
     return (max(stable) if stable else None, min(diverged) if diverged else None)

@@ -27,7 +27,7 @@ from studies.engine.searcher import StudySearcher
 from studies.spec import StudySpec
 from studies.storage.engine import transaction
 from studies.storage.repository import trial_lifecycle
-from worker.contract import OBJECTIVE_KEY
+from worker.contract import OBJECTIVE_KEY, StudyStatus
 from worker.trainable import trainable
 
 MAX_TRIAL_RETRIES = 2
@@ -141,7 +141,7 @@ def run_study(
     with transaction(sessions) as session:
         if cancelled.is_set():
             trial_lifecycle.cancel_unfinished(session, study_id)
-            return "cancelled"
+            return StudyStatus.cancelled.value
         if trial_lifecycle.unfinished_count(session, study_id):
-            return "failed"
-    return "complete"
+            return StudyStatus.failed.value
+    return StudyStatus.complete.value

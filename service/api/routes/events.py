@@ -21,10 +21,10 @@ from service.core.errors import APIError, error_responses, not_found
 from studies.storage.engine import transaction
 from studies.storage.models import Event, Study
 from studies.storage.repository import event_log
+from worker.contract import FINISHED_STUDY_STATUSES
 
 router = APIRouter(prefix="/studies", tags=["events"])
 
-FINISHED = ("complete", "failed", "cancelled")
 BATCH = 500
 
 
@@ -88,6 +88,6 @@ async def study_events(
             yield _event(event)
             cursor = event.id
         if len(events) < BATCH:
-            if status is None or status in FINISHED:
+            if status is None or status in FINISHED_STUDY_STATUSES:
                 return
             await asyncio.sleep(settings.events_poll_seconds)

@@ -24,7 +24,7 @@ from studies.spec import StudySpec
 from studies.storage.engine import transaction
 from studies.storage.models import Study
 from studies.storage.repository import reads, submissions
-from worker.contract import FINISHED_STUDY_STATUSES, StudyStatusName, TrialStatusName
+from worker.contract import FINISHED_STUDY_STATUSES, StudyStatus, StudyStatusName, TrialStatusName
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -141,7 +141,7 @@ def cancel_study(study_id: StudyId, database: DatabaseDep) -> StudyDetail:
     """Queued studies are cancelled at once; running ones within seconds, by their driver."""
     with transaction(database.writes) as session:
         study = _study(session, study_id)
-        if study.status in ("complete", "failed"):
+        if study.status in (StudyStatus.complete, StudyStatus.failed):
             raise APIError(409, f"study {study_id} is {study.status}; nothing to cancel")
         submissions.request_cancel(session, study_id)
         return views.detail(session, study)
