@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import claims as bench
 from service.api.schemas import ClaimRow, ClaimsReport, ClaimStudy
+from studies.analysis import claims
 from studies.analysis.claim_rules import Support
 
 #: Figure 4 at the smallest scale that still runs both arms of both Hessians: one LR, one
@@ -84,12 +85,14 @@ def test_suite_keeps_table_a1s_components_and_figure_a1s_seeds() -> None:
 
 def test_tables() -> None:
     report = ClaimsReport(
+        registry_version="0123456789ab",
         claims=[
             ClaimRow(
                 id="fig-4",
                 reference="Figure 4",
                 statement="s",
                 definition="d",
+                parameters={},
                 studies=[
                     ClaimStudy(
                         role="heterogeneous",
@@ -115,6 +118,7 @@ def test_tables() -> None:
                 reference="Table 1",
                 statement="s",
                 definition="d",
+                parameters={},
                 studies=[],
                 support="supported",
                 numbers=[],
@@ -123,9 +127,11 @@ def test_tables() -> None:
         ]
     )
     lines = bench.format_claims(report, ["fig-4"])
-    assert lines[1].split()[:4] == ["Figure", "4", "inconclusive", "#3"]
-    assert lines[2].split()[:2] == ["quadratic", "(hessian=homogeneous)"]
-    assert lines[2].endswith("no complete study")
+    assert lines[0] == "claims registry version 0123456789ab"
+    assert lines[1].split() == ["claim", "verdict", "study", "scale"]
+    assert lines[2].split()[:4] == ["Figure", "4", "inconclusive", "#3"]
+    assert lines[3].split()[:2] == ["quadratic", "(hessian=homogeneous)"]
+    assert lines[3].endswith("no complete study")
     assert lines[-1].strip() == "warning: 1 seed"
     assert not any("Table 1" in line for line in lines)
     rows = [
@@ -149,9 +155,13 @@ def test_runs_figure_4_through_the_driver(
     out = capsys.readouterr().out
     assert out.count(": complete in ") == 2, out  # one progress line per finished study
     row = next(line for line in out.splitlines() if line.startswith("Figure 4"))
-    assert row.split()[2] in Support.values()
+    # one seed a study can decide nothing: absence of evidence is never support
+    assert row.split()[2] == Support.inconclusive
     assert "quadratic (heterogeneous), 10 steps of batch 3, 1 seed" in row
+    assert "1 deciding pairs, fewer than 3" in out
     report = json.loads(out_json.read_text())
+    assert report["registry_version"] == claims.registry_version()
+    assert out.startswith("# claims suite") and f"version {claims.registry_version()}" in out
     assert [claim["id"] for claim in report["claims"]] == ["fig-4"]
     assert [s["study_id"] for s in report["claims"][0]["studies"]] == [1, 2]
     assert [s["status"] for s in report["studies"]] == ["complete", "complete"]

@@ -28,9 +28,9 @@ from worker.settings import Caps, Settings
 PRESETS = {
     "paper-table1": (60, 2),  # 5 bases x 2 variants = 10 arms x (3 + 2) LRs + 10
     "sensitivity-p-tau": (12, 3),  # 3 p x 4 tau, 3 seeds: Figure A1's claim is paired
-    "lr-window": (32, 2),  # 2 bases x 2 variants = 4 arms x (5 + 3) LRs
-    "components": (40, 2),  # 2 variants x 4 components = 8 arms x (3 + 2) LRs
-    "granularity": (40, 2),  # 2 variants x 4 granularities = 8 arms x (3 + 2) LRs
+    "lr-window": (40, 3),  # 2 bases x 2 variants = 4 arms x (7 + 3) LRs, paired per seed
+    "components": (48, 2),  # 2 variants x 4 components = 8 arms x (3 + 2) LRs + 8
+    "granularity": (48, 2),  # 2 variants x 4 granularities = 8 arms x (3 + 2) LRs + 8
     "quadratic": (16, 3),  # 2 variants x (3 + 4) LRs + 2
     "heavy-tailed": (14, 3),  # 2 variants x (3 + 3) LRs + 2
     "demo": (4, 1),  # 2 variants x 2 LRs

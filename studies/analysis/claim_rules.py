@@ -1,36 +1,40 @@
 """How each claim of the paper is decided: one function per claim, reading the studies of
 its roles and the parameters its registry entry fixes (``studies.analysis.claims``).
 
-A rule is conservative: it supports or contradicts a claim only on a paired difference
-whose interval excludes 0 (``verdict``) or a measured number against a stated threshold,
-and says *inconclusive*, with the reason, short of that. Where a study ran a confirmation
-stage (fresh seeds) its verdict decides: the selection stage's best carries the winner's
-curse.
+Every rule has one shape. It lists the paired comparisons the paper's sentence makes
+(``Check``), each on its deciding stage (``verdict``), with what would support the claim
+and what would contradict it; Holm's adjustment runs across the claim's comparisons
+(``inference.holm``); then the claim is *supported* when every comparison supports it and
+none is limited (too few pairs, an unbracketed arm, no interval), *contradicted* when a
+comparison free of limits contradicts it, and *inconclusive* otherwise. Absence of
+evidence never supports: "no other value is better" is not a test, "equivalent within a
+stated margin" (TOST) is.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from studies.analysis.arms import (
-    Configuration,
-    best_configuration,
-    best_per_cell,
-    configurations,
-)
-from studies.analysis.lr_window import lr_windows
-from studies.analysis.objective import Mode, rank
+from scipy import stats
+
+from studies.analysis.arms import Configuration, best_configuration, configurations
+from studies.analysis.inference import ALPHA, PairedTest, Verdict, holm, paired_test
+from studies.analysis.lr_window import LRWindow, lr_windows
+from studies.analysis.objective import Mode
 from studies.analysis.verdict import (
-    MIN_SEEDS,
+    MIN_DECIDING_PAIRS,
     Comparison,
-    Estimate,
-    Verdict,
-    paired_estimate,
+    Stage,
+    StageTest,
+    compare_arms,
+    compare_configurations,
+    describe_test,
     unbracketed_warnings,
-    verdicts,
 )
+from studies.best import STAGE_KEY, is_confirmation
 from studies.records import Arm, BracketSearch, TrialRecord
 from worker.contract import Names, Variant
 
@@ -66,288 +70,570 @@ Parameters = Mapping[str, Any]
 Rule = Callable[[Mapping[str, StudyView], Parameters], Finding]
 
 
-def _improvement(estimate: Estimate, mode: Mode) -> float:
-    """The change with the sign that makes a gain positive."""
-    return -estimate.change if mode == "min" else estimate.change
+@dataclass(frozen=True)
+class Check:
+    """One comparison a claim's sentence makes."""
+
+    label: str
+    #: the deciding stage's test; None when there was nothing to test
+    test: PairedTest | None
+    #: why its verdict cannot count (too few pairs, unbracketed, no test)
+    limits: tuple[str, ...]
+    #: whether a test (Holm-adjusted) supports the claim (by default: better)
+    supports: Callable[[PairedTest], bool] = lambda test: test.verdict == Verdict.better
+    #: whether it contradicts the claim (by default: worse)
+    contradicts: Callable[[PairedTest], bool] = lambda test: test.verdict == Verdict.worse
 
 
-def _masked(comparisons: Sequence[Comparison]) -> list[Comparison]:
-    return [c for c in comparisons if c.arm.variant == Variant.magma.value]
+def _check(label: str, stage: StageTest, limits: Sequence[str] = (), **kwargs: Any) -> Check:
+    found = list(limits)
+    if stage.test is None or stage.test.p_value is None:
+        found.append(f"no test: {stage.reason or 'no interval'}")
+    if stage.test is not None and stage.n < MIN_DECIDING_PAIRS:
+        found.append(f"{stage.n} deciding pairs, fewer than {MIN_DECIDING_PAIRS}")
+    return Check(label, stage.test, tuple(found), **kwargs)
 
 
-def _decisive(comparison: Comparison) -> Estimate | None:
-    """The confirmation stage's estimate when the study ran one (fresh seeds: free of the
-    selection's winner's curse), else the selection stage's."""
-    return comparison.confirmation or comparison.estimate
+def _from_comparison(label: str, comparison: Comparison, **kwargs: Any) -> Check:
+    return _check(label, comparison.deciding, comparison.limits, **kwargs)
 
 
-def _line(comparison: Comparison) -> str:
-    """The comparison's summary, and its confirmation stage's when there is one."""
-    if comparison.confirmation is None:
-        return comparison.summary
-    return f"{comparison.summary}; confirmation: {comparison.confirmation.describe()}"
+def _equivalent(test: PairedTest) -> bool:
+    """Equivalent within the test's margin by TOST, at its Holm-adjusted p where adjusted:
+    a difference too small to matter, even when it is detectable."""
+    adjusted = test.p_equivalence_adjusted
+    p = adjusted if adjusted is not None else test.p_equivalence
+    return p is not None and p < test.alpha
 
 
-def _warnings(comparisons: Sequence[Comparison]) -> tuple[str, ...]:
-    """Each comparison's warnings, named by its masked arm when there are several."""
-    if len(comparisons) == 1:
-        return tuple(w.message for w in comparisons[0].warnings)
-    return tuple(f"{c.arm.label}: {w.message}" for c in comparisons for w in c.warnings)
+def _better_or_equivalent(test: PairedTest) -> bool:
+    return test.verdict == Verdict.better or _equivalent(test)
 
 
-def table1(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
-    study = studies["study"]
-    comparisons = _masked(verdicts(study.trials, study.mode, bracket=study.bracket))
-    if not comparisons:
-        return Finding(Support.inconclusive, ("no base was run both dense and with magma",))
-    found = [estimate.verdict if (estimate := _decisive(c)) else None for c in comparisons]
-    if Verdict.worse in found:
-        support = Support.contradicted
-    elif all(v == Verdict.better for v in found):
-        support = Support.supported
-    else:
-        support = Support.inconclusive
-    return Finding(support, tuple(_line(c) for c in comparisons), _warnings(comparisons))
+def _worse_beyond_margin(test: PairedTest) -> bool:
+    """Detectably worse and not equivalent: a loss that matters."""
+    return test.verdict == Verdict.worse and not _equivalent(test)
 
 
-def _neighbours(values: Sequence[float], centre: float) -> list[float] | None:
-    """The centre and its tested neighbours on each side; None when it was not tested."""
-    ordered = sorted(set(values))
-    if centre not in ordered:
-        return None
-    i = ordered.index(centre)
-    return ordered[max(i - 1, 0) : i + 2]
+def _beyond_margin(margin: float) -> Callable[[PairedTest], bool]:
+    """A detectable difference whose size exceeds ``margin``: what contradicts a claim of
+    insensitivity (a detectable difference inside the margin does not)."""
+
+    def contradicts(test: PairedTest) -> bool:
+        detected = test.verdict in (Verdict.better, Verdict.worse)
+        return detected and test.change is not None and abs(test.change) > margin
+
+    return contradicts
 
 
-def sensitivity(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
-    study = studies["study"]
-    masked = [t for t in study.trials if t.arm.variant == Variant.magma.value]
-    cells = best_per_cell(masked, "p", "tau", study.mode)
-    ps = _neighbours([float(p) for p, _ in cells], given["p"])
-    taus = _neighbours([float(tau) for _, tau in cells], given["tau"])
-    if ps is None or taus is None or (given["p"], given["tau"]) not in cells:
-        return Finding(Support.inconclusive, ("p=0.5, tau=2 was not run with magma",))
-    if len(ps) < 2 or len(taus) < 2:
-        return Finding(Support.inconclusive, ("p or tau has no tested neighbour of 0.5 or 2",))
-    hood = {(p, tau): cells.get((p, tau)) for p in ps for tau in taus if (p, tau) in cells}
-    failed = [cell for cell, config in hood.items() if config is None]
-    if failed:
-        text = ", ".join(f"p={p:g} tau={tau:g}" for p, tau in failed)
-        return Finding(Support.contradicted, (f"no configuration completed at {text}",))
-    configs = {cell: config for cell, config in hood.items() if config is not None}
-    ranked = sorted(configs, key=lambda cell: rank(configs[cell].summary.mean, study.mode))
-    best, worst = configs[ranked[0]], configs[ranked[-1]]
-    if best.summary.mean == 0:
-        return Finding(Support.inconclusive, ("the best cell's objective is 0",))
-    spread = abs(worst.summary.mean - best.summary.mean) / abs(best.summary.mean)
-    cells_text = "; ".join(
-        f"p={p:g} tau={tau:g}: {config.summary.mean:.6g}" for (p, tau), config in configs.items()
-    )
-    # A spread beyond the tolerance contradicts only when it is no seed noise: the worst
-    # cell is detectably worse than the best, paired by seed (the tested-differences rule).
-    estimate = paired_estimate(best.trials, worst.trials, study.mode)
-    numbers = (
-        f"spread {spread:.2%} of the best cell over {len(configs)} cells "
-        f"(tolerance {given['spread_tolerance']:.0%})",
-        cells_text,
-        f"worst cell vs best: {_describe(estimate)}",
-    )
-    seeds = min(len(config.trials) for config in configs.values())
-    warnings = (
-        (f"{seeds} seed(s) a cell: the spread includes seed noise",) if seeds < MIN_SEEDS else ()
-    )
-    if spread <= given["spread_tolerance"]:
-        support = Support.supported
-    elif estimate is not None and estimate.verdict == Verdict.worse:
-        support = Support.contradicted
-    else:
-        support = Support.inconclusive
-    return Finding(support, numbers, warnings)
-
-
-def lr_window(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
-    study = studies["study"]
-    windows = lr_windows(study.trials, study.mode, given["window_delta"])
+def _decide(checks: Sequence[Check], warnings: Sequence[str] = ()) -> Finding:
+    """Holm across the checks' tests, then the one rule of the module docstring."""
+    tested = [check for check in checks if check.test is not None]
+    adjusted = dict(zip(map(id, tested), holm([c.test for c in tested]), strict=True))  # type: ignore[misc]
     numbers: list[str] = []
-    warnings: list[str] = []
     found: list[Support] = []
-    for arm in windows:
-        if arm.variant != Variant.magma.value or Arm(arm.base, "dense") not in windows:
-            continue
-        masked, dense = windows[arm], windows[Arm(arm.base, "dense")]
-        m, d = getattr(masked, "width", None), getattr(dense, "width", None)
-        if m is None or d is None:
-            numbers.append(f"{arm.label} vs {arm.base}: a window is missing (no stable LR)")
+    for check in checks:
+        test = adjusted.get(id(check))
+        if test is None:
+            numbers.append(f"{check.label}: no test ({'; '.join(check.limits)})")
             found.append(Support.inconclusive)
             continue
-        numbers.append(f"{arm.label} vs {arm.base}: {m:.2f} vs {d:.2f} decades")
-        for window in (masked, dense):
-            if _censored(window):
-                warnings.append(f"{window.arm.label}: its window reaches the end of the LR grid")
-            warnings += _unbracketed(study, window.arm)
-        if m > d:
-            found.append(Support.inconclusive if _censored(dense) else Support.supported)
-        elif m < d:
-            found.append(Support.inconclusive if _censored(masked) else Support.contradicted)
+        holm_p = f", Holm p {test.p_adjusted:.3g}" if test.p_adjusted is not None else ""
+        line = f"{check.label}: {describe_test(test)}{holm_p}"
+        if check.limits:
+            numbers.append(f"{line}; does not count: {'; '.join(check.limits)}")
+            found.append(Support.inconclusive)
+        elif check.contradicts(test):
+            numbers.append(f"{line}; contradicts")
+            found.append(Support.contradicted)
+        elif check.supports(test):
+            numbers.append(line)
+            found.append(Support.supported)
         else:
+            numbers.append(line)
             found.append(Support.inconclusive)
-    seeds = {t.seed_index for t in study.trials}
-    if len(seeds) < MIN_SEEDS:
-        warnings.append(f"{len(seeds)} seed(s): the windows are drawn through seed noise")
-    return Finding(_all_or_any(found), tuple(numbers), tuple(warnings))
-
-
-def _censored(window: Any) -> bool:
-    """Whether a window ends at the first or last tested LR (it may extend beyond)."""
-    points = getattr(window, "points", ())
-    low, high = getattr(window, "low", None), getattr(window, "high", None)
-    if not points or low is None or high is None:
-        return False
-    return low <= points[0].lr or high >= points[-1].lr
-
-
-def _all_or_any(found: Sequence[Support]) -> Support:
-    """Contradicted by any part, supported by every part, else inconclusive."""
+    if not checks:
+        return Finding(Support.inconclusive, ("nothing the claim compares was run",), ())
     if Support.contradicted in found:
-        return Support.contradicted
-    if found and all(s == Support.supported for s in found):
-        return Support.supported
-    return Support.inconclusive
-
-
-def _one_comparison(study: StudyView) -> Comparison | None:
-    masked = _masked(verdicts(study.trials, study.mode, bracket=study.bracket))
-    return masked[0] if masked else None
-
-
-def heavy_tailed(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
-    heavy, light = _one_comparison(studies["heavy"]), _one_comparison(studies["light"])
-    if heavy is None or light is None:
-        return Finding(Support.inconclusive, ("a study has no dense and magma arms of a base",))
-    numbers = (f"heavy: {_line(heavy)}", f"light: {_line(light)}")
-    warnings = tuple(f"heavy: {w}" for w in _warnings([heavy])) + tuple(
-        f"light: {w}" for w in _warnings([light])
-    )
-    heavy_estimate, light_estimate = _decisive(heavy), _decisive(light)
-    if heavy_estimate is None or light_estimate is None:
-        return Finding(Support.inconclusive, numbers, warnings)
-    gain_heavy = _improvement(heavy_estimate, studies["heavy"].mode)
-    gain_light = _improvement(light_estimate, studies["light"].mode)
-    if heavy_estimate.verdict == Verdict.worse or (
-        light_estimate.verdict == Verdict.better and gain_light >= gain_heavy
-    ):
         support = Support.contradicted
-    elif heavy_estimate.verdict == Verdict.better and gain_heavy > gain_light:
+    elif all(s == Support.supported for s in found):
         support = Support.supported
     else:
         support = Support.inconclusive
-    return Finding(support, numbers, warnings)
+    return Finding(support, tuple(numbers), tuple(dict.fromkeys(warnings)))
 
 
-def quadratic(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
-    hetero = _one_comparison(studies["heterogeneous"])
-    homo = _one_comparison(studies["homogeneous"])
-    if hetero is None or homo is None:
-        return Finding(Support.inconclusive, ("a study has no dense and magma arms of a base",))
-    numbers = (f"heterogeneous: {_line(hetero)}", f"homogeneous: {_line(homo)}")
-    warnings = tuple(f"heterogeneous: {w}" for w in _warnings([hetero])) + tuple(
-        f"homogeneous: {w}" for w in _warnings([homo])
+# --- reading a study ----------------------------------------------------------------------
+
+
+def _confirming(study: StudyView) -> bool:
+    """Whether the study runs a confirmation stage (a bracket protocol's confirm_seeds)."""
+    protocol = study.spec.get("protocol") or {}
+    return bool(protocol.get("confirm_seeds")) or any(
+        is_confirmation(t.params) for t in study.trials
     )
-    homo_estimate, hetero_estimate = _decisive(homo), _decisive(hetero)
-    margin = given["neutral_margin"]
-    low, high = (homo_estimate.low, homo_estimate.high) if homo_estimate else (None, None)
-    neutral = low is not None and high is not None and -margin <= low <= high <= margin
-    outside = low is not None and high is not None and (low > margin or high < -margin)
-    helps = hetero_estimate.verdict if hetero_estimate else None
-    if helps == Verdict.worse or outside:
-        support = Support.contradicted
-    elif helps == Verdict.better and neutral:
-        support = Support.supported
-    else:
-        support = Support.inconclusive
-    return Finding(support, numbers, warnings)
 
 
-def _best_where(
-    trials: Sequence[TrialRecord], arm: Arm, name: str, value: Any, mode: Mode
-) -> Configuration | None:
-    chosen = [t for t in trials if t.arm == arm and t.value(name) == value]
-    return best_configuration(configurations(chosen), mode)
-
-
-def _choice(
-    study: StudyView, arm: Arm, name: str, chosen: Any, baseline: Arm, baseline_value: Any
-) -> Finding:
-    """``chosen`` (of ``name``) in ``arm`` is best or tied among the values ``arm`` ran and
-    better than ``baseline`` (at ``baseline_value`` of ``name``, None for its best)."""
-    trials, mode = study.trials, study.mode
-    values = sorted({t.value(name) for t in trials if t.arm == arm}, key=str)
-    best = _best_where(trials, arm, name, chosen, mode)
-    if best is None:
-        return Finding(Support.inconclusive, (f"{arm.label} at {name}={chosen} never completed",))
-    if baseline_value is None:
-        base = best_configuration(configurations(t for t in trials if t.arm == baseline), mode)
-    else:
-        base = _best_where(trials, baseline, name, baseline_value, mode)
-    found: list[Support] = []
-    numbers: list[str] = []
-    rivals = 0
-    for value in values:
-        other = _best_where(trials, arm, name, value, mode) if value != chosen else None
-        if other is None:
-            continue
-        rivals += 1
-        estimate = paired_estimate(other.trials, best.trials, mode)
-        numbers.append(f"{name}={chosen} vs {name}={value}: {_describe(estimate)}")
-        found.append(
-            Support.contradicted
-            if estimate is not None and estimate.verdict == Verdict.worse
-            else Support.supported
+def _comparisons(
+    study: StudyView, pairs: Sequence[tuple[Arm, Arm]], **kwargs: Any
+) -> list[Comparison]:
+    trials = list(study.trials)
+    present = {t.arm for t in trials}
+    return [
+        compare_arms(
+            trials,
+            baseline,
+            arm,
+            study.mode,
+            None,
+            study.bracket,
+            confirming=_confirming(study),
+            **kwargs,
         )
-    if rivals == 0:
-        found.append(Support.inconclusive)
-        numbers.append(f"{arm.label} ran no other {name} that completed")
-    label = baseline.label + (f" ({name}={baseline_value})" if baseline_value else "")
-    estimate = paired_estimate(base.trials, best.trials, mode) if base is not None else None
-    numbers.append(f"{arm.label} ({name}={chosen}) vs {label}: {_describe(estimate)}")
-    verdict = estimate.verdict if estimate is not None else None
-    found.append(
-        {Verdict.better: Support.supported, Verdict.worse: Support.contradicted}.get(
-            verdict, Support.inconclusive
-        )
+        for baseline, arm in pairs
+        if baseline in present and arm in present
+    ]
+
+
+def _warnings(comparisons: Sequence[Comparison], prefix: str = "") -> list[str]:
+    return [
+        f"{prefix}{c.arm.label} vs {c.baseline.label}: {w.message}"
+        for c in comparisons
+        for w in c.warnings
+    ]
+
+
+def _config_trials(study: StudyView, config: Configuration) -> list[TrialRecord]:
+    """A chosen configuration's deciding runs: its confirmation reruns where the study ran
+    them (fresh seeds, free of the choice's winner's curse), else its own trials."""
+    if not _confirming(study):
+        return list(config.trials)
+    wanted = {k: v for k, v in config.params.items() if k != STAGE_KEY}
+    return [
+        t
+        for t in study.trials
+        if is_confirmation(t.params)
+        and {k: v for k, v in t.params.items() if k != STAGE_KEY} == wanted
+    ]
+
+
+def _best_where(study: StudyView, arm: Arm, **values: Any) -> Configuration | None:
+    """``arm``'s best selection-stage configuration among those with ``values``."""
+    chosen = [
+        t
+        for t in study.trials
+        if t.arm == arm
+        and not is_confirmation(t.params)
+        and all(t.value(name) == value for name, value in values.items())
+    ]
+    return best_configuration(configurations(chosen), study.mode)
+
+
+def _compare_configs(
+    study: StudyView,
+    label: str,
+    baseline: Configuration | None,
+    chosen: Configuration | None,
+    *,
+    margin: float | None = None,
+    effect: float,
+    **kwargs: Any,
+) -> Check:
+    if baseline is None or chosen is None:
+        which = "the baseline" if baseline is None else "the chosen configuration"
+        return Check(label, None, (f"{which} has no configuration complete on every seed",))
+    stage = Stage.confirmation if _confirming(study) else Stage.selection
+    test = compare_configurations(
+        _config_trials(study, baseline),
+        _config_trials(study, chosen),
+        study.mode,
+        stage=stage,
+        margin=margin,
+        effect=effect,
     )
-    seeds = len(best.trials)
-    warnings = [f"{seeds} seed(s) a configuration"] if seeds < MIN_SEEDS else []
-    warnings += _unbracketed(study, arm) + _unbracketed(study, baseline)
-    return Finding(_all_or_any(found), tuple(numbers), tuple(warnings))
+    return _check(label, test, **kwargs)
 
 
-def _unbracketed(study: StudyView, arm: Arm) -> list[str]:
-    return [w.message for w in unbracketed_warnings(study.trials, arm, study.bracket)]
+def _unbracketed(study: StudyView, *arms: Arm) -> list[str]:
+    return [
+        w.message for arm in arms for w in unbracketed_warnings(study.trials, arm, study.bracket)
+    ]
 
 
-def _describe(estimate: Estimate | None) -> str:
-    return "no shared seed" if estimate is None else estimate.difference
-
-
-def _base(study: StudyView) -> str | None:
+def _one_base(study: StudyView) -> str | None:
     bases = {t.arm.base for t in study.trials}
     return bases.pop() if len(bases) == 1 else None
 
 
-def components(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
+# --- the claims ---------------------------------------------------------------------------
+
+
+def table1(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
+    """Magma improves each base the paper masks, and Adam+Magma beats C-Adam."""
     study = studies["study"]
-    base = _base(study)
+    magma, dense = Variant.magma.value, Variant.dense.value
+    pairs = [(Arm(base, dense), Arm(base, magma)) for base in given["bases"]]
+    paper = _comparisons(study, pairs, effect=given["effect"])
+    rival = _comparisons(
+        study, [(Arm(given["rival"], dense), Arm(given["rival_of"], magma))], effect=given["effect"]
+    )
+    checks = [_from_comparison(f"{c.arm.label} vs {c.baseline.label}", c) for c in paper + rival]
+    finding = _decide(checks, _warnings(paper + rival))
+    others = sorted(
+        {t.arm.base for t in study.trials if t.arm.variant == magma} - set(given["bases"])
+    )
+    extra = _comparisons(
+        study, [(Arm(b, dense), Arm(b, magma)) for b in others], effect=given["effect"]
+    )
+    shown = tuple(f"not in the paper, not tested: {c.summary}" for c in extra)
+    return replace(finding, numbers=finding.numbers + shown)
+
+
+def sensitivity(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
+    """p=0.5 beats every other p at every tau; tau barely matters at p=0.5."""
+    study = studies["study"]
+    arm = Arm(given["base"], Variant.magma.value)
+    ps = sorted({float(t.value("p")) for t in study.trials if t.arm == arm})
+    taus = sorted({float(t.value("tau")) for t in study.trials if t.arm == arm})
+    p0, tau0 = given["p"], given["tau"]
+    if p0 not in ps or tau0 not in taus:
+        return Finding(Support.inconclusive, (f"p={p0:g}, tau={tau0:g} was not run",))
+    if len(ps) < 2 or len(taus) < 2:
+        return Finding(Support.inconclusive, ("p or tau has a single value",))
+
+    def cell(p: float, tau: float) -> Configuration | None:
+        return _best_where(study, arm, p=p, tau=tau)
+
+    checks = [
+        _compare_configs(
+            study,
+            f"tau={tau:g}: p={p0:g} vs p={p:g}",
+            cell(p, tau),
+            cell(p0, tau),
+            effect=given["effect"],
+        )
+        for tau in taus
+        for p in ps
+        if p != p0
+    ]
+    margin = given["tau_margin"]
+    checks += [
+        _compare_configs(
+            study,
+            f"p={p0:g}: tau={tau:g} vs tau={tau0:g}",
+            cell(p0, tau0),
+            cell(p0, tau),
+            margin=margin,
+            effect=margin,
+            supports=_equivalent,
+            contradicts=_beyond_margin(margin),
+        )
+        for tau in taus
+        if tau != tau0
+    ]
+    return _decide(checks)
+
+
+def _per_seed(study: StudyView, delta: float) -> dict[int, dict[Arm, LRWindow]]:
+    """Each seed's LR windows: a window drawn through one seed's runs per LR."""
+    seeds = sorted({t.seed_index for t in study.trials if not is_confirmation(t.params)})
+    selection = [t for t in study.trials if not is_confirmation(t.params)]
+    return {
+        seed: lr_windows([t for t in selection if t.seed_index == seed], study.mode, delta)
+        for seed in seeds
+    }
+
+
+def _censored(window: LRWindow) -> bool:
+    """Whether a window ends at the first or last tested LR (it may extend beyond)."""
+    if not window.points or window.low is None or window.high is None:
+        return False
+    return window.low <= window.points[0].lr or window.high >= window.points[-1].lr
+
+
+def _window_check(
+    label: str,
+    windows: Mapping[int, Mapping[Arm, LRWindow]],
+    baseline: Arm,
+    arm: Arm,
+    quantity: str,
+    effect: float,
+) -> Check:
+    """Per seed, ``quantity`` (``width``: the window's width in decades; ``frontier``: the
+    largest LR with no diverged run) of ``arm`` against ``baseline``; larger is better. A
+    seed without a window or a stable LR scores as a diverged run: the worst."""
+    base_values: list[float] = []
+    values: list[float] = []
+    limits: list[str] = []
+    unbounded = 0
+    for seed, by_arm in windows.items():
+        if baseline not in by_arm or arm not in by_arm:
+            continue
+        pair = []
+        for which in (baseline, arm):
+            window = by_arm[which]
+            value = window.width if quantity == "width" else window.max_stable_lr
+            if quantity == "width" and _censored(window):
+                limits.append(f"seed {seed}: {which.label}'s window reaches the grid's end")
+            pair.append(math.inf if value is None else value)
+        if quantity == "frontier" and all(
+            by_arm[w].min_diverged_lr is None for w in (baseline, arm)
+        ):
+            unbounded += 1
+        base_values.append(pair[0])
+        values.append(pair[1])
+    if not values:
+        return Check(label, None, ("no seed ran both arms",))
+    if unbounded == len(values):
+        limits.append("neither arm diverged at any tested LR: the grid does not reach them")
+    test = paired_test(base_values, values, "max", effect=effect)
+    stage = StageTest(Stage.selection, test, test.reason, (), tuple(base_values), tuple(values))
+    return _check(label, stage, tuple(dict.fromkeys(limits)))
+
+
+def lr_window(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
+    """Adam+Magma's window of good LRs is wider than Adam's and C-Adam's, and it stays
+    stable at LRs where they diverge."""
+    study = studies["study"]
+    windows = _per_seed(study, given["window_delta"])
+    arm = Arm(given["base"], Variant.magma.value)
+    checks = []
+    for rival in given["rivals"]:
+        baseline = Arm(rival, Variant.dense.value)
+        checks.append(
+            _window_check(
+                f"{arm.label} vs {baseline.label}: window width in decades per seed",
+                windows,
+                baseline,
+                arm,
+                "width",
+                given["effect"],
+            )
+        )
+        checks.append(
+            _window_check(
+                f"{arm.label} vs {baseline.label}: largest stable LR per seed",
+                windows,
+                baseline,
+                arm,
+                "frontier",
+                given["effect"],
+            )
+        )
+    warnings = _unbracketed(study, arm, *(Arm(r, Variant.dense.value) for r in given["rivals"]))
+    return _decide(checks, warnings)
+
+
+def _log_changes(stage: StageTest) -> list[float] | None:
+    """The deciding pairs' ln(masked / dense); None with a diverged or non-positive run."""
+    pairs = list(zip(stage.baseline_values, stage.values, strict=True))
+    if not pairs or any(not (0 < b < math.inf and 0 < v < math.inf) for b, v in pairs):
+        return None
+    return [math.log(v) - math.log(b) for b, v in pairs]
+
+
+def heavy_tailed(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
+    """Magma beats Adam under heavy-tailed noise, by more than under light-tailed noise."""
+    found = {}
+    for role in ("heavy", "light"):
+        study = studies[role]
+        base = _one_base(study) or given["base"]
+        pair = (Arm(base, Variant.dense.value), Arm(base, Variant.magma.value))
+        comparisons = _comparisons(study, [pair], effect=given["effect"])
+        if not comparisons:
+            return Finding(Support.inconclusive, (f"{role}: no dense and magma arms of a base",))
+        found[role] = comparisons[0]
+    heavy, light = found["heavy"], found["light"]
+    checks = [_from_comparison("heavy: magma vs dense", heavy)]
+    numbers = [f"light: {light.summary}"]
+    d_heavy, d_light = _log_changes(heavy.deciding), _log_changes(light.deciding)
+    mode = studies["heavy"].mode
+    if d_heavy is None or d_light is None or min(len(d_heavy), len(d_light)) < 2:
+        numbers.append("heavy - light: no interval (needs 2 finite positive pairs a study)")
+        checks.append(Check("heavy - light", None, ("no interval on the difference",)))
+    else:
+        welch = stats.ttest_ind(d_heavy, d_light, equal_var=False)
+        low, high = welch.confidence_interval(1 - ALPHA)
+        diff = sum(d_heavy) / len(d_heavy) - sum(d_light) / len(d_light)
+        # a gain is a negative log change when minimising
+        heavy_gains_more = (high < 0) if mode == "min" else (low > 0)
+        light_gains_more = (low > 0) if mode == "min" else (high < 0)
+        numbers.append(
+            f"heavy - light, log change: {diff:+.4f} [{low:+.4f}, {high:+.4f}] (Welch, "
+            f"p {welch.pvalue:.3g}): "
+            + (
+                "heavy gains more"
+                if heavy_gains_more
+                else "light gains more"
+                if light_gains_more
+                else "no detectable difference"
+            )
+        )
+        support_line = (
+            Support.supported
+            if heavy_gains_more
+            else (Support.contradicted if light_gains_more else Support.inconclusive)
+        )
+        checks.append(_Fixed("heavy - light", support_line))
+    return _decide_fixed(
+        checks, numbers, _warnings([heavy], "heavy: ") + _warnings([light], "light: ")
+    )
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """A part of a claim decided outside the paired tests (an interval on a difference of
+    two studies' changes), at level ALPHA; an intersection-union test needs no Holm."""
+
+    label: str
+    support: Support
+
+
+def _decide_fixed(
+    checks: Sequence[Check | _Fixed], numbers: Sequence[str], warnings: Sequence[str]
+) -> Finding:
+    paired = _decide([c for c in checks if isinstance(c, Check)], warnings)
+    fixed = [c.support for c in checks if isinstance(c, _Fixed)]
+    parts = [paired.support, *fixed]
+    if Support.contradicted in parts:
+        support = Support.contradicted
+    elif all(p == Support.supported for p in parts):
+        support = Support.supported
+    else:
+        support = Support.inconclusive
+    return Finding(support, paired.numbers + tuple(numbers), paired.warnings)
+
+
+def _at_floor(comparison: Comparison, floor: float) -> bool:
+    """Both arms' deciding runs at or below the numerical floor: their ratio is rounding."""
+    values = [*comparison.deciding.baseline_values, *comparison.deciding.values]
+    return bool(values) and all(0 <= v <= floor for v in values)
+
+
+def quadratic(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
+    """Magma converges faster than AdamW on the heterogeneous quadratic, and comparably on
+    the homogeneous one."""
+    margin, floor = given["neutral_margin"], given["numerical_floor"]
+    checks, warnings = [], []
+    for role, label in (("heterogeneous", "better"), ("homogeneous", "equivalent")):
+        study = _on_loss_scale(studies[role])
+        base = _one_base(study) or given["base"]
+        pair = (Arm(base, Variant.dense.value), Arm(base, Variant.magma.value))
+        neutral = role == "homogeneous"
+        comparisons = _comparisons(
+            study,
+            [pair],
+            margin=margin if neutral else None,
+            effect=margin if neutral else given["effect"],
+        )
+        if not comparisons:
+            checks.append(Check(f"{role}: magma vs dense", None, ("no dense and magma arms",)))
+            continue
+        comparison = comparisons[0]
+        warnings += _warnings([comparison], f"{role}: ")
+        limits = ["both arms at the numerical floor: a tie"] if _at_floor(comparison, floor) else []
+        kwargs: dict[str, Any] = (
+            {"supports": _equivalent, "contradicts": _beyond_margin(margin)} if neutral else {}
+        )
+        checks.append(
+            _check(
+                f"{role}: magma vs dense ({label})",
+                comparison.deciding,
+                [*comparison.limits, *limits],
+                **kwargs,
+            )
+        )
+    return _decide(checks, warnings)
+
+
+def _on_loss_scale(study: StudyView) -> StudyView:
+    """A study whose objective is the mean log loss (``log_loss_auc``), with each value
+    turned into the geometric-mean loss exp(.): positive, so its change is a ratio."""
+    metric = (study.spec.get("objective") or {}).get("metric")
+    if metric != "log_loss_auc":
+        return study
+    trials = [
+        replace(t, objective=math.exp(t.objective) if t.objective is not None else None)
+        for t in study.trials
+    ]
+    return _View(study.id, study.mode, study.spec, trials, study.bracket)
+
+
+@dataclass(frozen=True)
+class _View:
+    id: int
+    mode: Mode
+    spec: dict[str, Any]
+    trials: list[TrialRecord]
+    bracket: BracketSearch | None
+
+
+def components(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
+    """Masking attention+MLP beats masking attention only, MLP only, or everything, and
+    beats the dense base."""
+    study = studies["study"]
+    base = _one_base(study)
     if base is None:
         return Finding(Support.inconclusive, ("the study does not run exactly one base",))
     arm, dense = Arm(base, Variant.magma.value), Arm(base, Variant.dense.value)
-    return _choice(study, arm, "components", given["components"], dense, None)
+    chosen_value = given["components"]
+    chosen = _best_where(study, arm, components=chosen_value)
+    values = sorted({str(t.value("components")) for t in study.trials if t.arm == arm})
+    checks = [
+        _compare_configs(
+            study,
+            f"{chosen_value} vs {value}",
+            _best_where(study, arm, components=value),
+            chosen,
+            effect=given["effect"],
+        )
+        for value in values
+        if value != chosen_value
+    ]
+    checks.append(
+        _compare_configs(
+            study,
+            f"{arm.label} ({chosen_value}) vs {dense.label}",
+            _best_where(study, dense),
+            chosen,
+            effect=given["effect"],
+        )
+    )
+    return _decide(checks, _unbracketed(study, arm, dense))
 
 
 def granularity(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
+    """Block masking loses nothing against finer granularities (better or equivalent
+    within the margin), and damping (magma) beats undamped sampling (skipupdate)."""
     study = studies["study"]
-    base = _base(study)
+    base = _one_base(study)
     if base is None:
         return Finding(Support.inconclusive, ("the study does not run exactly one base",))
     arm, undamped = Arm(base, Variant.magma.value), Arm(base, Variant.skipupdate.value)
-    return _choice(study, arm, "granularity", given["granularity"], undamped, given["granularity"])
+    block, margin = given["granularity"], given["margin"]
+    chosen = _best_where(study, arm, granularity=block)
+    values = sorted({str(t.value("granularity")) for t in study.trials if t.arm == arm})
+    checks = [
+        _compare_configs(
+            study,
+            f"{block} vs {value}",
+            _best_where(study, arm, granularity=value),
+            chosen,
+            margin=margin,
+            effect=margin,
+            supports=_better_or_equivalent,
+            contradicts=_worse_beyond_margin,
+        )
+        for value in values
+        if value != block
+    ]
+    checks.append(
+        _compare_configs(
+            study,
+            f"{arm.label} vs {undamped.label} ({block})",
+            _best_where(study, undamped, granularity=block),
+            chosen,
+            effect=given["effect"],
+        )
+    )
+    return _decide(checks, _unbracketed(study, arm, undamped))

@@ -1,53 +1,23 @@
-"""Tested differences: each masked arm against its dense base, both at their own best
-configuration, paired by seed, with a plain verdict and the warnings that qualify it.
+"""Each masked arm against its dense base, both at their best configuration, paired by seed:
+the paired test of each stage (``inference``), the stage that decides, and what limits it.
 
-The definitions (the README's "Tested differences" repeats them):
-
-- **Bests.** Each arm's best configuration by the study's one rule
-  (``arms.best_configuration``, which follows ``studies.best``): only a configuration whose
-  every seed completed competes.
-- **Pairs.** The two bests' trials with the same ``seed_index``. A seed gives every arm the
-  same data order and initialisation, so a pair's difference cancels the seed's own luck.
-- **Log path**, when every paired objective is > 0: d_i = ln(masked_i) - ln(dense_i); the
-  paired Student-t interval d_mean +- t_{0.975, n-1} s / sqrt(n) (``intervals.mean_interval``,
-  s the sample SD, n the pairs); reported as the % change exp(d_mean) - 1 (the ratio of
-  the geometric means, minus 1) with the interval [exp(low) - 1, exp(high) - 1].
-- **Bootstrap path**, when some objective is <= 0 and has no log: x_i = (masked_i -
-  dense_i) / |mean(dense)|, the difference of the means as a fraction of the dense mean;
-  the change is mean(x) and its interval the 95% percentile interval of 9,999 resamples
-  of the seeds, each resampled seed carrying both arms (``scipy.stats.bootstrap``, seeded,
-  so the same trials always give the same interval). It needs 3 pairs for an interval:
-  resampling 2 pairs only spans their two differences, far too narrow to trust.
-- **Verdict.** ``better`` or ``worse`` when the interval excludes 0, by the way the study
-  optimises (a negative change is better when minimising); otherwise no detectable
-  difference at this number of seeds, which is also the verdict without an interval.
-- **Seeds needed** to detect a 1% change: the smallest n >= 2 at which a two-sided paired
-  t-test at alpha 0.05 has 80% power against a true change of ln(1.01) on the log path
-  (0.01 on the bootstrap path's scale), given the observed SD s of the paired
-  differences: power = P(|T| > t_{0.975, n-1}) for T noncentral t with n - 1 degrees of
-  freedom and noncentrality (effect / s) sqrt(n). None with fewer than 2 pairs: no SD.
-- **Warnings** (``WarningCode``): an arm's best LR is the smallest or largest it tested
-  (an LR with a complete, diverged or pruned configuration); in a bracket study instead,
-  its search stopped (or has not yet stopped) before bracketing its best LR, as the
-  study's latest ``bracket`` event says (``BracketSearch``, read by ``studies.results``),
-  naming the limit that stopped it; fewer than 3 pairs; a trial of an arm diverged at its
-  chosen LR (in any configuration with that LR, or in its confirmation runs); the
-  confirmation stage's verdict differs from this one.
-
-The confirmation stage (each arm's chosen configuration rerun on fresh seeds, by a bracket
-study's ``protocol.confirm_seeds``) is read from the trials marked ``stage: confirm``.
+Why two stages: the selection stage's bests are chosen on the same runs that compare
+them, so they carry the winner's curse; a bracket study's confirmation stage reruns each
+arm's choice on fresh seeds, and where a study runs one it decides, with no fallback. A
+confirmation that yields nothing to test is its own state (``confirmation_failed``), shown
+as such. A run that diverged in the deciding stage is a loss for its arm (``inference``'s one
+rule), never a dropped seed. An answer short of evidence is *inconclusive*, never a warned
+*better*: fewer than ``MIN_DECIDING_PAIRS`` deciding pairs, an arm whose LR search stopped
+unbracketed, or no interval (``Comparison.limits``). The README's "Tested differences"
+states the rules in full.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
-from scipy import stats
 
 from studies.analysis.arms import (
     ARM_PARAMS,
@@ -56,35 +26,28 @@ from studies.analysis.arms import (
     configurations,
     group_by_arm,
 )
-from studies.analysis.intervals import mean_interval
+from studies.analysis.inference import (
+    DEFAULT_EFFECT,
+    PairedTest,
+    SeedsNeeded,
+    Verdict,
+    paired_test,
+)
 from studies.analysis.objective import Mode, check_mode
 from studies.best import STAGE_KEY, is_confirmation
+from studies.bracket import closes_bracket
 from studies.records import Arm, ArmSearch, BracketSearch, TrialRecord
-from worker.contract import Names, Variant
+from worker.contract import Names, TrialStatus, Variant
 
-CONFIDENCE = 0.95
-#: the change the seeds-needed estimate is for, as a fraction
-DETECTABLE_CHANGE = 0.01
-POWER = 0.80
-#: fewer pairs than this is warned about (and gives no bootstrap interval)
-MIN_SEEDS = 3
-BOOTSTRAP_RESAMPLES = 9999
-BOOTSTRAP_SEED = 0
+#: fewer deciding pairs than this is inconclusive, whatever the test says
+MIN_DECIDING_PAIRS = 3
 #: the searched value the grid-edge and divergence warnings are about
 LR = "lr"
-#: configuration outcomes that say how an LR did (failed or pending ones say nothing)
-TESTED_OUTCOMES = ("complete", "diverged", "pruned")
 
 
-class Verdict(Names):
-    better = "better"
-    worse = "worse"
-    no_detectable_difference = "no_detectable_difference"
-
-
-class Method(Names):
-    log_t = "log-t"  # paired Student-t interval on the log of the objective
-    bootstrap = "bootstrap"  # paired percentile bootstrap of the difference of means
+class Stage(Names):
+    selection = "selection"  # the runs the bests were chosen on
+    confirmation = "confirmation"  # the chosen configurations rerun on fresh seeds
 
 
 class WarningCode(Names):
@@ -92,6 +55,7 @@ class WarningCode(Names):
     few_seeds = "few_seeds"
     diverged_at_chosen_lr = "diverged_at_chosen_lr"
     confirmation_disagrees = "confirmation_disagrees"
+    confirmation_failed = "confirmation_failed"
     unbracketed = "unbracketed"
 
 
@@ -102,73 +66,88 @@ class VerdictWarning:
 
 
 @dataclass(frozen=True)
-class Estimate:
-    """The paired change of a masked arm against its dense base, as a fraction."""
+class StageTest:
+    """One stage's paired test of two configurations' trials."""
 
-    method: Method
-    #: pairs (seeds)
-    n: int
-    #: e.g. -0.018 for 1.8% lower than dense
-    change: float
-    #: its 95% interval; None without one (one pair; fewer than 3 for the bootstrap)
-    low: float | None
-    high: float | None
-    #: SD of the paired differences (log, or fraction of the dense mean); None for one pair
-    sd: float | None
-    seeds_needed: int | None
-    verdict: Verdict
+    stage: Stage
+    #: None when there is nothing to test; ``reason`` says why
+    test: PairedTest | None
+    reason: str | None = None
+    #: the seeds paired, and each arm's value on them (a diverged run as ``inf``)
+    seeds: tuple[int, ...] = ()
+    baseline_values: tuple[float, ...] = ()
+    values: tuple[float, ...] = ()
 
     @property
-    def verdict_text(self) -> str:
-        if self.verdict == Verdict.no_detectable_difference:
-            return f"no detectable difference at {_seeds(self.n)}"
-        return self.verdict.value
-
-    @property
-    def difference(self) -> str:
-        """``-1.8% [-3.1%, -0.5%] better``: the change, its interval and the verdict."""
-        interval = (
-            f"[{percent(self.low)}, {percent(self.high)}]"
-            if self.low is not None and self.high is not None
-            else "[no interval]"
-        )
-        return f"{percent(self.change)} {interval} {self.verdict_text}"
+    def n(self) -> int:
+        return self.test.n if self.test is not None else 0
 
     def describe(self) -> str:
-        """``-1.8% [-3.1%, -0.5%] better (5 seeds; 1% needs 12 seeds)``."""
-        method = ", bootstrap" if self.method == Method.bootstrap else ""
-        target = f"{DETECTABLE_CHANGE:.0%} needs"
-        needs = (
-            f"{target} {self.seeds_needed} seeds"
-            if self.seeds_needed is not None
-            else f"{target}: no variance estimate"
-        )
-        counts = f"({_seeds(self.n)}{method}; {needs})"
-        return f"{self.difference} {counts}"
+        """``-1.8% [-3.1%, -0.5%] better (5 seeds; 1% needs 9 to 21 seeds)``."""
+        if self.test is None:
+            return f"no test: {self.reason}"
+        return describe_test(self.test)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One masked arm against the dense arm of its base."""
+    """One arm against a baseline arm (a masked arm against its base's dense arm)."""
 
     baseline: Arm
     arm: Arm
     baseline_best: Configuration | None
     best: Configuration | None
-    #: None when there is nothing to pair; ``reason`` says why
-    estimate: Estimate | None
-    reason: str | None
-    #: the same estimate over the confirmation stage's fresh seeds, when it ran
-    confirmation: Estimate | None
+    selection: StageTest
+    #: the confirmation stage's test; None when the study runs no confirmation stage
+    confirmation: StageTest | None
     warnings: tuple[VerdictWarning, ...]
 
     @property
+    def deciding(self) -> StageTest:
+        """The confirmation stage where the study runs one, else the selection stage."""
+        return self.confirmation if self.confirmation is not None else self.selection
+
+    @property
+    def limits(self) -> tuple[str, ...]:
+        """Why the deciding stage's verdict cannot stand (empty when it can)."""
+        stage = self.deciding
+        found = []
+        if stage.test is None:
+            found.append(f"the {stage.stage} stage has nothing to test: {stage.reason}")
+        elif stage.test.p_value is None:
+            found.append(f"the {stage.stage} stage has no interval ({_seeds(stage.n)})")
+        if stage.test is not None and stage.n < MIN_DECIDING_PAIRS:
+            found.append(
+                f"{_seeds(stage.n)} paired in the {stage.stage} stage, fewer than "
+                f"{MIN_DECIDING_PAIRS}"
+            )
+        found += [w.message for w in self.warnings if w.code == WarningCode.unbracketed]
+        return tuple(found)
+
+    @property
+    def decision(self) -> Verdict | None:
+        """The deciding stage's verdict; None (inconclusive) when a limit applies."""
+        if self.limits or self.deciding.test is None:
+            return None
+        return self.deciding.test.verdict
+
+    @property
+    def decision_text(self) -> str:
+        return "inconclusive" if self.decision is None else self.decision.value
+
+    @property
     def summary(self) -> str:
-        """The one line every surface shows: ``adamw+magma vs adamw: -1.8% [...] better ...``."""
-        head = f"{self.arm.label} vs {self.baseline.label}: "
-        if self.estimate is None:
-            return f"{head}no verdict: {self.reason}"
-        return head + self.estimate.describe()
+        """The one line every surface shows: the decision, then each stage's test, the
+        deciding one marked."""
+        head = f"{self.arm.label} vs {self.baseline.label}: {self.decision_text}"
+        if self.limits:
+            head += f" ({'; '.join(self.limits)})"
+        stages = [self.selection] + ([self.confirmation] if self.confirmation else [])
+        parts = [
+            f"{stage.stage}{' (decides)' if stage is self.deciding else ''}: {stage.describe()}"
+            for stage in stages
+        ]
+        return f"{head}; {'; '.join(parts)}"
 
 
 def percent(value: float | None) -> str:
@@ -179,164 +158,234 @@ def _seeds(n: int) -> str:
     return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
+def describe_test(test: PairedTest) -> str:
+    """``-1.8% [-3.1%, -0.5%] better (5 seeds; 1% needs 9 to 21 seeds)``: the change, its
+    interval, the verdict, and the seeds the stated effect needs (point to cautious)."""
+    if test.change is None:
+        return f"no size: {test.reason}"
+    interval = (
+        f"[{percent(test.low)}, {percent(test.high)}]"
+        if test.low is not None and test.high is not None
+        else "[no interval]"
+    )
+    diverged = f", {test.diverged} with a diverged run" if test.diverged else ""
+    return (
+        f"{percent(test.change)} {interval} {test.verdict.value.replace('_', ' ')} "
+        f"({_seeds(test.n)}{diverged}; {_needs(test.seeds_needed)})"
+    )
+
+
+def _needs(needed: SeedsNeeded | None) -> str:
+    if needed is None or needed.estimate is None:
+        return "no variance estimate"
+    target = f"{needed.effect:.0%} needs"
+    if needed.upper is None or needed.upper == needed.estimate:
+        return f"{target} {needed.estimate} seeds"
+    return f"{target} {needed.estimate} to {needed.upper} seeds"
+
+
 def verdicts(
     trials: Iterable[TrialRecord],
     mode: Mode,
     confirmation: Mapping[Arm, Sequence[TrialRecord]] | None = None,
     bracket: BracketSearch | None = None,
+    *,
+    confirming: bool | None = None,
+    effect: float = DEFAULT_EFFECT,
 ) -> list[Comparison]:
-    """Every masked arm against its base's dense arm (bases and variants in canonical
-    order); ``confirmation``: each arm's confirmation-stage trials, none of them in
-    ``trials``. Without it, the confirmation trials of a bracket study (params ``stage:
-    confirm``) are taken out of ``trials`` as it. ``bracket``: a bracket study's LR search,
-    whose stops replace the grid-edge warning. See the module docstring."""
-    check_mode(mode)
-    if confirmation is None:
-        trials = list(trials)
-        confirmation = group_by_arm(t for t in trials if is_confirmation(t.params))
-        trials = [t for t in trials if not is_confirmation(t.params)]
-    groups = group_by_arm(trials)
-    configs = {arm: configurations(arm_trials) for arm, arm_trials in groups.items()}
-    bests = {arm: best_configuration(arm_configs, mode) for arm, arm_configs in configs.items()}
-    result = []
-    for arm in groups:
-        baseline = Arm(arm.base, Variant.dense.value)
-        if arm.variant == Variant.dense.value or baseline not in groups:
-            continue
-        base_best, best = bests[baseline], bests[arm]
-        warnings: list[VerdictWarning] = []
-        for which, chosen in ((baseline, base_best), (arm, best)):
-            searches = _searches(groups[which], bracket) if bracket is not None else []
-            if bracket is not None and searches:
-                warnings += _unbracketed(which, searches, bracket)
-            elif chosen is not None:
-                warnings += _edge(which, chosen, configs[which])
-            if chosen is not None:
-                runs = [*groups[which], *confirmation.get(which, ())]
-                warnings += _diverged(which, chosen, runs)
-        estimate, reason = None, None
-        if base_best is None or best is None:
-            missing = baseline if base_best is None else arm
-            reason = f"{missing.label} has no configuration that completed on every seed"
-        else:
-            pairs = _paired(base_best.trials, best.trials)
-            warnings += _few(len(pairs))
-            estimate = _estimate(pairs, mode)
-            if not pairs:
-                reason = "the two best configurations share no seed"
-            elif estimate is None:
-                reason = "the dense mean is 0, so a change has no size in percent"
-        confirmed = None
-        if baseline in confirmation and arm in confirmation:
-            confirmed = _estimate(_paired(confirmation[baseline], confirmation[arm]), mode)
-        if estimate is not None and confirmed is not None and confirmed.verdict != estimate.verdict:
-            warnings.append(
-                VerdictWarning(
-                    WarningCode.confirmation_disagrees,
-                    f"the confirmation stage says {confirmed.describe()}; "
-                    f"the selection stage says {estimate.verdict_text}",
-                )
-            )
-        result.append(
-            Comparison(baseline, arm, base_best, best, estimate, reason, confirmed, tuple(warnings))
-        )
-    return result
-
-
-def paired_estimate(
-    baseline: Iterable[TrialRecord], trials: Iterable[TrialRecord], mode: Mode
-) -> Estimate | None:
-    """``trials`` against ``baseline`` by the same paired rule as ``verdicts``, for any two
-    configurations (two component choices of one arm, say); None without a shared seed."""
-    return _estimate(_paired(baseline, trials), check_mode(mode))
-
-
-def _paired(
-    dense: Iterable[TrialRecord], masked: Iterable[TrialRecord]
-) -> list[tuple[float, float]]:
-    """(dense, masked) objectives of the completed trials sharing a seed, by seed."""
-    by_seed = {t.seed_index: t.result for t in dense if t.result is not None}
+    """Every masked arm against its base's dense arm (canonical order). ``confirmation``:
+    each arm's confirmation trials, none of them in ``trials``; without it they are taken
+    out of ``trials`` (params ``stage: confirm``). ``confirming``: whether the study runs
+    a confirmation stage (a bracket study's ``confirm_seeds``); None infers it from the
+    trials. ``bracket``: a bracket study's LR search, whose stops replace the grid-edge
+    warning. ``effect``: what seeds needed is sized for."""
+    trials = list(trials)
+    arms = [arm for arm in group_by_arm(t for t in trials if not is_confirmation(t.params))]
     return [
-        (by_seed[t.seed_index], t.result)
-        for t in sorted(masked, key=lambda t: t.seed_index)
-        if t.result is not None and t.seed_index in by_seed
+        compare_arms(
+            trials,
+            Arm(arm.base, Variant.dense.value),
+            arm,
+            mode,
+            confirmation,
+            bracket,
+            confirming=confirming,
+            effect=effect,
+        )
+        for arm in arms
+        if arm.variant != Variant.dense.value and Arm(arm.base, Variant.dense.value) in arms
     ]
 
 
-def _estimate(pairs: Sequence[tuple[float, float]], mode: Mode) -> Estimate | None:
-    """The paired change on the log path or, with a value <= 0, the bootstrap path; None
-    without pairs or (bootstrap) with a dense mean of 0."""
-    if not pairs:
-        return None
-    n = len(pairs)
-    low = high = None
-    if all(d > 0 and m > 0 for d, m in pairs):
-        method, effect = Method.log_t, math.log1p(DETECTABLE_CHANGE)
-        differences = [math.log(m) - math.log(d) for d, m in pairs]
-        interval = mean_interval(differences, CONFIDENCE)
-        change = math.expm1(statistics.fmean(differences))
-        if interval.low is not None and interval.high is not None:
-            low, high = math.expm1(interval.low), math.expm1(interval.high)
-    else:
-        method, effect = Method.bootstrap, DETECTABLE_CHANGE
-        scale = abs(statistics.fmean(d for d, _ in pairs))
-        if scale == 0:
-            return None
-        differences = [(m - d) / scale for d, m in pairs]
-        change = statistics.fmean(differences)
-        if n >= MIN_SEEDS:
-            low, high = _bootstrap(differences)
-    sd = statistics.stdev(differences) if n > 1 else None
-    needed = seeds_needed(sd, effect) if sd is not None else None
-    return Estimate(method, n, change, low, high, sd, needed, verdict(low, high, mode))
-
-
-def _bootstrap(differences: Sequence[float]) -> tuple[float, float]:
-    """The percentile interval of the mean over resampled seeds, from a fixed seed."""
-    result = stats.bootstrap(
-        (differences,),
-        np.mean,
-        n_resamples=BOOTSTRAP_RESAMPLES,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        vectorized=True,
-        rng=np.random.default_rng(BOOTSTRAP_SEED),
+def compare_arms(
+    trials: Iterable[TrialRecord],
+    baseline: Arm,
+    arm: Arm,
+    mode: Mode,
+    confirmation: Mapping[Arm, Sequence[TrialRecord]] | None = None,
+    bracket: BracketSearch | None = None,
+    *,
+    confirming: bool | None = None,
+    margin: float | None = None,
+    effect: float = DEFAULT_EFFECT,
+) -> Comparison:
+    """``arm`` against ``baseline`` (any two arms of a study), each at its best, by the
+    rules of ``verdicts``; ``margin``: a stated equivalence margin for both stages."""
+    check_mode(mode)
+    trials = list(trials)
+    if confirmation is None:
+        confirmation = group_by_arm(t for t in trials if is_confirmation(t.params))
+        trials = [t for t in trials if not is_confirmation(t.params)]
+    groups = group_by_arm(trials)
+    if confirming is None:
+        confirming = bool(confirmation)
+    configs = {which: configurations(groups.get(which, ())) for which in (baseline, arm)}
+    bests = {which: best_configuration(configs[which], mode) for which in (baseline, arm)}
+    warnings: list[VerdictWarning] = []
+    for which in (baseline, arm):
+        chosen = bests[which]
+        searches = _searches(groups.get(which, ()), bracket) if bracket is not None else []
+        if bracket is not None and searches:
+            warnings += _unbracketed(which, searches, bracket)
+        elif chosen is not None:
+            warnings += _edge(which, chosen, configs[which])
+        if chosen is not None:
+            runs = [*groups.get(which, ()), *confirmation.get(which, ())]
+            warnings += _diverged(which, chosen, runs)
+    selection = _selection(baseline, arm, bests, configs, mode, margin, effect)
+    confirmed = None
+    if confirming:
+        confirmed = _stage(
+            Stage.confirmation,
+            confirmation.get(baseline, ()),
+            confirmation.get(arm, ()),
+            mode,
+            margin,
+            effect,
+        )
+        if confirmed.test is None:
+            warnings.append(
+                VerdictWarning(
+                    WarningCode.confirmation_failed,
+                    f"the confirmation stage has nothing to test: {confirmed.reason}",
+                )
+            )
+        elif selection.test is not None and confirmed.test.verdict != selection.test.verdict:
+            warnings.append(
+                VerdictWarning(
+                    WarningCode.confirmation_disagrees,
+                    f"the confirmation stage says {confirmed.test.verdict.value}; the "
+                    f"selection stage says {selection.test.verdict.value}",
+                )
+            )
+    comparison = Comparison(
+        baseline, arm, bests[baseline], bests[arm], selection, confirmed, tuple(warnings)
     )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if comparison.deciding.test is not None and comparison.deciding.n < MIN_DECIDING_PAIRS:
+        comparison = _with_warning(comparison, _few(comparison.deciding))
+    return comparison
 
 
-def verdict(low: float | None, high: float | None, mode: Mode) -> Verdict:
-    """Better or worse when the interval excludes 0 (lower is better when minimising)."""
-    if low is None or high is None or low <= 0 <= high:
-        return Verdict.no_detectable_difference
-    lower = high < 0
-    return Verdict.better if lower == (check_mode(mode) == "min") else Verdict.worse
+def _with_warning(comparison: Comparison, warning: VerdictWarning) -> Comparison:
+    return Comparison(
+        comparison.baseline,
+        comparison.arm,
+        comparison.baseline_best,
+        comparison.best,
+        comparison.selection,
+        comparison.confirmation,
+        (*comparison.warnings, warning),
+    )
 
 
-def seeds_needed(sd: float, effect: float) -> int:
-    """The smallest n >= 2 at which a two-sided paired t-test at level 1 - CONFIDENCE has
-    POWER against a true mean difference ``effect``, differences with SD ``sd``."""
-    if sd == 0:
-        return 2
-    alpha = 1 - CONFIDENCE
-    normal = ((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(POWER)) * sd / effect) ** 2
-    n = max(2, math.ceil(normal))  # the normal approximation: a start a step or two away
-    while n > 2 and _power(n - 1, effect / sd, alpha) >= POWER:
-        n -= 1
-    while _power(n, effect / sd, alpha) < POWER:
-        n += 1
-    return n
+def _selection(
+    baseline: Arm,
+    arm: Arm,
+    bests: Mapping[Arm, Configuration | None],
+    configs: Mapping[Arm, Sequence[Configuration]],
+    mode: Mode,
+    margin: float | None,
+    effect: float,
+) -> StageTest:
+    """The two bests' trials, paired by seed. An arm with no complete configuration is
+    compared at the other's chosen LR when every run of it there diverged: diverging
+    where the other trains is evidence against it, not a missing verdict."""
+    base_best, best = bests[baseline], bests[arm]
+    if base_best is not None and best is not None:
+        return _stage(Stage.selection, base_best.trials, best.trials, mode, margin, effect)
+    if base_best is None and best is None:
+        reason = "neither arm has a configuration that completed on every seed"
+        return StageTest(Stage.selection, None, reason)
+    missing, present = (arm, base_best) if best is None else (baseline, best)
+    assert present is not None
+    diverged = _diverged_at(configs[missing], float(present.value(LR)))
+    if diverged is None:
+        reason = f"{missing.label} has no configuration that completed on every seed"
+        return StageTest(Stage.selection, None, reason)
+    pair = (present.trials, diverged) if missing == arm else (diverged, present.trials)
+    return _stage(Stage.selection, *pair, mode, margin, effect)
 
 
-def _power(n: int, standardized: float, alpha: float) -> float:
-    df = n - 1
-    critical = stats.t.ppf(1 - alpha / 2, df)
-    shift = standardized * math.sqrt(n)
-    return float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+def _diverged_at(configs: Sequence[Configuration], lr: float) -> list[TrialRecord] | None:
+    """The trials at ``lr`` when every finished one of them diverged; None otherwise."""
+    at_lr = [t for c in configs if float(c.value(LR)) == lr for t in c.trials]
+    finished = [t for t in at_lr if t.status in (TrialStatus.complete, TrialStatus.diverged)]
+    if finished and all(t.diverged for t in finished):
+        return finished
+    return None
+
+
+def compare_configurations(
+    baseline: Iterable[TrialRecord],
+    trials: Iterable[TrialRecord],
+    mode: Mode,
+    *,
+    stage: Stage = Stage.selection,
+    margin: float | None = None,
+    effect: float = DEFAULT_EFFECT,
+) -> StageTest:
+    """``trials`` against ``baseline`` (any two configurations: two component choices of
+    one arm, say) by the same paired rule, diverged runs scored as losses."""
+    return _stage(stage, baseline, trials, check_mode(mode), margin, effect)
+
+
+def _stage(
+    stage: Stage,
+    baseline: Iterable[TrialRecord],
+    trials: Iterable[TrialRecord],
+    mode: Mode,
+    margin: float | None,
+    effect: float,
+) -> StageTest:
+    seeds, base_values, values = _paired(baseline, trials)
+    if not seeds:
+        return StageTest(Stage(stage), None, "the two arms share no finished seed")
+    test = paired_test(base_values, values, mode, margin=margin, effect=effect)
+    return StageTest(Stage(stage), test, test.reason, seeds, base_values, values)
+
+
+def _score(trial: TrialRecord) -> float | None:
+    """A finished trial's value for pairing: its objective, ``inf`` for a diverged run
+    (scored by ``inference``'s rule); None for a run that says nothing (failed, pruned,
+    cancelled, unfinished)."""
+    if trial.diverged:
+        return math.inf
+    return trial.result
+
+
+def _paired(
+    baseline: Iterable[TrialRecord], trials: Iterable[TrialRecord]
+) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]:
+    """The seeds both sides finished, in order, and each side's value on them."""
+    base = {t.seed_index: score for t in baseline if (score := _score(t)) is not None}
+    other = {t.seed_index: score for t in trials if (score := _score(t)) is not None}
+    seeds = tuple(sorted(base.keys() & other.keys()))
+    return seeds, tuple(base[s] for s in seeds), tuple(other[s] for s in seeds)
 
 
 def _edge(arm: Arm, best: Configuration, configs: Sequence[Configuration]) -> list[VerdictWarning]:
-    tested = sorted({float(c.value(LR)) for c in configs if c.outcome in TESTED_OUTCOMES})
+    """The best LR at an end of the LRs that close a bracket (``studies.bracket``'s rule)."""
+    tested = sorted({float(c.value(LR)) for c in configs if closes_bracket(c.outcome)})
     lr = float(best.value(LR))
     if len(tested) == 1:
         message = f"{arm.label}: only lr {lr:g} was tested, so its best lr is not bracketed"
@@ -361,13 +410,12 @@ def _diverged(arm: Arm, best: Configuration, runs: Sequence[TrialRecord]) -> lis
     return [VerdictWarning(WarningCode.diverged_at_chosen_lr, message)]
 
 
-def _few(n: int) -> list[VerdictWarning]:
-    if n >= MIN_SEEDS:
-        return []
-    message = f"only {_seeds(n)} paired, fewer than {MIN_SEEDS}"
-    if n < 2:
-        message += ": no variance, so no interval and no seeds-needed estimate"
-    return [VerdictWarning(WarningCode.few_seeds, message)]
+def _few(stage: StageTest) -> VerdictWarning:
+    message = (
+        f"only {_seeds(stage.n)} paired in the deciding ({stage.stage}) stage, fewer than "
+        f"{MIN_DECIDING_PAIRS}: inconclusive"
+    )
+    return VerdictWarning(WarningCode.few_seeds, message)
 
 
 def _search_params(params: Mapping[str, Any]) -> dict[str, Any]:
