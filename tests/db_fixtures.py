@@ -1,14 +1,11 @@
-"""Database, Ray and study helpers for the study-engine tests.
+"""Database and study helpers for the storage and engine tests (their fixtures, ``db``,
+``database_url``, ``postgres_url`` and the Ray ones, are in ``tests/conftest.py``).
 
-Test modules load this file as a plugin (``pytest_plugins = ("tests.db_fixtures",)``), so
-its fixtures are registered once per pytest session however many modules ask for them.
-
-Every storage and engine test runs against both back ends: ``database_url`` is
-parametrised with the ids ``sqlite`` and ``postgresql`` and gives each test a fresh,
-empty database, either a SQLite file under ``tmp_path`` or a temporary PostgreSQL
-database ``magma_test_<random>`` created on the server named by
-``MAGMA_TEST_POSTGRES_URL`` (default: the CI server) and dropped afterwards. An
-unreachable PostgreSQL server makes the PostgreSQL tests fail, never skip.
+``fresh_database`` gives a fresh, empty database on either back end, ``sqlite`` or
+``postgresql``: a SQLite file in a given directory or a temporary PostgreSQL database
+``magma_test_<random>`` created on the server named by ``MAGMA_TEST_POSTGRES_URL``
+(default: the CI server) and dropped afterwards. An unreachable PostgreSQL server makes
+the PostgreSQL tests fail, never skip.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ from studies.spec import StudySpec
 from studies.storage.engine import make_engine, migrate, session_factory, transaction
 from studies.storage.models import Metric, Study, Trial
 from studies.storage.repository import submissions
-from worker.settings import get_settings
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")
@@ -82,20 +78,6 @@ def fresh_database(backend: str, directory: Path) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh empty database on each back end, per test."""
-    with fresh_database(request.param, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-def postgres_url(tmp_path: Path) -> Iterator[str]:
-    """A fresh empty PostgreSQL database, for tests of PostgreSQL-only behaviour."""
-    with fresh_database("postgresql", tmp_path) as url:
-        yield url
-
-
 class Database:
     """An engine on a migrated database, with its session factory."""
 
@@ -141,13 +123,6 @@ class Database:
         self.engine.dispose()
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.dispose()
-
-
 def wait_for(
     condition: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = ""
 ) -> Any:
@@ -177,44 +152,3 @@ def quadratic_spec(**overrides: Any) -> StudySpec:
         else:
             data[key] = value
     return StudySpec.model_validate(data)
-
-
-# --- Ray ------------------------------------------------------------------------------
-
-_cache_dir: list[Path] = []
-
-
-@pytest.fixture(scope="session")
-def magma_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One token cache for the whole session, exported as ``MAGMA_CACHE_DIR`` so that Ray
-    workers (which inherit the environment of the process that starts Ray) and driver
-    subprocesses tokenize the C4 sample once. This process's cached settings are dropped
-    on each change, so that trials run in it read the same cache."""
-    if not _cache_dir:
-        _cache_dir.append(tmp_path_factory.mktemp("magma-cache"))
-    previous = os.environ.get("MAGMA_CACHE_DIR")
-    os.environ["MAGMA_CACHE_DIR"] = str(_cache_dir[0])
-    get_settings.cache_clear()
-    yield _cache_dir[0]
-    if previous is None:
-        os.environ.pop("MAGMA_CACHE_DIR", None)
-    else:
-        os.environ["MAGMA_CACHE_DIR"] = previous
-    get_settings.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def ray_local(magma_cache_dir: Path) -> Iterator[None]:
-    """A local two-CPU Ray for the tests of one module.
-
-    Module-scoped, not session-scoped, on purpose: other test modules (the worker
-    tests) call ``ray.init`` themselves and fail if a Ray from an earlier module is
-    still up."""
-    import ray
-
-    if ray.is_initialized():  # someone else's; do not share it by accident
-        ray.shutdown()
-    # "local": a new cluster even where RAY_ADDRESS or a `ray start` cluster exists
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()

@@ -1,7 +1,6 @@
-"""A real ``magma-bench serve`` (uvicorn) on a free loopback port, per database backend.
-
-Test modules load this as a plugin (``pytest_plugins``) next to ``tests.db_fixtures``.
-"""
+"""A real ``magma-bench serve`` (uvicorn) on a free loopback port, and ``magma-bench up``
+and the CLI against it (the ``server`` fixture, one per database backend, is in
+``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.db_fixtures import BACKENDS, fresh_database, wait_for
+from tests.db_fixtures import wait_for
 from tests.processes import stop_session
 
 MAGMA_BENCH = Path(sys.executable).parent / "magma-bench"
@@ -123,16 +122,3 @@ def cli(server: Server, *args: str, timeout: float = 300) -> subprocess.Complete
     return subprocess.run(
         [str(MAGMA_BENCH), *args], env=env, capture_output=True, text=True, timeout=timeout
     )
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """One server per backend for the module; tests create their own studies."""
-    directory = tmp_path_factory.mktemp(f"server-{request.param}")
-    with (
-        fresh_database(request.param, directory) as url,
-        running_server(url, directory / "server.log") as running,
-    ):
-        yield running

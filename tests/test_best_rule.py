@@ -17,12 +17,8 @@ from studies.results import load_study
 from studies.samplers import in_memory_study
 from studies.spec import StudySpec
 from studies.storage.repository import lease, trial_lifecycle
-
-pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
-from tests.db_fixtures import Database, quadratic_spec  # noqa: E402
-from tests.service_fixtures import Server, cli  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
+from tests.db_fixtures import Database, quadratic_spec
+from tests.service_fixtures import Server, cli
 
 #: per configuration (its lr), each seed's (status, objective); minimising
 SEEDS = {

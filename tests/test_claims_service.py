@@ -8,14 +8,10 @@ from __future__ import annotations
 import re
 
 import httpx
-import pytest
 
-pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
-from tests.claims_fixtures import write_quadratic  # noqa: E402
-from tests.db_fixtures import Database  # noqa: E402
-from tests.service_fixtures import Server, cli  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
+from tests.claims_fixtures import write_quadratic
+from tests.db_fixtures import Database
+from tests.service_fixtures import Server, cli
 
 SCALE = "500 steps of batch 3, 3 seeds"
 

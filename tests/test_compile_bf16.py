@@ -21,7 +21,6 @@ from tests.worker_fixtures import (
     deterministic,
     llama_config,
     load_checkpoint,
-    token_cache_dir,  # noqa: F401
 )
 from worker.config import TrialConfig
 from worker.trainer import CHECKPOINT_FILE, train
@@ -43,7 +42,7 @@ def _mlp_output_dtype(config: TrialConfig) -> torch.dtype:
     return seen[0]
 
 
-def test_bf16_autocasts_on_cpu_and_auto_does_not(token_cache_dir):  # noqa: F811
+def test_bf16_autocasts_on_cpu_and_auto_does_not(token_cache_dir):
     assert _mlp_output_dtype(llama_config(token_cache_dir, precision="bf16")) == torch.bfloat16
     assert _mlp_output_dtype(llama_config(token_cache_dir, precision="auto")) == torch.float32
     assert _mlp_output_dtype(llama_config(token_cache_dir, precision="fp32")) == torch.float32
@@ -58,7 +57,7 @@ def test_precision_rule(precision, cpu, cuda):
     assert (config.bf16("cpu"), config.bf16("cuda")) == (cpu, cuda)
 
 
-def test_bf16_trains_and_resumes_bitwise(token_cache_dir, tmp_path):  # noqa: F811
+def test_bf16_trains_and_resumes_bitwise(token_cache_dir, tmp_path):
     config = llama_config(
         token_cache_dir, precision="bf16", lr=LR, steps=STEPS, eval_interval=STEPS // 2
     )
@@ -80,7 +79,7 @@ def test_bf16_trains_and_resumes_bitwise(token_cache_dir, tmp_path):  # noqa: F8
     )
 
 
-def test_bf16_divergence_is_recorded_not_raised(token_cache_dir):  # noqa: F811
+def test_bf16_divergence_is_recorded_not_raised(token_cache_dir):
     """AdamW at lr 10 blows llama-nano up within a few steps, in bf16 as in fp32."""
     config = llama_config(
         token_cache_dir,
@@ -132,7 +131,7 @@ COMPILED_STATE_ATOL = 1e-6
 
 
 @pytest.mark.slow
-def test_compile_trains_and_resumes_bitwise(token_cache_dir, tmp_path):  # noqa: F811
+def test_compile_trains_and_resumes_bitwise(token_cache_dir, tmp_path):
     """``compile: true`` (inductor, C++ on CPU). Measured on the 2-core CPU: ~60-160 s, nearly
     all of it compiling the train and eval graphs, hence ``slow``.
 

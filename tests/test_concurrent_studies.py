@@ -24,12 +24,8 @@ from studies.engine.fairness import Demand, fair_limits
 from studies.engine.searcher import StudySearcher
 from studies.spec import StudySpec
 from studies.storage.models import Trial
+from tests.db_fixtures import Database, quadratic_spec
 from worker.settings import Settings, get_settings
-
-pytest.register_assert_rewrite("tests.db_fixtures")
-from tests.db_fixtures import Database, quadratic_spec  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures",)
 
 #: a few seconds per trial, so that two studies' trials overlap by whole seconds
 STEPS, INTERVAL = 300, 50

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from studies.spec import StudySpec
-from tests.test_worker_cli import json_objects, run_cli
+from tests.worker_fixtures import json_objects, run_cli
 from worker.config import TrialConfig
 from worker.contract import (
     DEFAULT_METRIC,

@@ -22,21 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright import sync_api  # a dev dependency; drives the system Chromium
 
 from dashboards.views import PAGES
 from studies import results
 from studies.analysis.claims import CLAIMS
 from studies.analysis.lr_window import lr_windows
 from studies.storage.repository import lease, metric_ingest, trial_lifecycle
-
-pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
-from tests.claims_fixtures import write_quadratic  # noqa: E402
-from tests.db_fixtures import Database, fresh_database, quadratic_spec  # noqa: E402
-from tests.service_fixtures import Server, running_server  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
-
-from playwright import sync_api  # noqa: E402 - a dev dependency; drives the system Chromium
+from tests.claims_fixtures import write_quadratic
+from tests.db_fixtures import Database, fresh_database, quadratic_spec
+from tests.service_fixtures import Server, running_server
 
 # Fails, not skips, without a browser: CI installs Debian's chromium (.ci/run).
 CHROMIUM = os.environ.get("MAGMA_TEST_CHROMIUM") or shutil.which("chromium") or ""

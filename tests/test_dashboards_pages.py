@@ -25,12 +25,8 @@ from service.main import create_app
 from studies import results
 from studies.storage.models import Metric
 from studies.storage.repository import event_log, reads, submissions
+from tests.db_fixtures import BACKENDS, Database, fresh_database
 from worker.settings import Settings
-
-pytest.register_assert_rewrite("tests.db_fixtures")
-from tests.db_fixtures import BACKENDS, Database, fresh_database  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures",)
 
 HTML = {"Accept": "text/html"}
 KEY = "s3cret-key"

@@ -13,13 +13,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
@@ -31,21 +30,12 @@ from studies.engine.runner import CancelStopper
 from studies.engine.searcher import StudySearcher
 from studies.results import load_study
 from studies.spec import StudySpec
-from studies.storage.models import Event, Metric, Study, Trial
+from studies.storage.models import Study, Trial
 from studies.storage.repository import best_sql, lease, submissions, trial_lifecycle
+from tests.db_fixtures import BACKENDS, Database, fresh_database, quadratic_spec, wait_for
+from tests.engine_runs import StudyRun, dispose_driver, run_driver, run_study, snapshot
 from worker.config import TrialConfig
 from worker.contract import FINISHED_TRIAL_STATUSES, PROGRESS_METRIC, mask_seed
-
-pytest.register_assert_rewrite("tests.db_fixtures")
-from tests.db_fixtures import (  # noqa: E402
-    BACKENDS,
-    Database,
-    fresh_database,
-    quadratic_spec,
-    wait_for,
-)
-
-pytest_plugins = ("tests.db_fixtures",)
 
 #: SQL trial status -> the state of its configuration's Optuna trial (one seed)
 OPTUNA_STATE = {
@@ -55,66 +45,6 @@ OPTUNA_STATE = {
     "failed": TrialState.FAIL,
     "cancelled": TrialState.FAIL,
 }
-
-
-@dataclass
-class StudyRun:
-    """Everything SQL holds about one study after the driver returned, and the Optuna
-    study the next driver would rebuild from it."""
-
-    study: Study
-    trials: list[Trial]
-    metrics: dict[int, list[Metric]]
-    events: list[Event]
-    optuna_trials: list[FrozenTrial] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def by_configuration(self) -> dict[int, list[Trial]]:
-        groups: dict[int, list[Trial]] = {}
-        for trial in self.trials:
-            groups.setdefault(trial.configuration, []).append(trial)
-        return groups
-
-
-def run_driver(db: Database, storage: Path, **driver_kwargs: Any) -> Driver:
-    """Run every queued study to its end in this process, on the module's Ray."""
-    driver = Driver(url=db.url, storage_path=storage, poll_seconds=0.5, **driver_kwargs)
-    try:
-        driver.run(once=True)
-    finally:
-        dispose_driver(driver)
-    return driver
-
-
-def dispose_driver(driver: Driver) -> None:
-    driver.sessions.kw["bind"].dispose()
-
-
-def rebuilt_optuna_trials(db: Database, study: Study) -> list[FrozenTrial]:
-    """The in-memory Optuna study a searcher over this database starts from."""
-    spec = StudySpec.model_validate(study.spec)
-    return StudySearcher(study.id, spec, db.sessions).optuna.get_trials(deepcopy=False)
-
-
-def snapshot(db: Database, study_id: int, seconds: float = 0.0) -> StudyRun:
-    study = db.study(study_id)
-    trials = db.trials(study_id)
-    with db.sessions() as session:
-        events = list(
-            session.scalars(select(Event).where(Event.study_id == study_id).order_by(Event.id))
-        )
-    run = StudyRun(study, trials, {t.id: db.metrics(t.id) for t in trials}, events)
-    run.seconds = seconds
-    if trials:
-        run.optuna_trials = rebuilt_optuna_trials(db, study)
-    return run
-
-
-def run_study(db: Database, spec: StudySpec, storage: Path) -> StudyRun:
-    study_id = db.create_study(spec)
-    started = time.monotonic()
-    run_driver(db, storage)
-    return snapshot(db, study_id, time.monotonic() - started)
 
 
 def assert_optuna_matches_sql(run: StudyRun, configurations: int) -> None:

@@ -23,12 +23,8 @@ from studies.results import load_study
 from studies.spec import StudySpec
 from studies.storage.models import Study, Trial
 from studies.storage.repository import best_sql, event_log, reads, trial_lifecycle
-
-pytest.register_assert_rewrite("tests.db_fixtures")
-from tests.db_fixtures import Database, fresh_database, quadratic_spec  # noqa: E402
-from tests.test_engine import run_study  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures",)
+from tests.db_fixtures import Database, fresh_database, quadratic_spec
+from tests.engine_runs import run_study
 
 ARMS = [{"variant": "dense"}, {"variant": "magma"}]
 

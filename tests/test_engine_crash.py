@@ -41,13 +41,9 @@ from sqlalchemy import func, select
 from studies.engine.searcher import StudySearcher
 from studies.storage.models import Metric
 from studies.storage.repository import lease, metric_ingest, trial_lifecycle
+from tests.db_fixtures import Database, quadratic_spec, wait_for
+from tests.processes import Proc, alive, session_processes
 from worker.contract import FINISHED_TRIAL_STATUSES
-
-pytest.register_assert_rewrite("tests.db_fixtures")
-from tests.db_fixtures import Database, quadratic_spec, wait_for  # noqa: E402
-from tests.processes import Proc, alive, session_processes  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures",)
 
 MAGMA_BENCH = Path(sys.executable).parent / "magma-bench"
 

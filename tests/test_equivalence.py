@@ -22,7 +22,6 @@ from magma import Magma, SkipUpdate
 from tests import optimizer_infos
 from tests.optimizer_infos import INFOS, OptimizerInfo
 from tests.reference import ReferenceMasking, alignment_score, expected_block_keeps
-from tests.test_fused import every_graph_compiled  # noqa: F401 (a fixture)
 
 GRANULARITIES = ("block", "row", "column", "element")
 STEPS = 15

@@ -7,7 +7,7 @@ decision alone, as this machine has no GPU."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -24,15 +24,6 @@ from worker.contract import FUSED_STEP_BASES
 from worker.optimizers import build_optimizers
 
 SHAPES = [(4, 3), (5,), (3, 2, 2), (6, 4)]
-
-
-@pytest.fixture
-def every_graph_compiled() -> Iterator[None]:
-    """One test process compiles the kernels for many bases, flags, buckets and ranks;
-    past dynamo's recompile limit (8 graphs per function) the rest would silently run
-    eagerly, untested. A training run compiles a few graphs per function."""
-    with torch._dynamo.config.patch(recompile_limit=64):
-        yield
 
 
 def _params() -> list[Tensor]:

@@ -115,3 +115,49 @@ def test_the_api_process_never_imports_torch(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "", f"the API process imported {result.stdout.strip()}"
+
+
+# --- the tests' own structure -----------------------------------------------------------------
+#: the test modules; what they share is in tests/conftest.py (the fixtures, registered once)
+#: and in helper modules (tests/db_fixtures.py, tests/service_fixtures.py, ...)
+TEST_MODULES = sorted((ROOT / "tests").glob("test_*.py"))
+
+
+def imported_modules(path: Path) -> set[tuple[int, str]]:
+    """(line, dotted name) of every module a file imports or may import, deferred imports
+    too: for ``from A import b`` both ``A`` and ``A.b``; relative ones start with dots."""
+    found: set[tuple[int, str]] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            if node.module:
+                found.add((node.lineno, module))
+            separator = "" if module.endswith(".") else "."
+            found.update((node.lineno, module + separator + alias.name) for alias in node.names)
+    return found
+
+
+def test_no_test_module_declares_pytest_plugins() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in TEST_MODULES
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name) and target.id == "pytest_plugins"
+    ]
+    assert TEST_MODULES and (ROOT / "tests" / "conftest.py").is_file()
+    assert not offenders, "pytest_plugins belongs in tests/conftest.py:\n" + "\n".join(offenders)
+
+
+def test_no_test_module_imports_another() -> None:
+    names = {path.stem for path in TEST_MODULES}
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in TEST_MODULES
+        for line, module in sorted(imported_modules(path))
+        if module.rsplit(".", 1)[-1] in names
+    ]
+    assert not offenders, "\n".join(offenders)

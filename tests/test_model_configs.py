@@ -24,15 +24,11 @@ from transformers import LlamaConfig
 
 from service.export import data_provenance
 from studies.spec import StudySpec
-from tests.worker_fixtures import UNIFORM_LOSS, Recorder, llama_config, token_cache_dir  # noqa: F401
+from tests.service_fixtures import Server
+from tests.worker_fixtures import UNIFORM_LOSS, Recorder, llama_config
 from worker.config import TrialConfig
 from worker.models import build_model, model_names
 from worker.trainer import train
-
-pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
-from tests.service_fixtures import Server  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
 
 #: a one-layer T5-vocabulary Llama: sizes small enough to count its parameters by hand
 SIZES = {
@@ -84,7 +80,7 @@ def test_every_bundled_model_records_its_file_hash():
         assert config.model_sha256 == sha256(CONFIG_DIR / f"{name}.json")
 
 
-def test_a_user_model_trains(tmp_path, token_cache_dir):  # noqa: F811
+def test_a_user_model_trains(tmp_path, token_cache_dir):
     path = hf_config_file(tmp_path / "user.json")
     config = llama_config(
         token_cache_dir, model=str(path), lr=1e-2, steps=6, eval_interval=3, variant="magma"

@@ -29,12 +29,8 @@ from studies.engine.searcher import StudySearcher
 from studies.optuna_export import export_study
 from studies.spec import StudySpec
 from studies.storage.models import Trial
-
-pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
-from tests.db_fixtures import BACKENDS, Database, fresh_database, quadratic_spec  # noqa: E402
-from tests.service_fixtures import MAGMA_BENCH, Server, running_server  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
+from tests.db_fixtures import BACKENDS, Database, fresh_database, quadratic_spec
+from tests.service_fixtures import MAGMA_BENCH, Server, running_server
 
 
 @dataclass

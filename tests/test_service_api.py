@@ -25,13 +25,9 @@ import magma
 from studies.spec import StudySpec
 from studies.storage.models import Study
 from studies.storage.repository import lease, metric_ingest, trial_lifecycle
+from tests.db_fixtures import Database, quadratic_spec
+from tests.service_fixtures import Server, running_server
 from worker.data.corpus import SAMPLE_FILES
-
-pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
-from tests.db_fixtures import Database, quadratic_spec  # noqa: E402
-from tests.service_fixtures import Server, running_server  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
 
 
 def spec_data(**overrides: Any) -> dict[str, Any]:

@@ -7,18 +7,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import httpx
-import pytest
 
 from studies.spec import StudySpec
 from studies.storage.models import Study
 from studies.storage.repository import trial_lifecycle
+from tests.db_fixtures import Database, quadratic_spec
+from tests.service_fixtures import Server, cli
 from worker.contract import StudyStatus
-
-pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
-from tests.db_fixtures import Database, quadratic_spec  # noqa: E402
-from tests.service_fixtures import Server, cli  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
 
 #: what a table is cut to off a terminal (``shutil.get_terminal_size``'s fallback)
 PIPE_COLUMNS = 80

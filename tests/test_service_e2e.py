@@ -20,12 +20,8 @@ import pytest
 import yaml
 
 import magma
-
-pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
-from tests.db_fixtures import Database, quadratic_spec, wait_for  # noqa: E402
-from tests.service_fixtures import MAGMA_BENCH, Server, cli, running_up  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
+from tests.db_fixtures import Database, quadratic_spec, wait_for
+from tests.service_fixtures import MAGMA_BENCH, Server, cli, running_up
 
 
 @pytest.fixture(scope="module")

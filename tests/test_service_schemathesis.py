@@ -9,12 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.register_assert_rewrite("tests.service_fixtures")
-from tests.service_fixtures import Server  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
+from tests.service_fixtures import Server
 
 SCHEMATHESIS = Path(sys.executable).parent / "st"
 CHECKS = (

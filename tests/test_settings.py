@@ -20,10 +20,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
-from tests.db_fixtures import Database, quadratic_spec  # noqa: E402
-from tests.service_fixtures import cli, running_up  # noqa: E402
-from worker.settings import DEFAULT_DATABASE_URL, Caps, Settings, get_settings  # noqa: E402
+from tests.db_fixtures import Database, quadratic_spec
+from tests.service_fixtures import cli, running_up
+from worker.settings import DEFAULT_DATABASE_URL, Caps, Settings, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("magma", "worker", "studies", "service", "dashboards", "benchmarks")

@@ -32,11 +32,7 @@ from studies.storage.repository import (
     submissions,
     trial_lifecycle,
 )
-
-pytest.register_assert_rewrite("tests.db_fixtures")
-from tests.db_fixtures import Database, quadratic_spec  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures",)
+from tests.db_fixtures import Database, quadratic_spec
 
 MAGMA_TABLES = {"magma_studies", "magma_trials", "magma_metrics", "magma_events"}
 LONG = timedelta(seconds=60)

@@ -27,10 +27,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
-from tests.db_fixtures import Database, fresh_database, quadratic_spec, wait_for  # noqa: E402
-from tests.processes import session_processes, stop_session  # noqa: E402
-from tests.service_fixtures import MAGMA_BENCH, free_port  # noqa: E402
+from tests.db_fixtures import Database, fresh_database, quadratic_spec, wait_for
+from tests.processes import session_processes, stop_session
+from tests.service_fixtures import MAGMA_BENCH, free_port
 
 RAY = Path(sys.executable).parent / "ray"
 #: long enough that two trials overlap deep into their runs (a quadratic step takes ~10 ms)

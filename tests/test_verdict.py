@@ -22,12 +22,8 @@ from studies.records import Arm, ArmSearch, BracketSearch, bracket_from_event
 from studies.spec import StudySpec
 from studies.storage.repository import event_log, lease, trial_lifecycle
 from tests.dashboards_fixtures import Rows
-
-pytest.register_assert_rewrite("tests.db_fixtures", "tests.service_fixtures")
-from tests.db_fixtures import Database, quadratic_spec  # noqa: E402
-from tests.service_fixtures import Server, cli  # noqa: E402
-
-pytest_plugins = ("tests.db_fixtures", "tests.service_fixtures")
+from tests.db_fixtures import Database, quadratic_spec
+from tests.service_fixtures import Server, cli
 
 DENSE, MAGMA, SKIP = Arm("adamw", "dense"), Arm("adamw", "magma"), Arm("adamw", "skipupdate")
 LRS = (1e-3, 1e-2, 1e-1)

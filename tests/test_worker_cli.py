@@ -4,51 +4,24 @@ and resuming from --checkpoint-dir. Uses the fast quadratic workload."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import pty
 import select
 import struct
 import subprocess
-import sys
 import termios
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.worker_fixtures import Recorder
+from tests.worker_fixtures import MAGMA_BENCH, REPO, Recorder, json_objects, run_cli
 from worker.config import TrialConfig
 from worker.contract import Base
 
-REPO = Path(__file__).resolve().parent.parent
-MAGMA_BENCH = Path(sys.executable).parent / "magma-bench"
 BASES = Base.values()
 
 pytestmark = pytest.mark.skipif(not MAGMA_BENCH.exists(), reason="magma-bench is not installed")
-
-
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [str(MAGMA_BENCH), "train", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=180,
-    )
-
-
-def json_objects(stdout: str) -> list[dict]:
-    """Every JSON object printed, in order (one-line reports, then the indented final)."""
-    decoder = json.JSONDecoder()
-    objects, index = [], 0
-    while (start := stdout.find("{", index)) != -1:
-        value, index = decoder.raw_decode(stdout, start)
-        objects.append(value)
-    return objects
 
 
 def test_bad_base_exits_2_and_lists_the_allowed_values():

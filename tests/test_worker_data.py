@@ -18,7 +18,7 @@ import pytest
 import sentencepiece
 import torch
 
-from tests.worker_fixtures import LLAMA_DOCUMENTS, llama_config, token_cache_dir  # noqa: F401
+from tests.worker_fixtures import LLAMA_DOCUMENTS, llama_config
 from worker.data import corpus
 from worker.data.batches import IGNORE_INDEX, Rows, TrainOrder
 from worker.data.token_cache import TokenizedSplit, tokenized_split
@@ -52,7 +52,7 @@ def train_texts(train_sources) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def train_split(train_sources, t5, token_cache_dir) -> TokenizedSplit:  # noqa: F811
+def train_split(train_sources, t5, token_cache_dir) -> TokenizedSplit:
     """The same split the llama training tests use (shared session cache)."""
     return tokenized_split(train_sources, "train", t5, token_cache_dir, LLAMA_DOCUMENTS)
 
@@ -380,7 +380,7 @@ def test_missing_file_names_the_field(tmp_path, monkeypatch, split):
         corpus.resolve_sources(["nothing-*.jsonl"], split)
 
 
-def test_missing_file_fails_the_workload(tmp_path, token_cache_dir):  # noqa: F811
+def test_missing_file_fails_the_workload(tmp_path, token_cache_dir):
     config = llama_config(token_cache_dir, train_files=[str(tmp_path / "missing.json.gz")])
     with pytest.raises(ValueError, match="train_files"):
         build_workload(config, torch.device("cpu"))

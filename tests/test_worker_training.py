@@ -22,7 +22,6 @@ from tests.worker_fixtures import (
     deterministic,
     llama_config,
     load_checkpoint,
-    token_cache_dir,  # noqa: F401
 )
 from worker.config import TrialConfig
 from worker.contract import mask_seed
@@ -38,7 +37,7 @@ LLAMA_LR = 1e-2
 
 
 @pytest.fixture(scope="module")
-def llama_runs(token_cache_dir, tmp_path_factory):  # noqa: F811
+def llama_runs(token_cache_dir, tmp_path_factory):
     """Each variant trained once, lazily; the magma run saves a checkpoint at every eval."""
     root = tmp_path_factory.mktemp("llama-runs")
     runs: dict[str, tuple[TrialConfig, Recorder, dict]] = {}
@@ -119,7 +118,7 @@ def test_resume_is_bitwise_identical(llama_runs, tmp_path):
 
 
 @pytest.mark.parametrize("lr", [10.0])
-def test_divergence_stops_early(token_cache_dir, lr):  # noqa: F811
+def test_divergence_stops_early(token_cache_dir, lr):
     """AdamW at lr 10 blows llama-nano up at step 2 (10.4 -> ~1500; lr 100: ~37000).
 
     The run must end early as "diverged", without raising, whatever the divergence rule:
@@ -140,7 +139,7 @@ def test_divergence_stops_early(token_cache_dir, lr):  # noqa: F811
     assert final["objective"] > 1e6 or final["objective"] == math.inf
 
 
-def test_muon_builds_two_optimizers_and_trains(token_cache_dir):  # noqa: F811
+def test_muon_builds_two_optimizers_and_trains(token_cache_dir):
     config = llama_config(token_cache_dir, base="muon", variant="magma", lr=3e-2, steps=8)
     workload = build_workload(config, torch.device("cpu"))
     optimizers = build_optimizers(config, workload.model, workload.masked_params())
@@ -180,7 +179,7 @@ def test_byte_model_masks_most_parameters():
     assert TrialConfig(**config.model_dump(mode="json")) == config
 
 
-def test_byte_model_trains(token_cache_dir):  # noqa: F811
+def test_byte_model_trains(token_cache_dir):
     steps = 30
     config = llama_config(
         token_cache_dir, model="llama-bytes", lr=1e-2, steps=steps, eval_interval=steps // 2

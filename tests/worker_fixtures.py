@@ -1,22 +1,22 @@
-"""Shared helpers and fixtures for the ``worker`` tests (imported by ``test_worker_*.py``).
+"""Shared helpers for the ``worker`` tests (imported by ``test_worker_*.py`` and others).
 
 Everything here uses the real bundled C4 sample and T5 tokenizer. Llama runs are kept at
 CPU test scale (llama-nano, 4 x 64 tokens, a few tens of steps) and their token caches go
-to one temporary directory per session, so each split is tokenized once.
-
-Pytest registers an imported fixture once per importing module, so a "session" fixture
-imported into two test files would run twice; the cache directory is therefore memoised
-here at module level to be truly shared across the files.
+to one temporary directory per session (the ``token_cache_dir`` fixture, in
+``tests/conftest.py``), so each split is tokenized once.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 from worker.config import TrialConfig
@@ -34,16 +34,6 @@ LLAMA = {
 }
 #: the loss of a uniform guess over T5's 32000 pieces, where an untrained model starts
 UNIFORM_LOSS = math.log(32000)
-
-_shared_cache: list[Path] = []
-
-
-@pytest.fixture(scope="session")
-def token_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One token cache directory for the whole pytest session, whichever file asks first."""
-    if not _shared_cache:
-        _shared_cache.append(tmp_path_factory.mktemp("token-cache"))
-    return _shared_cache[0]
 
 
 def llama_config(cache_dir: Path, **overrides: Any) -> TrialConfig:
@@ -127,3 +117,31 @@ def deterministic(metrics: Metrics) -> dict[str, Any]:
     keep = {k: v for k, v in metrics.items() if k in DETERMINISTIC_METRICS or "/" in k}
     keep.update({k: v for k, v in metrics.items() if k.startswith("val_")})
     return keep
+
+
+# --- ``magma-bench train`` as a subprocess ------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+MAGMA_BENCH = Path(sys.executable).parent / "magma-bench"
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [str(MAGMA_BENCH), "train", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=180,
+    )
+
+
+def json_objects(stdout: str) -> list[dict]:
+    """Every JSON object printed, in order (one-line reports, then the indented final)."""
+    decoder = json.JSONDecoder()
+    objects, index = [], 0
+    while (start := stdout.find("{", index)) != -1:
+        value, index = decoder.raw_decode(stdout, start)
+        objects.append(value)
+    return objects
