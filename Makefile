@@ -80,9 +80,9 @@ demo-optimizer: install
 bench: install
 	$(BIN)/python benchmarks/optimizer_step.py
 
-# The README's "Claims" table, generated from the claims registry.
+# The README's "Claims" table (from the claims registry) and its recorded suite run.
 readme: install
-	$(BIN)/python -m studies.analysis.claims_report README.md
+	$(BIN)/python -m studies.analysis.claims_report README.md --run benchmarks/results/claims-suite.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info

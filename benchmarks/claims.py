@@ -32,10 +32,12 @@ import os
 import tempfile
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import ray
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.schemas import ClaimsReport
@@ -149,7 +151,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--database-url", help="default: a SQLite file claims.db in --workdir")
     parser.add_argument("--json", type=Path, help="also write the claims table here as JSON")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: judge the studies already in --workdir's database or "
+        "--database-url with the current claims registry",
+    )
+    args = parser.parse_args(argv)
+    if args.report_only and args.workdir is None and args.database_url is None:
+        parser.error("--report-only needs --workdir or --database-url: the recorded studies")
+    return args
+
+
+def recorded_studies(sessions: sessionmaker[Session], only: list[str] | None) -> dict[int, Role]:
+    """The studies a database already holds for the chosen claims' roles: id -> role."""
+    chosen = [claim for claim in CLAIMS if only is None or claim.id in only]
+    roles = list(dict.fromkeys(role for claim in chosen for role in claim.roles))
+    with sessions() as session:
+        studies = session.scalars(select(Study).order_by(Study.id)).all()
+        return {study.id: role for study in studies for role in roles if role.matches(study.spec)}
 
 
 def study_specs(
@@ -312,30 +332,39 @@ def main(argv: list[str] | None = None) -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="magma-claims-"))
     workdir.mkdir(parents=True, exist_ok=True)
     url = args.database_url or f"sqlite:///{workdir.resolve() / 'claims.db'}"
-    writer = make_engine(url)
-    migrate(writer)
-    submitted = submit(session_factory(writer), specs)
-    writer.dispose()
-    # the progress thread and the report only read: they never queue behind the driver
-    engine = make_engine(url, reads_only=True)
-    sessions = session_factory(engine)
-    print(
-        f"# claims suite at {args.scale} scale: {len(submitted)} studies in {url}, "
-        f"overrides {json.dumps(args.overrides)}"
-    )
-    stop = threading.Event()
-    progress = threading.Thread(target=watch, args=(sessions, submitted, stop, started))
-    progress.start()
-    try:
-        run_driver(url, workdir / "ray")
-    finally:
-        stop.set()
-        progress.join()
+    if args.report_only:
+        engine = make_engine(url, reads_only=True)
+        sessions = session_factory(engine)
+        submitted = recorded_studies(sessions, args.only)
+        print(f"# claims of the {len(submitted)} studies recorded in {url}")
+    else:
+        writer = make_engine(url)
+        migrate(writer)
+        submitted = submit(session_factory(writer), specs)
+        writer.dispose()
+        # the progress thread and the report only read: they never queue behind the driver
+        engine = make_engine(url, reads_only=True)
+        sessions = session_factory(engine)
+        print(
+            f"# claims suite at {args.scale} scale: {len(submitted)} studies in {url}, "
+            f"overrides {json.dumps(args.overrides)}"
+        )
+        stop = threading.Event()
+        progress = threading.Thread(target=watch, args=(sessions, submitted, stop, started))
+        progress.start()
+        try:
+            run_driver(url, workdir / "ray")
+        finally:
+            stop.set()
+            progress.join()
     with sessions() as session:
         report = claims_report(session)
     times = study_times(sessions, submitted)
     engine.dispose()
     total = time.perf_counter() - started
+    if args.report_only:
+        # the one driver ran the studies one after another: their times add up to the run
+        total = sum(row["seconds"] or 0.0 for row in times)
     print("\n".join(["", *format_claims(report, args.only), "", *format_studies(times, total)]))
     if args.json is not None:
         chosen = [row for row in report.claims if args.only is None or row.id in args.only]
@@ -344,11 +373,13 @@ def main(argv: list[str] | None = None) -> None:
             json.dumps(
                 {
                     "registry_version": report.registry_version,
+                    "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "claims": [row.model_dump(mode="json") for row in chosen],
                     "studies": times,
                     "wall_seconds": total,
-                    "scale": args.scale,
-                    "overrides": args.overrides,
+                    "recorded": args.report_only,
+                    "scale": None if args.report_only else args.scale,
+                    "overrides": None if args.report_only else args.overrides,
                     "database_url": url,
                 },
                 indent=2,

@@ -141,13 +141,14 @@ def overview(data: StudyData, _: NoOptions) -> PageView:
 
 
 def _config_row(config: Configuration) -> dict[str, Any]:
-    summary = config.summary
+    interval = config.interval  # the charts' interval: within the metric's range
     return {
         "arm": config.arm.label,
         "params": params_text(config.params) or "-",
-        "mean": summary.mean,
-        "half_width": summary.half_width,
-        "n": summary.n,
+        "mean": interval.mean,
+        "low": interval.low,
+        "high": interval.high,
+        "n": interval.n,
         "seeds": len(config.trials),
         "trial_ids": config.trial_ids,
     }
@@ -394,7 +395,7 @@ def _pair(arms: list[Arm], options: RobustnessOptions) -> tuple[Arm | None, Arm 
 
 
 def table(data: StudyData, _: NoOptions) -> PageView:
-    result = comparison_table(data.trials, data.mode, data.bracket)
+    result = comparison_table(data.trials, data.mode, data.bracket, confirming=data.confirming)
     rows = []
     for base, cells in result.rows.items():
         row = []
@@ -407,7 +408,9 @@ def table(data: StudyData, _: NoOptions) -> PageView:
             row.append(
                 {
                     "value": cell.value,
-                    "half_width": best.summary.half_width if best else None,
+                    # the interval the charts draw (within the metric's range)
+                    "low": cell.interval.low if cell.interval else None,
+                    "high": cell.interval.high if cell.interval else None,
                     "params": params_text(best.params) if best else "",
                     "trial_ids": cell.trial_ids,
                     "reason": cell.reason,
@@ -422,14 +425,15 @@ def table(data: StudyData, _: NoOptions) -> PageView:
 
 
 def _verdict_row(comparison: Comparison | None) -> dict[str, Any] | None:
-    """A masked cell's paired verdict against its dense base (its one difference from
-    dense), and its warnings."""
+    """A masked cell's paired comparison against its dense base (its one difference from
+    dense): the summary (the decision, then both stages, the deciding one marked), the
+    decision (``inconclusive`` when a limit applies) and the warnings."""
     if comparison is None:
         return None
-    estimate = comparison.estimate
     return {
         "summary": comparison.summary,
-        "verdict": estimate.verdict.value if estimate else None,
+        "decision": comparison.decision_text,
+        "deciding_stage": comparison.deciding.stage.value,
         "warnings": [warning.message for warning in comparison.warnings],
     }
 

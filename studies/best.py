@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -61,6 +61,15 @@ class Score:
 def is_confirmation(params: dict[str, Any]) -> bool:
     """Whether a configuration reruns a choice on fresh seeds (never a candidate)."""
     return params.get(STAGE_KEY) == CONFIRM_STAGE
+
+
+def runs_confirmation(spec: Mapping[str, Any]) -> bool:
+    """Whether a study (its spec as stored) runs a confirmation stage: a bracket protocol
+    with ``confirm_seeds`` > 0. Only the bracket planner schedules one, so another
+    protocol's ``confirm_seeds`` confirms nothing. The verdicts of such a study are decided
+    on that stage, even before it has run."""
+    protocol = spec.get("protocol") or {}
+    return protocol.get("kind") == "bracket" and bool(protocol.get("confirm_seeds"))
 
 
 def competes(result: Outcome, params: dict[str, Any]) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from studies.analysis.claims import Role
 from studies.analysis.objective import Mode, check_mode
+from studies.best import runs_confirmation
 from studies.records import (
     BracketSearch,
     MetricPoint,
@@ -54,6 +55,12 @@ class StudyData:
     @property
     def finished(self) -> bool:
         return self.status in FINISHED_STUDY_STATUSES
+
+    @property
+    def confirming(self) -> bool:
+        """Whether the study runs a confirmation stage (``studies.best.runs_confirmation``),
+        for the verdicts: its comparisons are decided on that stage, run or not."""
+        return runs_confirmation(self.spec)
 
     @property
     def finished_trials(self) -> int:

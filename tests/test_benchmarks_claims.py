@@ -124,7 +124,7 @@ def test_tables() -> None:
                 numbers=[],
                 warnings=[],
             ),
-        ]
+        ],
     )
     lines = bench.format_claims(report, ["fig-4"])
     assert lines[0] == "claims registry version 0123456789ab"
@@ -166,3 +166,15 @@ def test_runs_figure_4_through_the_driver(
     assert [s["study_id"] for s in report["claims"][0]["studies"]] == [1, 2]
     assert [s["status"] for s in report["studies"]] == ["complete", "complete"]
     assert all(s["trials"] == 2 and s["seconds"] > 0 for s in report["studies"])
+    # judged again from the recorded database alone: the same claims, nothing rerun
+    again = tmp_path / "again.json"
+    bench.main(
+        ["--only", "fig-4", "--workdir", str(tmp_path), "--report-only", "--json", str(again)]
+    )
+    recorded = json.loads(again.read_text())
+    assert "claims of the 2 studies recorded in" in capsys.readouterr().out
+    assert recorded["claims"] == report["claims"] and recorded["recorded"] is True
+    assert [s["study_id"] for s in recorded["studies"]] == [1, 2]
+    assert recorded["wall_seconds"] == pytest.approx(sum(s["seconds"] for s in report["studies"]))
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--report-only"])  # nothing recorded to judge

@@ -8,6 +8,7 @@ claims, its version, and the README's "Claims" table generated from it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -625,3 +626,41 @@ def test_the_thresholds_are_the_ones_the_definitions_state() -> None:
     assert f"{given['table1']['effect']:.1%}, the paper's smallest gain" in text["table1"]
     # Figure A3's windows are the lr-window page's default ones
     assert LRWindowOptions().delta == given["fig-a3"]["window_delta"]
+
+
+RECORDED_RUN = README.parent / "benchmarks" / "results" / "claims-suite.json"
+
+
+def test_the_readme_quotes_the_recorded_suite_run_as_generated() -> None:
+    """The README's findings are ``run_summary`` of the recorded run's JSON, never typed by
+    hand (``python -m studies.analysis.claims_report README.md --run RECORDED_RUN``)."""
+    run = json.loads(RECORDED_RUN.read_text())
+    text = README.read_text()
+    start, end = claims_report.RUN_START, claims_report.RUN_END
+    assert claims_report.with_block(text, start, end, claims_report.run_summary(run)) == text
+    assert {claim["id"] for claim in run["claims"]} == set(CLAIMS_BY_ID)
+
+
+def test_a_run_summary_names_its_registry_version_and_each_verdict() -> None:
+    run = {
+        "registry_version": "0123456789ab",
+        "generated_at": "2026-12-06T18:00:00+00:00",
+        "wall_seconds": 12.0,
+        "studies": [
+            {"role": "quadratic", "seconds": 12.0, "status": "complete"},
+            {"role": "components", "seconds": None, "status": "failed"},
+        ],
+        "claims": [
+            {"reference": "Figure 4", "support": "inconclusive", "numbers": ["a"], "warnings": []},
+            {"reference": "Table 1", "support": "supported", "numbers": [], "warnings": ["w"]},
+        ],
+    }
+    assert claims_report.run_summary(run).splitlines() == [
+        "Recorded 2026-12-06T18:00:00+00:00 under claims registry version `0123456789ab` (not "
+        "the current one); the studies took 12 s (quadratic 12 s, components failed).",
+        "",
+        "- **Figure 4: inconclusive.**",
+        "  - a",
+        "- **Table 1: supported.**",
+        "  - 1 warning(s): w",
+    ]

@@ -605,7 +605,7 @@ def test_the_robustness_page_pairs_each_seed_once():
 # --- table -----------------------------------------------------------------------------
 
 
-def test_table_cells_with_the_paired_verdict_as_their_difference():
+def test_table_cells_with_the_paired_comparison_as_their_difference():
     rows = Rows()
     dense_seeds = (10.0, 20.0, 40.0)
     for seed, value in enumerate(dense_seeds):
@@ -624,27 +624,118 @@ def test_table_cells_with_the_paired_verdict_as_their_difference():
     assert list(table.rows) == ["adamw", "rmsprop", "muon", "sgd"]
     adamw = table.rows["adamw"]
     assert adamw["dense"].value == pytest.approx(70.0 / 3) and adamw["dense"].difference is None
+    assert adamw["dense"].decision is None
     assert adamw["dense"].trial_ids == (100, 104, 108)  # lr 1e-3, seeds 0 to 2
+    # the cell's interval is the charts' (range_interval): the log-space t interval of
+    # 10, 20, 40, exp(ln 20 +- t(0.975, 2) ln 2 / sqrt 3), never below zero, where the
+    # symmetric mean +- t reached 23.3 - 4.30 x 15.3 / sqrt 3 = -14.6
+    interval = adamw["dense"].interval
+    assert interval == range_interval(dense_seeds)
+    assert interval.mean == pytest.approx(70.0 / 3)
+    half = T975[2] * math.log(2) / math.sqrt(3)
+    assert interval.low == pytest.approx(20 * math.exp(-half), rel=1e-9)
+    assert interval.high == pytest.approx(20 * math.exp(half), rel=1e-9)
+    assert adamw["dense"].best.summary.low < 0 < interval.low
     # paired on the log scale: exp(-0.2) - 1 = -18.1%, +- t(0.975, 2) 0.1 / sqrt(3) = 0.2484:
     # [exp(-0.4484) - 1, exp(0.0484) - 1] = [-36.1%, +5.0%], which holds 0
-    assert adamw["magma"].difference == "-18.1% [-36.1%, +5.0%] no detectable difference at 3 seeds"
-    assert adamw["magma"].comparison.estimate.change == pytest.approx(math.expm1(-0.2))
-    assert adamw["skipupdate"].difference == (
-        "+0.0% [+0.0%, +0.0%] no detectable difference at 3 seeds"
+    magma = adamw["magma"]
+    assert magma.decision == "no_detectable_difference"
+    assert magma.difference == magma.comparison.summary
+    assert magma.difference.startswith(
+        "adamw+magma vs adamw: no_detectable_difference; selection (decides): "
+        "-18.1% [-36.1%, +5.0%] no detectable difference (3 seeds; 1% needs "
+    )
+    assert magma.comparison.selection.test.change == pytest.approx(math.expm1(-0.2))
+    # dense's very values: a difference of exactly 0 on every seed, p = 1 (no interval:
+    # equal differences need 6 pairs for the exact test's), not a difference
+    skip = adamw["skipupdate"]
+    assert skip.comparison.selection.test.p_value == 1.0
+    assert skip.decision == "no_detectable_difference"
+    assert skip.difference == (
+        "adamw+skipupdate vs adamw: no_detectable_difference; selection (decides): "
+        "+0.0% [no interval] no detectable difference (3 seeds; 1% needs 6 seeds)"
     )
     rmsprop = table.rows["rmsprop"]
     assert rmsprop["dense"].best is None and rmsprop["dense"].reason == "diverged"
     assert rmsprop["magma"].value == 15.0
+    assert rmsprop["magma"].interval.low is None  # one seed: a mean and no interval
+    reason = "rmsprop has no configuration that completed on every seed"
+    assert rmsprop["magma"].decision == "inconclusive"
     assert rmsprop["magma"].difference == (
-        "no verdict: rmsprop has no configuration that completed on every seed"
+        f"rmsprop+magma vs rmsprop: inconclusive (the selection stage has nothing to test: "
+        f"{reason}); selection (decides): no test: {reason}"
     )
     assert "skipupdate" not in rmsprop
     muon = table.rows["muon"]["magma"]
     assert muon.value is None and muon.reason == "running" and muon.trial_ids == ()
-    assert muon.difference is None  # no dense muon to differ from
+    assert muon.difference is None and muon.interval is None  # no dense muon to differ from
     # a pruned seed leaves its configuration unscored, whatever the other seed reached
     sgd = table.rows["sgd"]["magma"]
     assert sgd.value is None and sgd.reason == "no configuration completed on every seed"
+
+
+def test_the_table_is_decided_on_the_confirmation_stage_of_a_study_that_runs_one():
+    rows = Rows()
+    for seed, value in enumerate((10.0, 20.0, 40.0)):
+        rows.add(value, seed=seed, variant="dense", lr=1e-3)
+        rows.add(value * math.exp(-0.1 * (seed + 1)), seed=seed, variant="magma", lr=1e-3)
+    plain = comparison_table(rows.trials()).rows["adamw"]["magma"]
+    assert plain.comparison.confirmation is None
+    confirming = comparison_table(rows.trials(), confirming=True).rows["adamw"]["magma"]
+    assert confirming.comparison.deciding is confirming.comparison.confirmation
+    assert confirming.decision == "inconclusive"
+    assert "confirmation (decides): no test: " in confirming.difference
+
+
+def study_data(trials, spec: dict | None = None) -> StudyData:
+    return StudyData(
+        id=1,
+        name="table",
+        status="complete",
+        spec=spec or {},
+        workload="quadratic",
+        metric="val_loss",
+        mode="min",
+        runs=len(trials),
+        error=None,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        started_at=None,
+        finished_at=None,
+        trials=trials,
+    )
+
+
+def test_the_table_and_overview_pages_show_the_charts_interval_and_the_decision():
+    rows = Rows()
+    for seed, value in enumerate((10.0, 20.0, 40.0)):
+        rows.add(value, seed=seed, variant="dense", lr=1e-3)
+        rows.add(value * math.exp(-0.1 * (seed + 1)), seed=seed, variant="magma", lr=1e-3)
+    trials = rows.trials()
+    expected = range_interval([10.0, 20.0, 40.0])
+    table = views.table(study_data(trials), views.NoOptions())
+    [row] = table.context["rows"]
+    dense, magma = row["cells"]
+    assert (dense["value"], dense["low"], dense["high"]) == (
+        expected.mean,
+        expected.low,
+        expected.high,
+    )
+    assert dense["verdict"] is None
+    assert magma["verdict"]["decision"] == "no_detectable_difference"
+    assert magma["verdict"]["deciding_stage"] == "selection"
+    assert magma["verdict"]["summary"].startswith("adamw+magma vs adamw: no_detectable_difference")
+    overview = views.overview(study_data(trials), views.NoOptions())
+    best = {row["arm"]: row for row in overview.context["best"]}
+    assert (best["adamw"]["low"], best["adamw"]["high"]) == (expected.low, expected.high)
+    # a bracket study with confirm_seeds is decided on its confirmation stage, run or not
+    spec = {"protocol": {"kind": "bracket", "confirm_seeds": 3}}
+    confirming = views.table(study_data(trials, spec), views.NoOptions())
+    verdict = confirming.context["rows"][0]["cells"][1]["verdict"]
+    assert (verdict["decision"], verdict["deciding_stage"]) == ("inconclusive", "confirmation")
+    # another protocol's confirm_seeds schedules nothing: no confirmation stage
+    spec = {"protocol": {"kind": "none", "confirm_seeds": 3}}
+    plain = views.table(study_data(trials, spec), views.NoOptions())
+    assert plain.context["rows"][0]["cells"][1]["verdict"]["deciding_stage"] == "selection"
 
 
 def test_table_of_no_trials_is_empty():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright import sync_api  # a dev dependency; drives the system Chromium
 
@@ -317,7 +318,9 @@ def test_claims_page_and_the_verdict_it_rests_on(site: Site, tab: Tab) -> None:
     studies = row.locator(".study a").evaluate_all("links => links.map(a => a.pathname)")
     assert studies == [f"/studies/{i}/dashboard/overview" for i in (heterogeneous, homogeneous)]
     numbers = row.locator(".number").all_inner_texts()
-    assert numbers[0].startswith("heterogeneous: adamw+magma vs adamw: -20.0% [-20.0%, -20.0%]")
+    assert numbers[0].startswith(
+        "heterogeneous: magma vs dense (better): -20.0% [-22.0%, -18.0%] better (3 seeds; "
+    )
     warnings = row.locator(".warning").all_inner_texts()
     assert any("only lr 0.1 was tested" in warning for warning in warnings)
     definitions = tab.page.locator("#claims .definition").all_inner_texts()
@@ -329,11 +332,22 @@ def test_claims_page_and_the_verdict_it_rests_on(site: Site, tab: Tab) -> None:
         tab.page.click(f'#claims a[href="/studies/{heterogeneous}/dashboard/overview"]')
     tab.page.wait_for_function(DRAWN)
     tab.goto(f"{site.server.url}/studies/{heterogeneous}/dashboard/table")
+    # the study's own comparison (its raw objective, no confirmation stage: the selection
+    # stage decides), as GET /verdict gives it, with the same warnings as the claim
     cell = tab.page.locator('#comparison tr[data-base="adamw"] .verdict')
     assert cell.count() == 1 and cell.get_attribute("data-verdict") == "better"
-    assert "heterogeneous: " + cell.inner_text() == numbers[0]
+    assert cell.get_attribute("data-deciding-stage") == "selection"
+    verdict = httpx.get(f"{site.server.api}/studies/{heterogeneous}/verdict").json()
+    [comparison] = verdict["comparisons"]
+    assert cell.inner_text() == comparison["summary"]
+    assert cell.inner_text().startswith("adamw+magma vs adamw: better; selection (decides): ")
+    # each arm's mean [the charts' interval]: no symmetric +-
+    intervals = tab.page.locator('#comparison tr[data-base="adamw"] .interval').all_inner_texts()
+    assert len(intervals) == 2 and all(text.startswith("[") for text in intervals)
+    assert "±" not in tab.page.inner_text("#comparison")
     shown = tab.page.locator('#comparison tr[data-base="adamw"] .warning').all_inner_texts()
-    assert [f"warning: heterogeneous: {text.removeprefix('warning: ')}" for text in shown] == [
+    prefix = "warning: heterogeneous: adamw+magma vs adamw: "
+    assert [prefix + text.removeprefix("warning: ") for text in shown] == [
         warning for warning in warnings if warning.startswith("warning: heterogeneous: ")
     ]
     tab.page.screenshot(path=str(SCREENSHOTS / "table-verdict.png"), full_page=True)

@@ -19,12 +19,18 @@ from dashboards.figures.robustness import (
     paired_difference_figure,
 )
 from dashboards.figures.sensitivity import heatmap_figure, importance_figure, slice_figure
-from dashboards.figures.style import STATUS_COLORS, format_value, params_label, value_axis_type
+from dashboards.figures.style import (
+    STATUS_COLORS,
+    format_value,
+    interval_text,
+    params_label,
+    value_axis_type,
+)
 from dashboards.figures.table import comparison_table_figure
 from studies.analysis.arms import best_per_cell, configurations
 from studies.analysis.curves import best_configuration_curves, learning_curves
 from studies.analysis.importance import parameter_importance
-from studies.analysis.intervals import divergence_rates
+from studies.analysis.intervals import divergence_rates, range_interval
 from studies.analysis.lr_window import lr_windows
 from studies.analysis.mechanism import mechanism_series
 from studies.analysis.pairing import paired_comparison
@@ -373,19 +379,37 @@ def test_paired_difference_figure_names_an_arm_without_a_best():
 
 def test_comparison_table_figure():
     rows = Rows()
-    for seed, dense in enumerate((20.0, 40.0)):
+    dense_seeds = (20.0, 40.0, 30.0)
+    # log ratios -0.08, -0.1, -0.12: mean -0.1, SD 0.02, t = -8.66 on 2 df: p = 0.013
+    for seed, (dense, log) in enumerate(zip(dense_seeds, (-0.08, -0.1, -0.12), strict=True)):
         rows.add(dense, seed=seed, variant="dense", lr=1e-3)
-        rows.add(dense * 0.9, seed=seed, variant="magma", lr=1e-2)  # -10% on both seeds
+        rows.add(dense * math.exp(log), seed=seed, variant="magma", lr=1e-2)
     rows.add(None, base="rmsprop", variant="dense", lr=1e-3, status="diverged")
-    fig = comparison_table_figure(comparison_table(rows.trials()), "val_ppl")
+    result = comparison_table(rows.trials())
+    fig = comparison_table_figure(result, "val_ppl")
     [table] = fig.data
     assert list(table.header.values) == ["base", "dense", "magma"]
-    # the magma cell's difference is its paired verdict: both pairs -10%, no spread
+    # each cell's mean [the interval the charts draw]; the magma cell's difference is its
+    # paired comparison's summary, the deciding stage marked
+    dense = range_interval(dense_seeds)
+    magma = result.rows["adamw"]["magma"]
     assert [list(column) for column in table.cells.values] == [
         ["adamw", "rmsprop"],
-        ["30<br>lr 0.001", "diverged"],
-        ["27<br>-10.0% [-10.0%, -10.0%] better<br>lr 0.01", ""],
+        [f"30 [{dense.low:.4g}, {dense.high:.4g}]<br>lr 0.001", "diverged"],
+        [f"{interval_text(magma.interval)}<br>{magma.difference}<br>lr 0.01", ""],
     ]
+    assert interval_text(magma.interval).startswith(f"{magma.value:.4g} [")
+    assert magma.difference.startswith("adamw+magma vs adamw: better; selection (decides): -9.5% [")
+
+
+def test_interval_text():
+    # 1 and 4: the log-space interval exp(ln 2 +- t(0.975, 1) ln 2) = 2^(1 -+ t), in the
+    # metric's range, where the symmetric mean +- t reached 2.5 -+ 19.1
+    low, high = 2 ** (1 - T1), 2 ** (1 + T1)
+    assert interval_text(range_interval([1.0, 4.0])) == f"2.5 [{low:.4g}, {high:.4g}]"
+    assert interval_text(range_interval([1.0, 4.0]), digits=2) == "2.5 [0.0003, 1.3e+04]"
+    assert interval_text(range_interval([2.0])) == "2"
+    assert interval_text(range_interval([])) == "-" and interval_text(None) == "-"
 
 
 def test_mechanism_figure():

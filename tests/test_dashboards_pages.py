@@ -180,9 +180,21 @@ def test_page_content(site: Site) -> None:
     assert '"x": "step"' in running and '"y": "val_loss"' in running
     table = site.client.get(f"{base}/table").text
     assert "<th>+skipupdate</th>" in table and "<th>+magma</th>" in table
-    # a masked cell's one difference from dense is its paired verdict; no unpaired one
-    assert re.search(r'<div class="verdict" data-verdict="\w+">adamw\+magma vs adamw: ', table)
+    # a masked cell's one difference from dense is its paired comparison, the decision as
+    # data-verdict and the deciding stage marked; no unpaired one
+    verdict = re.search(
+        r'<div class="verdict" data-verdict="(\w+)" data-deciding-stage="(\w+)">'
+        r"adamw\+magma vs adamw: (\w+)[;( ].*?(\w+) \(decides\): ",
+        table,
+    )
+    assert verdict is not None
+    decision, stage, head, marked = verdict.groups()
+    assert decision == head and stage == marked
+    assert decision in ("better", "worse", "equivalent", "no_detectable_difference", "inconclusive")
     assert not re.search(r"\((\+|-)\d+\.\d%\)", table)
+    # each cell's mean [the charts' interval], never a symmetric mean +- t
+    assert re.search(r'<strong class="value">[\d.e+-]+</strong> <span class="interval">\[', table)
+    assert "±" not in table and "±" not in overview
     assert f'href="/api/v1/studies/{site.language}/verdict"' in table
     assert re.search(r'trials <a href="/api/v1/trials/\d+">', table)
     mechanism = site.client.get(f"{base}/mechanism").text

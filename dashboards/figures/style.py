@@ -48,6 +48,18 @@ def format_value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def interval_text(interval: Interval | None, digits: int = 4) -> str:
+    """``2.51 [1.9, 3.3]``: a mean and the interval the charts draw around it
+    (``intervals.range_interval``), as every table shows it; the mean alone without an
+    interval (one seed), ``-`` without a mean."""
+    if interval is None or interval.mean is None:
+        return "-"
+    mean = f"{interval.mean:.{digits}g}"
+    if interval.low is None or interval.high is None:
+        return mean
+    return f"{mean} [{interval.low:.{digits}g}, {interval.high:.{digits}g}]"
+
+
 def params_text(params: Mapping[str, Any]) -> str:
     """``lr=0.001 p=0.5``: the searched values other than the arm's."""
     return " ".join(

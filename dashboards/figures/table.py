@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from dashboards.figures.style import format_value, new_figure, objective_title
+from dashboards.figures.style import format_value, interval_text, new_figure, objective_title
 from studies.analysis.table import ComparisonTable, TableCell
 
 
 def comparison_table_figure(table: ComparisonTable, metric: str) -> go.Figure:
-    """Rows are base optimizers, columns variants; a cell reads the best mean objective,
-    a masked cell its paired verdict against dense, and the LR it was reached at."""
+    """Rows are base optimizers, columns variants; a cell reads the best mean objective
+    with the interval the charts draw, a masked cell its paired comparison against dense
+    (both stages, the deciding one marked), and the LR it was reached at."""
     columns = [
         list(table.rows),
         *[[_cell_text(table.rows[base].get(v)) for base in table.rows] for v in table.variants],
@@ -29,7 +30,7 @@ def _cell_text(cell: TableCell | None) -> str:
         return ""
     if cell.best is None:
         return cell.reason or ""
-    text = f"{cell.value:.4g}"
+    text = interval_text(cell.interval)
     if cell.difference is not None:
         text += f"<br>{cell.difference}"
     if "lr" in cell.best.params:

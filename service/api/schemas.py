@@ -8,7 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from studies.analysis.claim_rules import Support
-from studies.analysis.verdict import Method, Verdict, WarningCode
+from studies.analysis.inference import Method, Verdict
+from studies.analysis.verdict import Stage, WarningCode
 from worker.contract import Mode
 
 
@@ -165,39 +166,99 @@ class VerdictWarning(BaseModel):
     message: str
 
 
+class SeedsNeeded(BaseModel):
+    """The pairs a paired t test at two-sided alpha needs for the stated power against
+    ``effect``, from the SD of this stage's paired differences."""
+
+    effect: float = Field(description="the change it is sized for, a fraction: 0.01 is 1%")
+    estimate: int | None = Field(description="from the observed SD of the differences")
+    upper: int | None = Field(
+        description="from the (1 - alpha) upper confidence bound on that SD: the cautious "
+        "end of the range (from 2 or 3 pairs the observed SD is a poor estimate)"
+    )
+
+
+class StageResult(BaseModel):
+    """One stage's paired test of the arm against its baseline (``studies.analysis.
+    inference``): every finished seed both configurations ran, a diverged run scored as
+    the worst finite value of the comparison (a loss for its arm, never a dropped seed)."""
+
+    stage: Literal[Stage.values()] = Field(  # type: ignore[valid-type]
+        description="selection: the runs the bests were chosen on; confirmation: the "
+        "chosen configurations rerun on fresh seeds"
+    )
+    method: Literal[Method.values()] | None = Field(  # type: ignore[valid-type]
+        description="log-t: paired Student t on ln(arm / baseline), every value > 0; "
+        "scaled-t: paired Student t on (arm - baseline) / |baseline mean|; none: nothing "
+        "scored (every run diverged); null: no seed to pair"
+    )
+    seeds: int = Field(description="pairs: seeds both configurations finished")
+    change: float | None = Field(description="arm vs baseline, a fraction: -0.018 is 1.8% lower")
+    low: float | None = Field(
+        description="the change's (1 - alpha) t interval; null without one (under 2 pairs, "
+        "or equal differences on too few pairs for the exact test)"
+    )
+    high: float | None
+    p_value: float | None = Field(description="two-sided, no difference; null without a test")
+    p_equivalence: float | None = Field(
+        description="TOST p against a stated equivalence margin; null without a margin "
+        "(the verdict endpoint states none)"
+    )
+    difference_sd: float | None = Field(
+        description="SD of the paired differences (log, or fraction of the baseline mean)"
+    )
+    verdict: Literal[Verdict.values()] | None = Field(  # type: ignore[valid-type]
+        description="better or worse when p < alpha (by the study's direction), equivalent "
+        "when p_equivalence < alpha, else no_detectable_difference; null without a test"
+    )
+    seeds_needed: SeedsNeeded | None = Field(description="null under 2 pairs")
+    diverged: int = Field(description="pairs in which a diverged run was scored as a loss")
+    reason: str | None = Field(description="why this stage has no test, or no size")
+
+
+#: the decision of a comparison whose deciding stage cannot stand (``limits``)
+INCONCLUSIVE = "inconclusive"
+
+
 class ArmComparison(BaseModel):
-    """A masked arm against its base's dense arm, each at its best, paired by seed."""
+    """A masked arm against its base's dense arm, each at its best configuration, paired
+    by seed in each stage; the confirmation stage decides where the study runs one."""
 
     baseline: ArmBest
     arm: ArmBest
-    method: Literal[Method.values()] | None = Field(  # type: ignore[valid-type]
-        description="log-t: paired t interval on ln(objective); bootstrap: paired percentile "
-        "bootstrap of the difference of means (some objective <= 0)"
+    selection: StageResult = Field(description="the trials the bests were chosen on")
+    confirmation: StageResult | None = Field(
+        description="the chosen configurations rerun on fresh seeds; null when the study "
+        "runs no confirmation stage"
     )
-    seeds: int = Field(description="pairs: seeds both best configurations completed")
-    change: float | None = Field(description="arm vs baseline, a fraction: -0.018 is 1.8% lower")
-    low: float | None = Field(description="the change's 95% interval; null without one")
-    high: float | None
-    difference_sd: float | None = Field(
-        description="SD of the paired differences (log, or fraction of the dense mean)"
+    deciding_stage: Literal[Stage.values()] = Field(  # type: ignore[valid-type]
+        description="confirmation where the study runs one (even before it has run: no "
+        "fallback to selection), else selection"
     )
-    verdict: Literal[Verdict.values()] | None  # type: ignore[valid-type]
-    seeds_needed: int | None = Field(
-        description="seeds a paired t-test needs for 80% power against a 1% change at "
-        "alpha 0.05, given difference_sd"
+    decision: Literal[(*Verdict.values(), INCONCLUSIVE)] = Field(  # type: ignore[valid-type]
+        description="the deciding stage's verdict, or inconclusive when a limit applies"
     )
-    reason: str | None = Field(description="why there is no estimate")
+    limits: list[str] = Field(
+        description="why the deciding stage's verdict cannot stand: under 3 deciding pairs, "
+        "no test or no interval, an arm whose LR search stopped unbracketed"
+    )
     warnings: list[VerdictWarning]
-    summary: str = Field(description="the line the CLI, the table and the export show")
+    summary: str = Field(
+        description="the line the CLI, the table and the export show: the decision, then "
+        "each stage's test, the deciding one marked (decides)"
+    )
 
 
 class StudyVerdict(BaseModel):
     study_id: int
     metric: str
     mode: Mode
-    confidence: float
-    detectable_change: float
-    power: float
+    confidence: float = Field(description="of every interval: 1 - alpha")
+    power: float = Field(description="the power seeds_needed is sized for")
+    effect: float = Field(description="the change (a fraction) seeds_needed is sized for")
+    min_deciding_pairs: int = Field(
+        description="fewer pairs in the deciding stage make a comparison inconclusive"
+    )
     comparisons: list[ArmComparison]
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from service.api.schemas import (
+    INCONCLUSIVE,
     ArmBest,
     ArmComparison,
     BestTrial,
@@ -15,6 +16,8 @@ from service.api.schemas import (
     ClaimRow,
     ClaimsReport,
     ClaimStudy,
+    SeedsNeeded,
+    StageResult,
     StudyDetail,
     StudySummary,
     StudyVerdict,
@@ -25,12 +28,12 @@ from service.core.errors import not_found
 from studies.analysis import claims as claim_tests
 from studies.analysis.arms import Configuration
 from studies.analysis.claims_report import scale
+from studies.analysis.inference import ALPHA, DEFAULT_EFFECT, POWER
 from studies.analysis.verdict import (
-    CONFIDENCE,
-    DETECTABLE_CHANGE,
     LR,
-    POWER,
+    MIN_DECIDING_PAIRS,
     Comparison,
+    StageTest,
     verdicts,
 )
 from studies.best import BestConfiguration, best_configuration
@@ -131,41 +134,70 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
 
 def verdict(session: Session, study: Study) -> StudyVerdict:
     """Each masked arm against its dense base (``studies.analysis.verdict``), from the
-    trials as the dashboards read them."""
+    trials as the dashboards read them; a study that runs a confirmation stage is decided
+    on it, even before it has run."""
     data = load_study(session, study.id)
     if data is None:  # deleted since the caller read it
         raise not_found("study", study.id)
+    comparisons = verdicts(
+        data.trials,
+        data.mode,
+        bracket=data.bracket,
+        confirming=data.confirming,
+        effect=DEFAULT_EFFECT,
+    )
     return StudyVerdict(
         study_id=data.id,
         metric=data.metric,
         mode=data.mode,
-        confidence=CONFIDENCE,
-        detectable_change=DETECTABLE_CHANGE,
+        confidence=1 - ALPHA,
         power=POWER,
-        comparisons=[
-            _comparison(c) for c in verdicts(data.trials, data.mode, bracket=data.bracket)
-        ],
+        effect=DEFAULT_EFFECT,
+        min_deciding_pairs=MIN_DECIDING_PAIRS,
+        comparisons=[_comparison(c) for c in comparisons],
     )
 
 
 def _comparison(comparison: Comparison) -> ArmComparison:
-    estimate = comparison.estimate
     return ArmComparison(
         baseline=_arm_best(comparison.baseline, comparison.baseline_best),
         arm=_arm_best(comparison.arm, comparison.best),
-        method=estimate.method.value if estimate else None,
-        seeds=estimate.n if estimate else 0,
-        change=estimate.change if estimate else None,
-        low=estimate.low if estimate else None,
-        high=estimate.high if estimate else None,
-        difference_sd=estimate.sd if estimate else None,
-        verdict=estimate.verdict.value if estimate else None,
-        seeds_needed=estimate.seeds_needed if estimate else None,
-        reason=comparison.reason,
+        selection=_stage(comparison.selection),
+        confirmation=(
+            _stage(comparison.confirmation) if comparison.confirmation is not None else None
+        ),
+        deciding_stage=comparison.deciding.stage.value,
+        decision=comparison.decision.value if comparison.decision else INCONCLUSIVE,
+        limits=list(comparison.limits),
         warnings=[
             VerdictWarning(code=w.code.value, message=w.message) for w in comparison.warnings
         ],
         summary=comparison.summary,
+    )
+
+
+def _stage(stage: StageTest) -> StageResult:
+    test = stage.test
+    needed = test.seeds_needed if test is not None else None
+    seeds_needed = (
+        SeedsNeeded(effect=needed.effect, estimate=needed.estimate, upper=needed.upper)
+        if needed is not None
+        else None
+    )
+    return StageResult(
+        stage=stage.stage.value,
+        method=test.method.value if test is not None else None,
+        seeds=stage.n,
+        change=test.change if test is not None else None,
+        low=test.low if test is not None else None,
+        high=test.high if test is not None else None,
+        p_value=test.p_value if test is not None else None,
+        p_equivalence=test.p_equivalence if test is not None else None,
+        difference_sd=test.sd if test is not None else None,
+        verdict=test.verdict.value if test is not None else None,
+        seeds_needed=seeds_needed,
+        diverged=test.diverged if test is not None else 0,
+        reason=stage.reason,
     )
 
 

@@ -2,8 +2,10 @@
 
 A few seeds are all a study can afford, so the interval is Student's t, not a normal
 approximation; a single seed gives a mean and no interval rather than a zero-width one.
-Tables show the symmetric mean ± t; charts draw ``range_interval``, which stays in the
-metric's range (a loss's error bar never reaches below zero).
+Every surface that shows a mean over seeds with its interval, charts and tables alike,
+shows ``range_interval``, which stays in the metric's range (a loss's never reaches below
+zero), tables as ``mean [low, high]``. ``mean_interval``'s symmetric mean +- t is the
+helper under it (and the interval of a paired difference, which may take any sign).
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 Rows are base optimizers, columns the variants present (dense, skipupdate, magma); a cell
 is the arm's best stable configuration (its best LR, in the paper's protocol), described by
-its own mean and spread over seeds. A masked cell's one difference from dense is its paired
-verdict (``verdict.verdicts``: both arms at their best, paired by seed, with its 95%
-interval), the same numbers as ``GET /studies/{id}/verdict``; an unpaired difference of the
-two means would be a second, different number for the same question.
+its own mean over seeds and the interval the charts draw (``intervals.range_interval``:
+within the metric's range, so a loss's never reaches below zero). A masked cell's one
+difference from dense is its paired comparison (``verdict.verdicts``: both arms at their
+best, paired by seed, each stage's test and the decision of the deciding one), the same
+numbers as ``GET /studies/{id}/verdict``; an unpaired difference of the two means would be
+a second, different number for the same question.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from studies.analysis.arms import (
     configurations,
     group_by_arm,
 )
+from studies.analysis.intervals import Interval
 from studies.analysis.objective import Mode
 from studies.analysis.verdict import Comparison, verdicts
 from studies.records import VARIANTS, Arm, BracketSearch, TrialRecord
@@ -40,18 +43,27 @@ class TableCell:
         return self.best.summary.mean if self.best is not None else None
 
     @property
+    def interval(self) -> Interval | None:
+        """The mean with the interval the charts draw (``Configuration.interval``)."""
+        return self.best.interval if self.best is not None else None
+
+    @property
     def trial_ids(self) -> tuple[int, ...]:
         """The best configuration's trials, to link the cell to."""
         return self.best.trial_ids if self.best is not None else ()
 
     @property
     def difference(self) -> str | None:
-        """The paired change against dense, its 95% interval and the verdict (``-4.9%
-        [-9.5%, -0.1%] better``), or why there is none; None without a comparison."""
-        if self.comparison is None:
-            return None
-        estimate = self.comparison.estimate
-        return estimate.difference if estimate else f"no verdict: {self.comparison.reason}"
+        """The paired comparison against dense: its decision, then each stage's change,
+        interval and verdict, the deciding stage marked (``Comparison.summary``); None
+        without a comparison."""
+        return self.comparison.summary if self.comparison is not None else None
+
+    @property
+    def decision(self) -> str | None:
+        """``better``, ``worse``, ``equivalent``, ``no_detectable_difference`` or
+        ``inconclusive``; None without a comparison."""
+        return self.comparison.decision_text if self.comparison is not None else None
 
 
 @dataclass(frozen=True)
@@ -63,12 +75,17 @@ class ComparisonTable:
 
 
 def comparison_table(
-    trials: Iterable[TrialRecord], mode: Mode = "min", bracket: BracketSearch | None = None
+    trials: Iterable[TrialRecord],
+    mode: Mode = "min",
+    bracket: BracketSearch | None = None,
+    *,
+    confirming: bool | None = None,
 ) -> ComparisonTable:
-    """Best objective per (base, variant) and each masked arm's paired verdict against its
-    dense base (``bracket``: a bracket study's LR search, for the verdicts' warnings)."""
+    """Best objective per (base, variant) and each masked arm's paired comparison against
+    its dense base (``bracket``: a bracket study's LR search, for the verdicts' warnings;
+    ``confirming``: whether the study runs a confirmation stage, as ``verdicts`` takes it)."""
     trials = list(trials)
-    tested = {c.arm: c for c in verdicts(trials, mode, bracket=bracket)}
+    tested = {c.arm: c for c in verdicts(trials, mode, bracket=bracket, confirming=confirming)}
     bests: dict[Arm, tuple[Configuration | None, str | None]] = {}
     for arm, arm_trials in group_by_arm(trials).items():
         configs = configurations(arm_trials)

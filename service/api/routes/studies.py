@@ -289,7 +289,9 @@ def best(
 @router.get("/{study_id}/verdict", response_model=StudyVerdict, responses=error_responses(404))
 def verdict(study_id: StudyId, session: ReadSession) -> StudyVerdict:
     """Each masked arm against its dense base, both at their best configuration, paired by
-    seed: the % change with its 95% interval, the verdict (better, worse, or no detectable
-    difference), the seeds a 1% change would need, and the warnings that qualify it
-    (README, "Tested differences")."""
+    seed, tested in each stage (selection, and the confirmation stage's fresh seeds where
+    the study runs one): the % change with its 95% interval, the paired t test's p and
+    verdict, the seeds a 1% change needs (a range), and the decision of the deciding stage
+    (the confirmation stage where there is one), inconclusive when a limit applies (README,
+    "Tested differences")."""
     return views.verdict(session, _study(session, study_id))
