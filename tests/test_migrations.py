@@ -335,9 +335,8 @@ def test_every_row_keeps_its_id(upgraded: Upgrade) -> None:
 
 def _kept(table: str, before: Row, after: Row) -> None:
     """Every old column of the row is still there, with its value, unless a revision
-    drops it (``DROPPED``) or rewrites it (``REWRITTEN``: checked by that revision's test,
-    or unchanged while that revision does not exist)."""
-    rewritten = REWRITTEN.get(table, set()) if "0003" in script_revisions() else set()
+    drops it (``DROPPED``) or rewrites it (``REWRITTEN``: checked by that revision's test)."""
+    rewritten = REWRITTEN.get(table, set())
     lost = set(before) - set(after) - DROPPED.get(table, set())
     assert not lost, f"{table} {before['id']}: columns {sorted(lost)} lost"
     for column, value in before.items():
