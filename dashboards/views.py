@@ -395,7 +395,9 @@ def _pair(arms: list[Arm], options: RobustnessOptions) -> tuple[Arm | None, Arm 
 
 
 def table(data: StudyData, _: NoOptions) -> PageView:
-    result = comparison_table(data.trials, data.mode, data.bracket, confirming=data.confirming)
+    result = comparison_table(
+        data.trials, data.mode, data.bracket, confirming=data.confirming, metric=data.metric
+    )
     rows = []
     for base, cells in result.rows.items():
         row = []
@@ -432,7 +434,7 @@ def _verdict_row(comparison: Comparison | None) -> dict[str, Any] | None:
         return None
     return {
         "summary": comparison.summary,
-        "decision": comparison.decision_text,
+        "decision": comparison.decision_code,
         "deciding_stage": comparison.deciding.stage.value,
         "warnings": [warning.message for warning in comparison.warnings],
     }

@@ -642,7 +642,7 @@ def test_table_cells_with_the_paired_comparison_as_their_difference():
     assert magma.decision == "no_detectable_difference"
     assert magma.difference == magma.comparison.summary
     assert magma.difference.startswith(
-        "adamw+magma vs adamw: no_detectable_difference; selection (decides): "
+        "adamw+magma vs adamw: no detectable difference; selection (decides): "
         "-18.1% [-36.1%, +5.0%] no detectable difference (3 seeds; 1% needs "
     )
     assert magma.comparison.selection.test.change == pytest.approx(math.expm1(-0.2))
@@ -652,7 +652,7 @@ def test_table_cells_with_the_paired_comparison_as_their_difference():
     assert skip.comparison.selection.test.p_value == 1.0
     assert skip.decision == "no_detectable_difference"
     assert skip.difference == (
-        "adamw+skipupdate vs adamw: no_detectable_difference; selection (decides): "
+        "adamw+skipupdate vs adamw: no detectable difference; selection (decides): "
         "+0.0% [no interval] no detectable difference (3 seeds; 1% needs 6 seeds)"
     )
     rmsprop = table.rows["rmsprop"]
@@ -723,7 +723,7 @@ def test_the_table_and_overview_pages_show_the_charts_interval_and_the_decision(
     assert dense["verdict"] is None
     assert magma["verdict"]["decision"] == "no_detectable_difference"
     assert magma["verdict"]["deciding_stage"] == "selection"
-    assert magma["verdict"]["summary"].startswith("adamw+magma vs adamw: no_detectable_difference")
+    assert magma["verdict"]["summary"].startswith("adamw+magma vs adamw: no detectable difference")
     overview = views.overview(study_data(trials), views.NoOptions())
     best = {row["arm"]: row for row in overview.context["best"]}
     assert (best["adamw"]["low"], best["adamw"]["high"]) == (expected.low, expected.high)

@@ -191,7 +191,7 @@ def test_an_interval_across_zero_is_no_detectable_difference() -> None:
     assert comparison.limits == ()
     assert comparison.decision == Verdict.no_detectable_difference
     assert comparison.summary.startswith(
-        "adamw+magma vs adamw: no_detectable_difference; selection (decides): "
+        "adamw+magma vs adamw: no detectable difference; selection (decides): "
         "-2.0% [-4.4%, +0.5%] no detectable difference (3 seeds; "
     )
 
@@ -557,10 +557,10 @@ def test_a_confirmation_stage_that_disagrees_decides_over_the_selection_stage() 
     [warning] = comparison.warnings
     assert (warning.code, warning.message) == (
         WarningCode.confirmation_disagrees,
-        "the confirmation stage says no_detectable_difference; the selection stage says better",
+        "the confirmation stage says no detectable difference; the selection stage says better",
     )
     assert comparison.summary == (
-        f"adamw+magma vs adamw: no_detectable_difference; selection: {SELECTION}; "
+        f"adamw+magma vs adamw: no detectable difference; selection: {SELECTION}; "
         f"confirmation (decides): +0.0% [-4.8%, +5.1%] no detectable difference (3 seeds; "
         f"1% needs 34 to {UPPER} seeds)"
     )
@@ -1081,10 +1081,10 @@ def test_the_confirmation_stage_decides_on_every_surface(server: Server) -> None
 
     write_confirmation(server, study_id, spec, CONFIRMATION_SEEDS)
     disagrees = (
-        "the confirmation stage says no_detectable_difference; the selection stage says better"
+        "the confirmation stage says no detectable difference; the selection stage says better"
     )
     decided = (
-        f"adamw+magma vs adamw: no_detectable_difference; selection: {SELECTION}; "
+        f"adamw+magma vs adamw: no detectable difference; selection: {SELECTION}; "
         f"confirmation (decides): +0.0% [-4.8%, +5.1%] no detectable difference (3 seeds; "
         f"1% needs 34 to {UPPER} seeds)"
     )

@@ -163,6 +163,9 @@ COMMON_METRICS: dict[str, Mode] = {
     "log_loss_auc": "min",  # mean log(loss) over the steps so far
     "steps_to_target": "min",  # first step at <= target_loss_fraction x the initial loss
 }
+#: metrics that are themselves a mean of logs: a paired comparison takes exp(value) (the
+#: geometric mean) so that its change is a ratio, as for any positive objective
+LOG_METRICS: frozenset[str] = frozenset({"log_loss_auc"})
 #: the metrics a study may optimise, per workload, with their natural direction
 WORKLOAD_METRICS: dict[str, dict[str, Mode]] = {
     WorkloadKind.llama_c4.value: {"val_ppl": "min", **COMMON_METRICS},

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from studies.analysis.claim_rules import Support
 from studies.analysis.inference import Method, Verdict
-from studies.analysis.verdict import Stage, WarningCode
+from studies.analysis.verdict import INCONCLUSIVE, Stage, WarningCode
 from worker.contract import Mode
 
 
@@ -217,7 +217,6 @@ class StageResult(BaseModel):
 
 
 #: the decision of a comparison whose deciding stage cannot stand (``limits``)
-INCONCLUSIVE = "inconclusive"
 
 
 class ArmComparison(BaseModel):
@@ -291,4 +290,61 @@ class ClaimsReport(BaseModel):
         description="hash of the claims registry (definitions, thresholds, rules) that "
         "decided this report: a rule changed after seeing the data shows as a new version"
     )
+    shared_rule: str = Field(description="how every claim's comparisons decide it")
     claims: list[ClaimRow]
+
+
+# --- compare: verdicts for anyone's numbers (``studies.compare``) -----------------------
+
+
+class CompareRow(BaseModel):
+    """One seed of one comparison: each arm's objective on that seed."""
+
+    comparison: str = Field(description="rows sharing it are that comparison's pairs")
+    seed: int | str = Field(description="at most once within a comparison")
+    baseline: float | str | None = Field(
+        description='the objective; a diverged run is "inf", "nan" or "diverged" (JSON has '
+        "no Infinity); null is a missing value, an error"
+    )
+    treatment: float | str | None = Field(description="as baseline")
+
+
+class CompareRequest(BaseModel):
+    mode: Mode = Field("min", description="min: lower is better; max: higher is better")
+    margin: float | None = Field(
+        None, gt=0, lt=1, description="equivalence margin, a fraction; enables equivalent"
+    )
+    effect: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="the change seeds_needed is sized for, a fraction; default: the "
+        "margin, else 0.01",
+    )
+    holm: bool = Field(False, description="decide at Holm-adjusted p-values across the rows")
+    rows: list[CompareRow]
+
+
+class CompareSeedsNeeded(BaseModel):
+    effect: float = Field(description="the change it is sized for, a fraction")
+    estimate: int | None = Field(description="pairs for 80% power, from the observed SD")
+    upper: int | None = Field(description="the same from the SD's 95% upper bound")
+
+
+class CompareResult(BaseModel):
+    """One comparison's paired test, as ``magma-bench compare --json`` prints it."""
+
+    comparison: str
+    n: int = Field(description="pairs (seeds)")
+    method: Literal[Method.values()] = Field(  # type: ignore[valid-type]
+        description="log-t: paired t on ln(treatment / baseline); scaled-t: on the "
+        "differences / |baseline mean|; none: nothing to test (every run diverged)"
+    )
+    change: float | None = Field(description="treatment vs baseline, a fraction")
+    low: float | None = Field(description="the change's 95% interval; null without one")
+    high: float | None
+    verdict: Literal[Verdict.values()]  # type: ignore[valid-type]
+    seeds_needed: CompareSeedsNeeded | None = Field(description="null under 2 pairs")
+    p_value: float | None = Field(
+        description="two-sided, no difference (Holm-adjusted with holm); null without a test"
+    )

@@ -7,7 +7,6 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from service.api.schemas import (
-    INCONCLUSIVE,
     ArmBest,
     ArmComparison,
     BestTrial,
@@ -145,6 +144,7 @@ def verdict(session: Session, study: Study) -> StudyVerdict:
         bracket=data.bracket,
         confirming=data.confirming,
         effect=DEFAULT_EFFECT,
+        metric=data.metric,
     )
     return StudyVerdict(
         study_id=data.id,
@@ -167,7 +167,7 @@ def _comparison(comparison: Comparison) -> ArmComparison:
             _stage(comparison.confirmation) if comparison.confirmation is not None else None
         ),
         deciding_stage=comparison.deciding.stage.value,
-        decision=comparison.decision.value if comparison.decision else INCONCLUSIVE,
+        decision=comparison.decision_code,
         limits=list(comparison.limits),
         warnings=[
             VerdictWarning(code=w.code.value, message=w.message) for w in comparison.warnings
@@ -218,6 +218,7 @@ def claims(session: Session) -> ClaimsReport:
     results = claim_tests.evaluate(claim_studies(session, claim_tests.roles()))
     return ClaimsReport(
         registry_version=claim_tests.registry_version(),
+        shared_rule=claim_tests.SHARED_RULE,
         claims=[
             ClaimRow(
                 id=result.claim.id,

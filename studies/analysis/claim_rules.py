@@ -34,9 +34,9 @@ from studies.analysis.verdict import (
     describe_test,
     unbracketed_warnings,
 )
-from studies.best import STAGE_KEY, is_confirmation
+from studies.best import STAGE_KEY, is_confirmation, runs_confirmation
 from studies.records import Arm, BracketSearch, TrialRecord
-from worker.contract import Names, Variant
+from worker.contract import LOG_METRICS, Names, Variant
 
 
 class Support(Names):
@@ -167,11 +167,12 @@ def _decide(checks: Sequence[Check], warnings: Sequence[str] = ()) -> Finding:
 
 
 def _confirming(study: StudyView) -> bool:
-    """Whether the study runs a confirmation stage (a bracket protocol's confirm_seeds)."""
-    protocol = study.spec.get("protocol") or {}
-    return bool(protocol.get("confirm_seeds")) or any(
-        is_confirmation(t.params) for t in study.trials
-    )
+    """Whether the study runs a confirmation stage (``studies.best.runs_confirmation``)."""
+    return runs_confirmation(study.spec)
+
+
+def _metric(study: StudyView) -> str | None:
+    return (study.spec.get("objective") or {}).get("metric")
 
 
 def _comparisons(
@@ -188,6 +189,7 @@ def _comparisons(
             None,
             study.bracket,
             confirming=_confirming(study),
+            metric=_metric(study),
             **kwargs,
         )
         for baseline, arm in pairs
@@ -250,6 +252,7 @@ def _compare_configs(
         stage=stage,
         margin=margin,
         effect=effect,
+        metric=_metric(study),
     )
     return _check(label, test, **kwargs)
 
@@ -516,7 +519,7 @@ def quadratic(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
     margin, floor = given["neutral_margin"], given["numerical_floor"]
     checks, warnings = [], []
     for role, label in (("heterogeneous", "better"), ("homogeneous", "equivalent")):
-        study = _on_loss_scale(studies[role])
+        study = studies[role]
         base = _one_base(study) or given["base"]
         pair = (Arm(base, Variant.dense.value), Arm(base, Variant.magma.value))
         neutral = role == "homogeneous"
@@ -531,7 +534,9 @@ def quadratic(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
             continue
         comparison = comparisons[0]
         warnings += _warnings([comparison], f"{role}: ")
-        limits = ["both arms at the numerical floor: a tie"] if _at_floor(comparison, floor) else []
+        # a mean log loss is the convergence measure that has no floor; a final loss has one
+        at_floor = _metric(study) not in LOG_METRICS and _at_floor(comparison, floor)
+        limits = ["both arms at the numerical floor: a tie"] if at_floor else []
         kwargs: dict[str, Any] = (
             {"supports": _equivalent, "contradicts": _beyond_margin(margin)} if neutral else {}
         )
@@ -544,28 +549,6 @@ def quadratic(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
             )
         )
     return _decide(checks, warnings)
-
-
-def _on_loss_scale(study: StudyView) -> StudyView:
-    """A study whose objective is the mean log loss (``log_loss_auc``), with each value
-    turned into the geometric-mean loss exp(.): positive, so its change is a ratio."""
-    metric = (study.spec.get("objective") or {}).get("metric")
-    if metric != "log_loss_auc":
-        return study
-    trials = [
-        replace(t, objective=math.exp(t.objective) if t.objective is not None else None)
-        for t in study.trials
-    ]
-    return _View(study.id, study.mode, study.spec, trials, study.bracket)
-
-
-@dataclass(frozen=True)
-class _View:
-    id: int
-    mode: Mode
-    spec: dict[str, Any]
-    trials: list[TrialRecord]
-    bracket: BracketSearch | None
 
 
 def components(studies: Mapping[str, StudyView], given: Parameters) -> Finding:

@@ -63,7 +63,7 @@ class TableCell:
     def decision(self) -> str | None:
         """``better``, ``worse``, ``equivalent``, ``no_detectable_difference`` or
         ``inconclusive``; None without a comparison."""
-        return self.comparison.decision_text if self.comparison is not None else None
+        return self.comparison.decision_code if self.comparison is not None else None
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,14 @@ def comparison_table(
     bracket: BracketSearch | None = None,
     *,
     confirming: bool | None = None,
+    metric: str | None = None,
 ) -> ComparisonTable:
     """Best objective per (base, variant) and each masked arm's paired comparison against
     its dense base (``bracket``: a bracket study's LR search, for the verdicts' warnings;
-    ``confirming``: whether the study runs a confirmation stage, as ``verdicts`` takes it)."""
+    ``confirming`` and ``metric``: as ``verdicts`` takes them)."""
     trials = list(trials)
-    tested = {c.arm: c for c in verdicts(trials, mode, bracket=bracket, confirming=confirming)}
+    found = verdicts(trials, mode, bracket=bracket, confirming=confirming, metric=metric)
+    tested = {c.arm: c for c in found}
     bests: dict[Arm, tuple[Configuration | None, str | None]] = {}
     for arm, arm_trials in group_by_arm(trials).items():
         configs = configurations(arm_trials)

@@ -5,11 +5,13 @@ Why two stages: the selection stage's bests are chosen on the same runs that com
 them, so they carry the winner's curse; a bracket study's confirmation stage reruns each
 arm's choice on fresh seeds, and where a study runs one it decides, with no fallback. A
 confirmation that yields nothing to test is its own state (``confirmation_failed``), shown
-as such. A run that diverged in the deciding stage is a loss for its arm (``inference``'s one
-rule), never a dropped seed. An answer short of evidence is *inconclusive*, never a warned
-*better*: fewer than ``MIN_DECIDING_PAIRS`` deciding pairs, an arm whose LR search stopped
-unbracketed, or no interval (``Comparison.limits``). The README's "Tested differences"
-states the rules in full.
+as such. A run that diverged in the deciding stage is a loss for its arm (``inference``'s
+one rule), never a dropped seed. A metric that is itself a mean of logs (``LOG_METRICS``)
+is compared as exp(value), so that its change is a ratio like any other objective's. An
+answer short of evidence is *inconclusive*, never a warned *better*: fewer than
+``MIN_DECIDING_PAIRS`` deciding pairs, an arm whose LR search stopped unbracketed, or no
+interval (``Comparison.limits``). The README's "Tested differences" states the rules in
+full.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ from studies.analysis.objective import Mode, check_mode
 from studies.best import STAGE_KEY, is_confirmation
 from studies.bracket import closes_bracket
 from studies.records import Arm, ArmSearch, BracketSearch, TrialRecord
-from worker.contract import Names, TrialStatus, Variant
+from worker.contract import LOG_METRICS, Names, TrialStatus, Variant
 
+#: the decision of a comparison whose deciding verdict cannot stand (``Comparison.limits``)
+INCONCLUSIVE = "inconclusive"
 #: fewer deciding pairs than this is inconclusive, whatever the test says
 MIN_DECIDING_PAIRS = 3
 #: the searched value the grid-edge and divergence warnings are about
@@ -132,8 +136,13 @@ class Comparison:
         return self.deciding.test.verdict
 
     @property
+    def decision_code(self) -> str:
+        """The decision as the API and the pages' ``data-verdict`` name it."""
+        return INCONCLUSIVE if self.decision is None else self.decision.value
+
+    @property
     def decision_text(self) -> str:
-        return "inconclusive" if self.decision is None else self.decision.value
+        return INCONCLUSIVE if self.decision is None else words(self.decision)
 
     @property
     def summary(self) -> str:
@@ -148,6 +157,11 @@ class Comparison:
             for stage in stages
         ]
         return f"{head}; {'; '.join(parts)}"
+
+
+def words(verdict: Verdict) -> str:
+    """A verdict as a line of text says it: ``no detectable difference``."""
+    return verdict.value.replace("_", " ")
 
 
 def percent(value: float | None) -> str:
@@ -170,7 +184,7 @@ def describe_test(test: PairedTest) -> str:
     )
     diverged = f", {test.diverged} with a diverged run" if test.diverged else ""
     return (
-        f"{percent(test.change)} {interval} {test.verdict.value.replace('_', ' ')} "
+        f"{percent(test.change)} {interval} {words(test.verdict)} "
         f"({_seeds(test.n)}{diverged}; {_needs(test.seeds_needed)})"
     )
 
@@ -192,13 +206,15 @@ def verdicts(
     *,
     confirming: bool | None = None,
     effect: float = DEFAULT_EFFECT,
+    metric: str | None = None,
 ) -> list[Comparison]:
     """Every masked arm against its base's dense arm (canonical order). ``confirmation``:
     each arm's confirmation trials, none of them in ``trials``; without it they are taken
     out of ``trials`` (params ``stage: confirm``). ``confirming``: whether the study runs
     a confirmation stage (a bracket study's ``confirm_seeds``); None infers it from the
     trials. ``bracket``: a bracket study's LR search, whose stops replace the grid-edge
-    warning. ``effect``: what seeds needed is sized for."""
+    warning. ``effect``: what seeds needed is sized for; ``metric``: the objective's name."""
+    check_mode(mode)
     trials = list(trials)
     arms = [arm for arm in group_by_arm(t for t in trials if not is_confirmation(t.params))]
     return [
@@ -211,6 +227,7 @@ def verdicts(
             bracket,
             confirming=confirming,
             effect=effect,
+            metric=metric,
         )
         for arm in arms
         if arm.variant != Variant.dense.value and Arm(arm.base, Variant.dense.value) in arms
@@ -228,6 +245,7 @@ def compare_arms(
     confirming: bool | None = None,
     margin: float | None = None,
     effect: float = DEFAULT_EFFECT,
+    metric: str | None = None,
 ) -> Comparison:
     """``arm`` against ``baseline`` (any two arms of a study), each at its best, by the
     rules of ``verdicts``; ``margin``: a stated equivalence margin for both stages."""
@@ -252,16 +270,15 @@ def compare_arms(
         if chosen is not None:
             runs = [*groups.get(which, ()), *confirmation.get(which, ())]
             warnings += _diverged(which, chosen, runs)
-    selection = _selection(baseline, arm, bests, configs, mode, margin, effect)
+    scale = _Scale(mode, margin, effect, metric in LOG_METRICS)
+    selection = _selection(baseline, arm, bests, configs, scale)
     confirmed = None
     if confirming:
         confirmed = _stage(
             Stage.confirmation,
             confirmation.get(baseline, ()),
             confirmation.get(arm, ()),
-            mode,
-            margin,
-            effect,
+            scale,
         )
         if confirmed.test is None:
             warnings.append(
@@ -274,8 +291,8 @@ def compare_arms(
             warnings.append(
                 VerdictWarning(
                     WarningCode.confirmation_disagrees,
-                    f"the confirmation stage says {confirmed.test.verdict.value}; the "
-                    f"selection stage says {selection.test.verdict.value}",
+                    f"the confirmation stage says {words(confirmed.test.verdict)}; the "
+                    f"selection stage says {words(selection.test.verdict)}",
                 )
             )
     comparison = Comparison(
@@ -303,16 +320,14 @@ def _selection(
     arm: Arm,
     bests: Mapping[Arm, Configuration | None],
     configs: Mapping[Arm, Sequence[Configuration]],
-    mode: Mode,
-    margin: float | None,
-    effect: float,
+    scale: _Scale,
 ) -> StageTest:
     """The two bests' trials, paired by seed. An arm with no complete configuration is
     compared at the other's chosen LR when every run of it there diverged: diverging
     where the other trains is evidence against it, not a missing verdict."""
     base_best, best = bests[baseline], bests[arm]
     if base_best is not None and best is not None:
-        return _stage(Stage.selection, base_best.trials, best.trials, mode, margin, effect)
+        return _stage(Stage.selection, base_best.trials, best.trials, scale)
     if base_best is None and best is None:
         reason = "neither arm has a configuration that completed on every seed"
         return StageTest(Stage.selection, None, reason)
@@ -323,7 +338,7 @@ def _selection(
         reason = f"{missing.label} has no configuration that completed on every seed"
         return StageTest(Stage.selection, None, reason)
     pair = (present.trials, diverged) if missing == arm else (diverged, present.trials)
-    return _stage(Stage.selection, *pair, mode, margin, effect)
+    return _stage(Stage.selection, *pair, scale)
 
 
 def _diverged_at(configs: Sequence[Configuration], lr: float) -> list[TrialRecord] | None:
@@ -343,24 +358,38 @@ def compare_configurations(
     stage: Stage = Stage.selection,
     margin: float | None = None,
     effect: float = DEFAULT_EFFECT,
+    metric: str | None = None,
 ) -> StageTest:
     """``trials`` against ``baseline`` (any two configurations: two component choices of
     one arm, say) by the same paired rule, diverged runs scored as losses."""
-    return _stage(stage, baseline, trials, check_mode(mode), margin, effect)
+    scale = _Scale(check_mode(mode), margin, effect, metric in LOG_METRICS)
+    return _stage(stage, baseline, trials, scale)
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """How a comparison's values are tested: the direction, the equivalence margin, the
+    effect seeds needed is sized for, and whether the metric is a mean of logs."""
+
+    mode: Mode
+    margin: float | None
+    effect: float
+    log_metric: bool
 
 
 def _stage(
     stage: Stage,
     baseline: Iterable[TrialRecord],
     trials: Iterable[TrialRecord],
-    mode: Mode,
-    margin: float | None,
-    effect: float,
+    scale: _Scale,
 ) -> StageTest:
     seeds, base_values, values = _paired(baseline, trials)
     if not seeds:
         return StageTest(Stage(stage), None, "the two arms share no finished seed")
-    test = paired_test(base_values, values, mode, margin=margin, effect=effect)
+    if scale.log_metric:
+        base_values = tuple(math.exp(v) for v in base_values)
+        values = tuple(math.exp(v) for v in values)
+    test = paired_test(base_values, values, scale.mode, margin=scale.margin, effect=scale.effect)
     return StageTest(Stage(stage), test, test.reason, seeds, base_values, values)
 
 

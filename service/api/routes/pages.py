@@ -176,6 +176,7 @@ def claims_page(request: Request) -> Response:
             "results": claims.evaluate(studies),
             "scale": claims_report.scale,
             "registry_version": claims.registry_version(),
+            "shared_rule": claims.SHARED_RULE,
             "auth": deps.auth_enabled(request),
         },
     )
