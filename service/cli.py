@@ -2,13 +2,15 @@
 
 ``serve`` runs the API, ``driver`` the study runner, ``up`` both (with a local Ray) for
 a laptop; ``submit``, ``status``, ``list``, ``presets``, ``claims``, ``export`` and
-``cancel`` talk to the API over HTTP (``MAGMA_URL``, ``MAGMA_API_KEY``). Every command
+``cancel`` talk to the API over HTTP (``MAGMA_URL``, ``MAGMA_API_KEY``); ``compare``
+judges a CSV file of paired results locally (``studies.compare``). Every command
 reads its settings through ``worker.settings``, and ``up`` hands its environment to both
 children unchanged, so the API and the driver always agree (on the database above all).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -17,9 +19,10 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from tqdm import tqdm
@@ -27,14 +30,37 @@ from tqdm import tqdm
 from service.client import APIClientError, Client
 from studies.cli import driver_command
 from worker.cli import train_command
-from worker.contract import FINISHED_TRIAL_STATUSES, StudyStatus
+from worker.contract import FINISHED_TRIAL_STATUSES, Names, StudyStatus
 from worker.settings import get_settings
 
 app = typer.Typer(
-    help="Magma benchmark: train trials, run studies, serve the API.", no_args_is_help=True
+    help="Magma benchmark: train trials, run studies, serve the API, judge paired results.",
+    no_args_is_help=True,
 )
-app.command("train")(train_command)
-app.command("driver")(driver_command)
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def terminal_help(docstring: str | None) -> str:
+    """A docstring as the terminal should show it: each paragraph on one line, for the
+    terminal to wrap. Typer (rich mode) keeps a docstring's single line breaks in the
+    command list and in every paragraph after the first, which breaks sentences mid-line."""
+    paragraphs = inspect.cleandoc(docstring or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    """``app.command(name)``, with the function's docstring as ``terminal_help`` words it.
+    The first paragraph is the line the command list shows: keep it short."""
+
+    def register(function: Command) -> Command:
+        app.command(name, help=terminal_help(function.__doc__))(function)
+        return function
+
+    return register
+
+
+command("train")(train_command)
+command("driver")(driver_command)
 
 
 def _fail(exc: APIClientError | Exception) -> typer.Exit:
@@ -42,7 +68,7 @@ def _fail(exc: APIClientError | Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
-@app.command("serve")
+@command("serve")
 def serve_command(
     host: Annotated[str | None, typer.Option(help="default: MAGMA_HOST or 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="default: MAGMA_PORT or 8000")] = None,
@@ -72,7 +98,7 @@ def serve_command(
         )
 
 
-@app.command("up")
+@command("up")
 def up_command(
     host: Annotated[
         str | None, typer.Option(help="API address (0.0.0.0 in a container); default: MAGMA_HOST")
@@ -80,9 +106,10 @@ def up_command(
     port: Annotated[int | None, typer.Option(help="API port; default: MAGMA_PORT")] = None,
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for the API")] = 120.0,
 ) -> None:
-    """API + driver + a local Ray, on the settings' database (by default SQLite under ./var/).
+    """Run the API and the driver together, with a local Ray: a laptop setup.
 
-    Runs until interrupted; if either process exits, the other is stopped too."""
+    Both use the settings' database (by default SQLite under ./var/). Runs until
+    interrupted; if either process exits, the other is stopped too."""
     settings = get_settings()  # fails here, once, on a bad setting
     host, port = host or settings.host, port if port is not None else settings.port
     env = {**os.environ}
@@ -129,7 +156,7 @@ def up_command(
         stop()
 
 
-@app.command("submit")
+@command("submit")
 def submit_command(
     spec: Annotated[Path | None, typer.Argument(help="a study spec, YAML or JSON")] = None,
     preset: Annotated[str | None, typer.Option(help="submit a bundled preset instead")] = None,
@@ -139,7 +166,9 @@ def submit_command(
     wait: Annotated[bool, typer.Option(help="follow the study until it finishes")] = False,
     idempotency_key: Annotated[str | None, typer.Option(help="retry-safe submission")] = None,
 ) -> None:
-    """Submit a study; with ``--wait`` show live progress and the best configuration."""
+    """Submit a study from a spec file or a bundled preset.
+
+    With --wait, follow it: live progress, then the best configuration."""
     if (spec is None) == (preset is None):
         raise _fail(ValueError("give either a spec file or --preset NAME"))
     client = Client()
@@ -204,10 +233,13 @@ def _trial_line(trial_id: int, payload: dict[str, Any], finished: int, runs: int
     return f"trial {trial_id}: {payload['status']}{score}  ({finished}/{runs})"
 
 
-@app.command("status")
+@command("status")
 def status_command(study: Annotated[int, typer.Argument(help="study id")]) -> None:
-    """A study's status, progress per trial status, best configuration so far, and each
-    masked arm's verdict against its dense base, with its warnings."""
+    """A study's status, progress and best configuration, and each arm's verdict.
+
+    Shows the status, the trials per status, the best configuration so far, and each
+    masked arm against its dense base: the decision, each stage's test (the deciding one
+    marked), and the warnings."""
     client = Client()
     try:
         detail = client.study(study)
@@ -226,7 +258,7 @@ def status_command(study: Annotated[int, typer.Argument(help="study id")]) -> No
             typer.echo(f"  warning: {warning['message']}")
 
 
-@app.command("list")
+@command("list")
 def list_command(
     status: Annotated[
         StudyStatus | None, typer.Option(help="only studies with this status")
@@ -256,7 +288,7 @@ def list_command(
         typer.echo(f"{len(rows)} of {page['total']} studies; --limit shows more")
 
 
-@app.command("presets")
+@command("presets")
 def presets_command() -> None:
     """The bundled study presets: name, trials they run, and what they rerun."""
     try:
@@ -267,13 +299,14 @@ def presets_command() -> None:
     _table(("NAME", "RUNS", "DESCRIPTION"), rows)
 
 
-@app.command("claims")
+@command("claims")
 def claims_command(
     definitions: Annotated[bool, typer.Option(help="print each claim's test definition")] = False,
 ) -> None:
-    """Each claim of the paper, tested on the newest complete study of its preset: the
-    verdict (supported, contradicted, inconclusive), the study and its scale, then the
-    numbers and warnings."""
+    """Each claim of the paper, tested on the newest complete study of its preset.
+
+    For each claim: the verdict (supported, contradicted or inconclusive), the study and
+    the scale it ran at, then the numbers and the warnings."""
     try:
         report = Client().claims()
     except APIClientError as exc:
@@ -320,7 +353,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         typer.echo("  ".join([*cells, last]).rstrip())
 
 
-@app.command("export")
+@command("export")
 def export_command(
     study: Annotated[int, typer.Argument(help="study id")],
     format: Annotated[str, typer.Option(help="json, yaml, python or optuna (with --to)")] = "yaml",
@@ -330,8 +363,11 @@ def export_command(
         typer.Option(help="--format optuna: a storage URL (sqlite:///x.db) or a journal file"),
     ] = None,
 ) -> None:
-    """The study's best configuration with provenance, or a Python snippet; or, with
-    ``--format optuna``, every configuration as an Optuna study (optuna-dashboard)."""
+    """A study's best configuration with provenance, or every configuration for Optuna.
+
+    --format json or yaml writes the best configuration with its provenance, python a
+    snippet that builds its optimizer; --format optuna with --to writes every
+    configuration as an Optuna study (for optuna-dashboard)."""
     if format == "optuna":
         _export_optuna(study, to)
         return
@@ -358,7 +394,83 @@ def _export_optuna(study: int, to: str | None) -> None:
     typer.echo(f"study {study}: {len(exported.trials)} configurations, {exported.study_name!r}")
 
 
-@app.command("cancel")
+class Direction(Names):
+    """Which way is better, as ``--mode`` takes it."""
+
+    min = "min"
+    max = "max"
+
+
+def _in_unit_interval(value: float | None) -> float | None:
+    if value is not None and not 0 < value < 1:
+        raise typer.BadParameter(f"{value:g} is not a fraction in (0, 1); 0.02 is 2%")
+    return value
+
+
+def _fraction(help_text: str) -> Any:
+    return typer.Option(callback=_in_unit_interval, help=help_text)
+
+
+@command("compare")
+def compare_command(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="CSV with the header comparison,seed,baseline,treatment",
+        ),
+    ],
+    mode: Annotated[
+        Direction, typer.Option(help="min: lower is better (a loss); max: higher is better")
+    ] = Direction.min,
+    margin: Annotated[
+        float | None,
+        _fraction("equivalence margin, a fraction (0.02 is 2%): enables the verdict equivalent"),
+    ] = None,
+    effect: Annotated[
+        float | None,
+        _fraction("the change seeds_needed is sized for; default: the margin, else 0.01"),
+    ] = None,
+    holm: Annotated[
+        bool, typer.Option("--holm", help="decide at Holm-adjusted p-values across the file")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="print a JSON list instead of the table")
+    ] = False,
+) -> None:
+    """Verdicts on paired results from a CSV file, computed locally.
+
+    Each row is one seed of one comparison: the objective of the baseline and of the
+    treatment on that seed. A diverged run is written inf, nan or diverged; it scores the
+    worst finite value of its comparison, so it counts against its arm.
+
+    Each comparison gets a paired Student t test at alpha 0.05, on log ratios when every
+    value is positive, else on differences scaled by the baseline mean. The verdict is
+    better or worse when the test finds a difference, equivalent when it finds none and
+    TOST puts the change within --margin, else no_detectable_difference.
+
+    The table shows the change with its 95% interval, in percent, and seeds_needed: the
+    pairs a test needs for 80% power against --effect, from the observed spread to its
+    95% upper bound. --json prints the same as objects, in fractions, plus p_value. A
+    malformed file exits with status 2, naming the line and the column."""
+    from studies.compare import TableError, judge, read_csv, result_object, table_lines
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        judged = judge(read_csv(text), mode.value, margin=margin, effect=effect, adjust=holm)
+    except (OSError, UnicodeDecodeError, TableError) as exc:
+        typer.secho(f"error: {path}: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    if json_output:
+        typer.echo(json.dumps([result_object(j) for j in judged], indent=2))
+        return
+    for line in table_lines(judged, margin=margin, effect=effect, adjusted=holm):
+        typer.echo(line)
+
+
+@command("cancel")
 def cancel_command(study: Annotated[int, typer.Argument(help="study id")]) -> None:
     """Stop a study's running trials and mark it cancelled."""
     try:

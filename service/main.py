@@ -17,7 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from service import DISTRIBUTION
 from service.api import deps
-from service.api.routes import claims, events, health, pages, presets, studies, trials
+from service.api.routes import claims, compare, events, health, pages, presets, studies, trials
 from service.api.schemas import PresetSubmission
 from service.core import errors
 from service.core.db import Database
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
     protected = APIRouter(dependencies=[Depends(deps.require_api_key)])
-    for module in (studies, events, trials, presets, claims):
+    for module in (studies, events, trials, presets, claims, compare):
         protected.include_router(module.router)
     api.include_router(protected)
     app.include_router(api)

@@ -32,7 +32,7 @@ I/O. The README's "Verdicts for anyone's numbers" repeats these definitions.
   change and the mode (lower is better when minimising); otherwise ``equivalent`` when a
   margin is given and p_equivalence < alpha; otherwise ``no_detectable_difference``.
 - **Holm** (``holm``): across a family (a claim's comparisons, a file's), Holm's step-down
-  adjustment (``statsmodels.stats.multitest.multipletests(method="holm")``) of the
+  adjustment (that of ``statsmodels.stats.multitest.multipletests(method="holm")``) of the
   difference p-values, and separately of the equivalence p-values; the verdicts are then
   decided at the adjusted ones (``p_adjusted``, ``p_equivalence_adjusted``). Comparisons
   that could not be tested (p None) are not in the family. Intervals stay unadjusted.
@@ -60,7 +60,8 @@ calibrated at small n (at 3 pairs its interval of the mean is [min, max]).
 
 - n = 0, or every run diverged: method ``none``, change, interval, p and sd None.
 - n = 1: the change (one pair's), no interval, p, sd or seeds needed.
-- A baseline mean of 0 on the scaled path: as n = 0, with its reason, method ``scaled-t``.
+- A baseline mean of 0 on the scaled path, or values so near the float limit (1e308) that
+  their differences overflow: as n = 0, with its reason, the path's method.
 - Constant differences (every pair differs by the same d; an SD below ROUNDING of the
   largest |d| is rounding and counts as 0): the t statistic is 0/0 or infinite and says
   nothing, so the exact sign-flip test stands in. With d != 0 only the observed signs and
@@ -81,7 +82,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
 from studies.analysis.objective import check_mode
@@ -299,8 +299,11 @@ def _group(
         - np.log(np.where(positive[:, None], scored_b, 1.0)),
         (scored_t - scored_b) / np.where(scale > 0, scale, 1.0)[:, None],
     )
-    usable = anything & (positive | (scale > 0))
+    sized = positive | ((scale > 0) & np.isfinite(scale))
     mean = d.mean(axis=1) if n else np.zeros(k)
+    # values near the float limit can overflow the differences or their mean
+    overflow = ~np.isfinite(mean) | ~np.isfinite(d).all(axis=1)
+    usable = anything & sized & ~overflow
 
     p = low = high = p_eq = sd = None
     needed: list[SeedsNeeded | None] = [None] * k
@@ -336,24 +339,25 @@ def _group(
         if array is None or math.isnan(array[i]):
             return None
         value = float(array[i])
-        return math.expm1(value) if log else value
+        return float(np.expm1(value)) if log else value
 
     tests = []
     for i in range(k):
         log = bool(positive[i])
         common = {"n": n, "diverged": int(diverged[i]), "mode": mode, "alpha": alpha}
         if not usable[i]:
-            reason = (
-                "no pairs"
-                if n == 0
-                else "every run diverged"
-                if not anything[i]
-                else "the baseline mean is 0, so a change has no size in percent"
-            )
-            method = Method.scaled_t if anything[i] else Method.none
+            if n == 0:
+                reason = "no pairs"
+            elif not anything[i]:
+                reason = "every run diverged"
+            elif not sized[i] and scale[i] == 0:
+                reason = "the baseline mean is 0, so a change has no size in percent"
+            else:
+                reason = "the values overflow floating point when differenced"
+            method = (Method.log_t if log else Method.scaled_t) if anything[i] else Method.none
             tests.append(_undecided(method, margin, reason, **common))
             continue
-        change = math.expm1(float(mean[i])) if log else float(mean[i])
+        change = float(np.expm1(mean[i])) if log else float(mean[i])
         p_i = number(p, i)
         p_eq_i = number(p_eq, i)
         tests.append(
@@ -404,13 +408,23 @@ def _undecided(
 
 
 def _holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm-adjusted p-values of those given; None stays None (not in the family)."""
+    """Holm-adjusted p-values of those given; None stays None (not in the family).
+
+    The step-down adjustment of ``multipletests(method="holm")``, the i-th smallest of m
+    p-values times (m - i + 1), made non-decreasing and capped at 1, written out in numpy
+    because statsmodels' Holm branch runs a full ``gc.collect()`` on every call (tens of
+    milliseconds in a busy process, per claim). tests/test_inference checks the two agree.
+    """
     present = [i for i, p in enumerate(p_values) if p is not None]
     adjusted: list[float | None] = [None] * len(p_values)
     if present:
-        corrected = multipletests([p_values[i] for i in present], method="holm")[1]
-        for i, p in zip(present, corrected, strict=True):
-            adjusted[i] = float(p)
+        p = np.array([p_values[i] for i in present], dtype=float)
+        order = np.argsort(p, kind="stable")
+        steps = np.maximum.accumulate(p[order] * np.arange(p.size, 0, -1))
+        corrected = np.empty_like(p)
+        corrected[order] = np.minimum(steps, 1.0)
+        for i, value in zip(present, corrected, strict=True):
+            adjusted[i] = float(value)
     return adjusted
 
 
