@@ -183,7 +183,7 @@ def submit_command(
     typer.echo(f"study {study['id']} ({study['name']}): {study['status']}, {study['runs']} runs")
     if wait:
         status = follow(client, study["id"], study["runs"])
-        if status != "complete":
+        if status != StudyStatus.complete:
             raise typer.Exit(1)
 
 
@@ -192,7 +192,7 @@ def follow(client: Client, study_id: int, runs: int) -> str:
 
     On a terminal, a bar redrawn in place. In a pipe or a log file every redraw would be
     a line of its own, so there each finished trial prints one plain line instead."""
-    status = "running"
+    status: str = StudyStatus.running
     terminal = sys.stderr.isatty()
     finished = 0
     with tqdm(
@@ -312,6 +312,8 @@ def claims_command(
     except APIClientError as exc:
         raise _fail(exc) from None
     typer.echo(f"claims registry version {report['registry_version']}")
+    if definitions:
+        typer.echo(f"every claim: {report['shared_rule']}")
     for claim in report["claims"]:
         typer.echo(f"{claim['reference']}: {claim['support']}  {claim['statement']}")
         for study in claim["studies"]:

@@ -205,7 +205,7 @@ def _text(value: Any, where: dict[str, Any], what: str) -> str:
 
 def _number(value: Any, where: dict[str, Any]) -> float:
     """A cell's objective: a number, or a diverged run (non-finite)."""
-    if isinstance(value, bool) or isinstance(value, (list, dict)):
+    if isinstance(value, (bool, list, dict)):
         raise TableError(f"{value!r} is not a number", **where)
     if isinstance(value, (int, float)):
         return float(value)
