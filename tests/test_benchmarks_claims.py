@@ -86,6 +86,7 @@ def test_suite_keeps_table_a1s_components_and_figure_a1s_seeds() -> None:
 def test_tables() -> None:
     report = ClaimsReport(
         registry_version="0123456789ab",
+        shared_rule="r",
         claims=[
             ClaimRow(
                 id="fig-4",
