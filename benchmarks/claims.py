@@ -6,12 +6,11 @@ homogeneous Hessians), runs them with the real driver (in this process, on a loc
 with this machine's CPUs), tests the claims with the function behind
 ``GET /api/v1/claims`` (each role's newest complete study in the database: this run's,
 in a fresh one) and prints the claims table, the total wall time and each study's.
-At the suite's scale (``SUITE_SCALE``, the default) it is meant to take at most 60 minutes
-on 2 cores (the run of 2026-11-30 took 1952 s, 275 runs, on an otherwise idle 2-core
-machine; since then Table 1 selects on 2 seeds, Figure A1 runs 3 and Table A1 all four
-components values, about 55 to 75 more language-model runs, an estimated 15 to 22 minutes
-more, not yet measured); ``--scale presets`` runs the presets' own, longer
-CPU scale. A line is printed as each study starts and finishes.
+At the suite's scale (``SUITE_SCALE``, the default) the run of 2026-12-06 took 4229 s,
+416 runs, on the 2-core machine while other test suites shared it (the README quotes it,
+``benchmarks/results/claims-suite.json``); every claim's deciding stage has 3 pairs, the
+fewest that can decide. ``--scale presets`` runs the presets' own, longer CPU scale. A
+line is printed as each study starts and finishes.
 
     python benchmarks/claims.py                                # the suite's CPU scale
     python benchmarks/claims.py --only fig-4 --overrides \\
@@ -58,7 +57,7 @@ CLAIM_IDS = [claim.id for claim in CLAIMS]
 #: The suite's language-model scale: llama-bytes (85.5% of its parameters masked) for 150
 #: steps of 8 x 128 bytes, 16384 validation bytes every 50 steps: about 35 s of wall time a
 #: run two at a time on 2 cores (about 3.5-3.9 bits per byte at the end against a unigram
-#: entropy of 4.6), so that every claim's studies fit in about an hour. The presets' own CPU
+#: entropy of 4.6), so that every claim's studies fit in about 70 minutes. The presets' own CPU
 #: scale (1000 steps of 16 x 128) is about 10 times longer a run: ``--scale presets``.
 SUITE_LM = {
     "model": "llama-bytes",
@@ -140,7 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scale",
         choices=SCALES,
         default="suite",
-        help="suite: SUITE_SCALE's smaller studies, about an hour on 2 cores (default); "
+        help="suite: SUITE_SCALE's smaller studies, about 70 minutes on 2 cores (default); "
         "presets: the presets' own CPU scale, about 4 hours",
     )
     parser.add_argument(
