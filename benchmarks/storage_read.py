@@ -54,6 +54,7 @@ from studies.storage.engine import make_engine, migrate, session_factory
 from studies.storage.models import Event, Metric, Study, Trial, utcnow
 from studies.storage.repository import best_sql, event_log, reads
 from studies.storage.scratch import temporary_database
+from worker.contract import StudyStatus, WorkloadKind
 
 SECONDARY_INDEXES = {
     "magma_trials": [
@@ -91,7 +92,15 @@ def build(engine: Engine, trials: int, metrics: int, rng: random.Random) -> dict
     studies: list[dict[str, Any]] = []
     for index in range(2):
         with sessions() as session, session.begin():
-            study = Study(name=f"bench-{index}", spec={"name": f"bench-{index}"}, status="running")
+            study = Study(
+                name=f"bench-{index}",
+                spec={"name": f"bench-{index}"},
+                status=StudyStatus.running.value,
+                workload=WorkloadKind.llama_c4.value,
+                metric="val_ppl",
+                mode="min",
+                runs=trials,
+            )
             session.add(study)
             session.flush()
             study_id = study.id
