@@ -93,6 +93,11 @@ class TrialConfig(BaseModel):
     hessian: Literal["homogeneous", "heterogeneous"] = "heterogeneous"
     covariates: Literal["light", "heavy"] = "heavy"
     condition_number: bool = False
+    instance: Literal["per_seed", "shared"] = Field(
+        "per_seed",
+        description="quadratic only: 'per_seed' draws the block rotations and start point from "
+        "the seed; 'shared' from one fixed seed, so seeds vary only the row sampling and masks",
+    )
     # --- optimisation ------------------------------------------------------------
     steps: int = Field(300, ge=1)
     eval_interval: int = Field(50, ge=1)
@@ -114,6 +119,12 @@ class TrialConfig(BaseModel):
     # --- what the trial reports as its objective -----------------------------------
     metric: str | None = Field(
         None, description="the reported metric that is the objective; None: the workload's"
+    )
+    objective_window: int = Field(
+        1,
+        ge=1,
+        description="the objective is the mean of the metric over the last this many "
+        "evaluations (fewer at the start); the metric itself is reported raw",
     )
     target_loss_fraction: float = Field(
         0.1,
@@ -249,6 +260,11 @@ class TrialConfig(BaseModel):
             )
         if self.metric == "condition_number" and not self.condition_number:
             raise ValueError("metric 'condition_number' needs condition_number: true")
+        if self.instance == "shared" and self.workload != "quadratic":
+            raise ValueError(
+                f"instance: 'shared' applies to workload 'quadratic' only; {self.workload!r} "
+                "draws its problem from the seed ('per_seed')"
+            )
         if self.precision == "bf16" and self.workload != "llama-c4":
             raise ValueError(
                 f"precision: 'bf16' applies to workload 'llama-c4' only; {self.workload!r} "

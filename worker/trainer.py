@@ -74,6 +74,26 @@ class Progression:
     log_loss_sum: float = 0.0  # log_loss_auc's numerator
     target_step: int | None = None  # steps_to_target, once reached
     last_metrics: Metrics = field(default_factory=dict)
+    recent: list[float] = field(default_factory=list)  # the objective window's metric values
+
+    def record_step(self, config: TrialConfig, loss: float, seconds: float, tokens: int) -> bool:
+        """Count one optimizer step whose training loss was ``loss``; True if it is not
+        finite (the run diverged)."""
+        self.step += 1
+        self.window_time += seconds
+        self.window_tokens += tokens
+        self.window_loss += loss
+        self.window_steps += 1
+        diverged = not math.isfinite(loss)
+        self.log_loss_sum += math.inf if diverged else math.log(max(loss, LOSS_FLOOR))
+        target_loss = config.target_loss_fraction * self.initial_loss  # steps_to_target's
+        if self.target_step is None and loss <= target_loss:
+            self.target_step = self.step
+        return diverged
+
+    def due(self, config: TrialConfig) -> bool:
+        """Whether this step is an evaluation point."""
+        return self.step % config.eval_interval == 0 or self.step == config.steps
 
 
 def resolve_device(config: TrialConfig) -> torch.device:
@@ -82,6 +102,17 @@ def resolve_device(config: TrialConfig) -> torch.device:
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but no CUDA device is available")
     return torch.device(config.device)
+
+
+def build_schedulers(config: TrialConfig, optimizers: list[Optimizer]) -> list[LambdaLR]:
+    """Warmup then cosine decay (``worker.schedule``), one scheduler per optimizer."""
+    factor = partial(
+        lr_factor,
+        total_steps=config.steps,
+        warmup_fraction=config.warmup_fraction,
+        min_ratio=config.min_lr_ratio,
+    )
+    return [LambdaLR(opt, factor) for opt in optimizers]
 
 
 def train(
@@ -98,13 +129,7 @@ def train(
     workload = build_workload(config, device)
     model = workload.model
     optimizers = build_optimizers(config, model, workload.masked_params())
-    factor = partial(
-        lr_factor,
-        total_steps=config.steps,
-        warmup_fraction=config.warmup_fraction,
-        min_ratio=config.min_lr_ratio,
-    )
-    schedulers = [LambdaLR(opt, factor) for opt in optimizers]
+    schedulers = build_schedulers(config, optimizers)
     state = Progression()
     if resume_from is not None:
         state = _load(resume_from / CHECKPOINT_FILE, config, model, optimizers, schedulers)
@@ -119,18 +144,18 @@ def train(
         # The held-out loss before training: what a diverging run is judged against
         # (per-step train losses of the stochastic workloads are too noisy for it).
         state.initial_loss = workload.evaluate()["val_loss"]
-    target_loss = config.target_loss_fraction * state.initial_loss  # steps_to_target's
     metrics: Metrics = state.last_metrics  # a finished trial resumed: its final metrics
     model.train()
     while state.step < config.steps:
         started = time.perf_counter()
         loss = torch.zeros((), device=device)
+        tokens = 0
         for micro_step in range(config.grad_accum):
             batch = workload.batch(state.step, micro_step)
             micro_loss = workload.loss(batch) / config.grad_accum
             micro_loss.backward()
             loss += micro_loss.detach()
-            state.window_tokens += workload.tokens(batch)
+            tokens += workload.tokens(batch)
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         for opt in optimizers:
@@ -140,22 +165,15 @@ def train(
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         step_loss = float(loss)  # the one host sync per step: divergence needs it
-        state.step += 1
-        state.window_time += time.perf_counter() - started
-        state.window_loss += step_loss
-        state.window_steps += 1
-        diverged = not math.isfinite(step_loss)
-        state.log_loss_sum += math.inf if diverged else math.log(max(step_loss, LOSS_FLOOR))
-        if state.target_step is None and step_loss <= target_loss:
-            state.target_step = state.step
+        diverged = state.record_step(config, step_loss, time.perf_counter() - started, tokens)
         if progress is not None:
             progress(state.step, step_loss)
-        if diverged or state.step % config.eval_interval == 0 or state.step == config.steps:
+        if diverged or state.due(config):
             evaluation = workload.evaluate()
-            loss = evaluation["val_loss"]
-            diverged = diverged or not loss < config.divergence_factor * state.initial_loss
-            metrics = _metrics(evaluation, optimizers, state, diverged, config)
-            state.last_metrics = metrics
+            diverged = diverged or held_out_diverged(config, state, evaluation)
+            metrics = metrics_row(
+                config, state, evaluation, optimizers[0], telemetry(optimizers), diverged
+            )
             if report is not None:
                 report(metrics, save)
             if diverged:
@@ -163,13 +181,21 @@ def train(
     return metrics
 
 
-def _metrics(
-    evaluation: dict[str, float],
-    optimizers: list[Optimizer],
-    state: Progression,
-    diverged: bool,
+def held_out_diverged(config: TrialConfig, state: Progression, evaluation: Metrics) -> bool:
+    """The held-out check: a validation loss far above the one before training."""
+    return not evaluation["val_loss"] < config.divergence_factor * state.initial_loss
+
+
+def metrics_row(
     config: TrialConfig,
+    state: Progression,
+    evaluation: Metrics,
+    optimizer: Optimizer,
+    optimizer_telemetry: dict[str, float],
+    diverged: bool,
 ) -> Metrics:
+    """The row an evaluation reports; closes the window of steps since the last one and
+    keeps the row as ``state.last_metrics``. ``optimizer`` gives the LR."""
     state.tokens += state.window_tokens
     state.elapsed += state.window_time
     done = diverged or state.step >= config.steps
@@ -181,20 +207,23 @@ def _metrics(
         "tokens": state.tokens,
         "train_loss": state.window_loss / max(state.window_steps, 1),
         **evaluation,
-        "lr": float(optimizers[0].param_groups[0]["lr"]),
+        "lr": float(optimizer.param_groups[0]["lr"]),
         "tokens_per_s": state.window_tokens / state.window_time if state.window_time else 0.0,
         "steps_per_s": state.window_steps / state.window_time if state.window_time else 0.0,
         "train_time": state.elapsed,
         "log_loss_auc": state.log_loss_sum / state.step,
         "steps_to_target": config.steps + 1 if state.target_step is None else state.target_step,
         STATUS_KEY: status.value,
-        **telemetry(optimizers),
+        **optimizer_telemetry,
     }
-    # The config's metric under one fixed key: Tune, ASHA and SQL all read OBJECTIVE_KEY.
-    objective = float(metrics[config.metric])
+    # The config's metric under one fixed key: Tune, ASHA and SQL all read OBJECTIVE_KEY,
+    # here the mean over the last ``objective_window`` evaluations.
+    state.recent = [*state.recent, float(metrics[config.metric])][-config.objective_window :]
+    objective = sum(state.recent) / len(state.recent)
     metrics[OBJECTIVE_KEY] = math.inf if diverged and not math.isfinite(objective) else objective
     state.window_loss, state.window_steps = 0.0, 0
     state.window_tokens, state.window_time = 0, 0.0
+    state.last_metrics = metrics
     return metrics
 
 
@@ -213,20 +242,26 @@ def _save(path: Path, config, model, optimizers, schedulers, state: Progression)
     tmp.replace(path)
 
 
-def _load(path: Path, config: TrialConfig, model, optimizers, schedulers) -> Progression:
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+def check_resumable(path: Path, saved: dict[str, Any], config: TrialConfig) -> None:
+    """ValueError naming the fields ``config`` changed, beyond ``RESUMABLE_CHANGES``, from
+    ``saved``, the config a checkpoint at ``path`` was made with."""
     # Read through TrialConfig: a checkpoint from before a field was added or renamed
     # (``bf16``, ``model_sha256``) compares with its values filled in as today's would be.
-    saved = TrialConfig(**payload["config"]).model_dump(mode="json")
+    before = TrialConfig(**saved).model_dump(mode="json")
     current = config.model_dump(mode="json")
     changed = sorted(
-        k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]
+        k for k in current if k not in RESUMABLE_CHANGES and before.get(k) != current[k]
     )
     if changed:
         raise ValueError(
             f"checkpoint {path} was made with different {changed}; resume with the same "
             "config or start a new checkpoint directory"
         )
+
+
+def _load(path: Path, config: TrialConfig, model, optimizers, schedulers) -> Progression:
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    check_resumable(path, payload["config"], config)
     model.load_state_dict(payload["model"])
     for opt, saved in zip(optimizers, payload["optimizers"], strict=True):
         opt.load_state_dict(saved)

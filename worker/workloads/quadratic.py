@@ -23,6 +23,8 @@ BLOCK_EIGENVALUES: dict[str, tuple[tuple[float, float, float], ...]] = {
 }
 BLOCK = 3
 DIM = 9
+#: the seed whose problem instance every seed trains under ``instance: shared``
+SHARED_INSTANCE_SEED = 0
 
 
 def derive_seed(*parts: object) -> int:
@@ -70,12 +72,15 @@ class QuadraticWorkload(Workload):
     (deterministic) gradient descent; use e.g. ``batch_size=3`` for the stochastic problem.
 
     H, its rotations and the initial point w0 ~ N(0, I_9) depend on ``config.seed`` alone,
-    so every arm of a study sees the same problem and start.
+    so every arm of a study sees the same problem and start; with ``instance: shared``
+    they are ``SHARED_INSTANCE_SEED``'s for every seed (one Hessian, as the paper's
+    Figure 4 draws), so seeds differ only in their row sampling and masks.
     """
 
     def __init__(self, config: TrialConfig, device: torch.device) -> None:
         super().__init__(config, device)
-        generator = torch.Generator().manual_seed(derive_seed(config.seed, "quadratic"))
+        instance = SHARED_INSTANCE_SEED if config.instance == "shared" else config.seed
+        generator = torch.Generator().manual_seed(derive_seed(instance, "quadratic"))
         self.block_eigenvalues = BLOCK_EIGENVALUES[config.hessian]
         hessian = torch.zeros(DIM, DIM, dtype=torch.float64)
         design = torch.zeros(DIM, DIM, dtype=torch.float64)
