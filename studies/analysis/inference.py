@@ -34,8 +34,9 @@ I/O. The README's "Verdicts for anyone's numbers" repeats these definitions.
 - **Holm** (``holm``): across a family (a claim's comparisons, a file's), Holm's step-down
   adjustment (that of ``statsmodels.stats.multitest.multipletests(method="holm")``) of the
   difference p-values, and separately of the equivalence p-values; the verdicts are then
-  decided at the adjusted ones (``p_adjusted``, ``p_equivalence_adjusted``). Comparisons
-  that could not be tested (p None) are not in the family. Intervals stay unadjusted.
+  decided at the adjusted ones (``p_adjusted``, ``p_equivalence_adjusted``), at the
+  tests' own alpha unless told another. Comparisons that could not be tested (p None) are
+  not in the family. Intervals stay unadjusted.
 - **Seeds needed** for ``effect`` (a fraction; by default the margin, else 1%) on the test's
   scale (ln(1 + effect) on the log path): the smallest n >= 2 at which a two-sided paired
   t test at alpha has POWER against a true mean difference of that size, for differences
@@ -233,10 +234,14 @@ def paired_tests(
     return results  # type: ignore[return-value]
 
 
-def holm(tests: Sequence[PairedTest], alpha: float = ALPHA) -> list[PairedTest]:
+def holm(tests: Sequence[PairedTest], alpha: float | None = None) -> list[PairedTest]:
     """The same tests with their verdicts decided at Holm-adjusted p-values: the
     difference tests adjusted across the family, and separately the equivalence tests.
-    Tests without a p-value are not in the family and keep their verdict."""
+    Tests without a p-value are not in the family and keep their verdict. ``alpha``: by
+    default the tests' own level (the smallest, should they differ), so that a family
+    tested at a sequential look's spent alpha (``sequential``) is adjusted at it."""
+    if alpha is None:
+        alpha = min((t.alpha for t in tests), default=ALPHA)
     _check_arguments(None, None, alpha)
     adjusted = [_holm([t.p_value for t in tests]), _holm([t.p_equivalence for t in tests])]
     result = []
