@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from studies.analysis.sequential import SequentialDesign, Spending
 from worker.config import TrialConfig
 from worker.contract import DEFAULT_METRIC, Mode, WorkloadName, check_metric, metrics_of
 
@@ -101,6 +102,28 @@ BRACKET_MIN_SEEDS = 2
 MAX_SEEDS = 20
 
 
+class Sequential(BaseModel):
+    """Seeds added in rounds of ``round_seeds`` per arm until every comparison of the study
+    decides, up to ``max_seeds`` (``studies.sequential`` plans the rounds; the tests, valid
+    under this optional stopping, are ``studies.analysis.sequential``'s)."""
+
+    model_config = ConfigDict(extra="forbid")
+    round_seeds: int = Field(5, ge=2, le=MAX_SEEDS, description="seeds per arm each round adds")
+    max_seeds: int = Field(
+        le=MAX_SEEDS, description="the cap: a multiple of round_seeds above it (e.g. 50, 100)"
+    )
+    spending: Spending = Field(Spending.pocock, description="how alpha is spent over the looks")
+    margin: float | None = Field(
+        None, gt=0, lt=1, description="equivalence margin (TOST) that also stops the rounds"
+    )
+
+    @model_validator(mode="after")
+    def _design(self) -> Sequential:
+        """The design's own checks, with its messages (``sequential.design_of`` reads it)."""
+        SequentialDesign(self.round_seeds, self.max_seeds, self.spending, self.margin)
+        return self
+
+
 class Protocol(BaseModel):
     """How the arms' learning rates are tuned (``studies.bracket``).
 
@@ -116,7 +139,28 @@ class Protocol(BaseModel):
     lr_step_decades: float = Field(0.5, gt=0, le=2, description="grid step, in decades")
     initial_points: int = Field(3, ge=1, le=15, description="LRs of the first round")
     max_extensions: int = Field(4, ge=0, le=20, description="rounds after the first")
-    confirm_seeds: int = Field(0, ge=0, le=20, description="fresh seeds for the choices")
+    confirm_seeds: int = Field(0, ge=0, le=MAX_SEEDS, description="fresh seeds for the choices")
+    sequential: Sequential | None = Field(
+        None,
+        description="seed in rounds until decided: a bracket study its confirmation stage "
+        "(its first round is confirm_seeds = round_seeds), any other study its configurations",
+    )
+
+    @model_validator(mode="after")
+    def _confirm_in_rounds(self) -> Protocol:
+        """A stored spec names its confirmation seeds: under ``sequential``, a bracket
+        study's confirmation stage starts with one round."""
+        if self.sequential is None or self.kind != "bracket":
+            return self
+        rounds = self.sequential.round_seeds
+        if self.confirm_seeds not in (0, rounds):
+            raise ValueError(
+                f"confirm_seeds: with sequential, the confirmation stage starts with one round "
+                f"of round_seeds = {rounds} seeds: give confirm_seeds {rounds} or omit it "
+                f"(got {self.confirm_seeds})"
+            )
+        self.confirm_seeds = rounds
+        return self
 
 
 class StudySpec(BaseModel):
@@ -178,6 +222,31 @@ class StudySpec(BaseModel):
         if metric == "condition_number" and not self.workload.condition_number:
             raise ValueError("objective.metric: 'condition_number' needs workload.condition_number")
         self.objective = Objective(metric=metric, mode=mode)
+        return self
+
+    @model_validator(mode="after")
+    def _sequential_grid(self) -> StudySpec:
+        """Under ``protocol.sequential`` a study other than a bracket one seeds every point
+        of its grid in rounds, the first of ``round_seeds`` seeds (the stored ``seeds``)."""
+        sequential = self.protocol.sequential
+        if sequential is None or self.bracket:
+            return self
+        if self.sampler != "grid":
+            raise ValueError(
+                f"sampler: protocol.sequential seeds every configuration in rounds: use sampler "
+                f"'grid' or protocol 'bracket' (got {self.sampler!r})"
+            )
+        if self.early_stopping.kind != "none":
+            raise ValueError(
+                "early_stopping: protocol.sequential compares every seed's final value; use 'none'"
+            )
+        if "seeds" in self.model_fields_set and self.seeds != sequential.round_seeds:
+            raise ValueError(
+                f"seeds: under protocol.sequential the first round is round_seeds = "
+                f"{sequential.round_seeds} seeds: give seeds {sequential.round_seeds} or omit "
+                f"it (got {self.seeds})"
+            )
+        self.seeds = sequential.round_seeds
         return self
 
     @model_validator(mode="after")
@@ -269,18 +338,22 @@ class StudySpec(BaseModel):
     @property
     def runs(self) -> int:
         """Trials the study runs: every configuration once per seed. Under ``bracket`` an
-        upper bound: arms x (initial + max_extensions) x seeds + arms x confirm_seeds."""
+        upper bound: arms x (initial + max_extensions) x seeds + arms x confirm_seeds.
+        Under ``sequential`` an upper bound too: its stage seeded up to ``max_seeds``."""
+        sequential = self.protocol.sequential
         if self.bracket:
             rounds = self.protocol.initial_points + self.protocol.max_extensions
-            return self.grid_size * (rounds * self.seeds + self.protocol.confirm_seeds)
-        return self.configurations * self.seeds
+            confirm = sequential.max_seeds if sequential else self.protocol.confirm_seeds
+            return self.grid_size * (rounds * self.seeds + confirm)
+        return self.configurations * (sequential.max_seeds if sequential else self.seeds)
 
     @property
     def first_round_runs(self) -> int:
         """The runs a study cannot do without: under ``bracket``, its first round and the
-        confirmation (extensions stop at the server cap instead); otherwise all of them."""
+        confirmation (extensions and sequential rounds stop at the server cap instead);
+        otherwise every configuration's first seeds."""
         if not self.bracket:
-            return self.runs
+            return self.configurations * self.seeds
         protocol = self.protocol
         return self.grid_size * (protocol.initial_points * self.seeds + protocol.confirm_seeds)
 
