@@ -19,11 +19,12 @@ if TYPE_CHECKING:
     from magma.components import COMPONENTS, classify, components
     from magma.magma import Magma
     from magma.masked import MaskedOptimizer
-    from magma.optim import CAdamW, LaProp
+    from magma.optim import BatchedMuon, CAdamW, LaProp
     from magma.skip_update import SkipUpdate
 
 __all__ = [
     "COMPONENTS",
+    "BatchedMuon",
     "CAdamW",
     "LaProp",
     "Magma",
@@ -41,6 +42,7 @@ _HOMES = {
     "components": "magma.components",
     "Magma": "magma.magma",
     "MaskedOptimizer": "magma.masked",
+    "BatchedMuon": "magma.optim",
     "CAdamW": "magma.optim",
     "LaProp": "magma.optim",
     "SkipUpdate": "magma.skip_update",

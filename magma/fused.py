@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from magma.bases import FUSED_BASES as FUSED_BASES  # re-exported: magma.fused.FUSED_BASES
+from magma.replicas import broadcastable, slice_mean
 from magma.rules import rule_for
 from magma.rules.adam import AdamRule, _decoupled
 from magma.rules.base import ParamGroup, UpdateRule, step_value
@@ -67,13 +68,15 @@ def _moments(
     coupled_decay: bool,
     amsgrad: bool,
     normalised: bool,
+    replicated: bool,
 ) -> Tensor | None:
     """Dense moment update of a bucket; the new float32 scores when ``previous`` is given.
 
     ``normalised`` (LaProp): ``exp_avg`` averages g / (sqrt(v / bc2) + eps), written as
     its rule does, with ``bias_corrections2_sqrt`` the host's sqrt(bc2) per tensor.
     ``own_moments``: the wrapper's EMAs of g (factor ``own_beta``) to score with, or empty
-    when ``exp_avg`` is mu.
+    when ``exp_avg`` is mu. ``replicated``: one score per replica (dim 0), each over its
+    slice; ``previous`` then has a column per replica.
     """
     new_scores = []
     for i, (param, grad, exp_avg, exp_avg_sq) in enumerate(
@@ -91,8 +94,13 @@ def _moments(
         if previous is not None:
             mu = own_moments[i].lerp_(g, 1 - own_beta) if own_moments else exp_avg
             mu, gf = mu.float(), g.float()
-            norms = mu.square().sum().sqrt() * gf.square().sum().sqrt()
-            fresh = torch.sigmoid((mu * gf).sum() / norms.clamp_min(_TINY) / tau)
+            if replicated:  # one row per replica, each reduced on its own
+                mu, gf = mu.reshape(mu.shape[0], -1), gf.reshape(gf.shape[0], -1)
+                norms = mu.square().sum(1).sqrt() * gf.square().sum(1).sqrt()
+                fresh = torch.sigmoid((mu * gf).sum(1) / norms.clamp_min(_TINY) / tau)
+            else:
+                norms = mu.square().sum().sqrt() * gf.square().sum().sqrt()
+                fresh = torch.sigmoid((mu * gf).sum() / norms.clamp_min(_TINY) / tau)
             new_scores.append(fresh)
     if previous is None:
         return None
@@ -155,13 +163,16 @@ def _cautious_update(
     *,
     maximize: bool,
     coupled_decay: bool,
+    replicated: bool = False,
 ) -> None:
     """C-AdamW: Adam's update kept where it agrees in sign with g (as the moments saw it),
-    rescaled by 1 / max(fraction kept, CAUTION_FLOOR); ``decay`` = lr * wd."""
+    rescaled by 1 / max(fraction kept, CAUTION_FLOOR) (of each replica's slice when
+    ``replicated``); ``decay`` = lr * wd."""
     update = _adam_direction(exp_avg, second, step, beta1, beta2, lr, eps, scale)
     g = _seen(param, grad, weight_decay, maximize=maximize, coupled_decay=coupled_decay)
     agree = (exp_avg * g > 0).float()
-    update = update * (agree / agree.mean().clamp_min(CAUTION_FLOOR))
+    kept = slice_mean(agree) if replicated else agree.mean()
+    update = update * (agree / kept.clamp_min(CAUTION_FLOOR))
     param.copy_(param.float() * (1 - scale * decay) - update)
 
 
@@ -211,13 +222,15 @@ def masked_step(
     group: ParamGroup,
     params: list[Tensor],
     states: list[dict[str, Tensor]],
-    keep: list[bool],
+    keep: list[bool] | list[tuple[bool, ...]],
     previous: Tensor | None,
     own_moments: list[Tensor],
     own_beta: float,
     scale: float | None,
     tau: float,
     ema: float,
+    *,
+    replicated: bool = False,
 ) -> Tensor | None:
     """One masked step of a bucket whose states exist, for a base ``supports`` accepts
     (``rule``: its rule).
@@ -228,6 +241,10 @@ def masked_step(
     for a rule without ``first_moment_key``, else empty. ``scale``: the survivors' constant
     scale, or None for Magma's damping (each survivor's new s_t). Returns the new scores
     (the vector) or None.
+
+    ``replicated``: dim 0 of each tensor indexes replicas; ``keep`` holds a bool per
+    replica, scores are per replica (``previous`` and the result a (tensors, S) matrix),
+    and a tensor with any replica kept is written whole, the others' slices scaled by 0.
     """
     normalised = isinstance(rule, LaPropRule)
     cautious = isinstance(rule, CautiousAdamWRule)
@@ -263,14 +280,18 @@ def masked_step(
         coupled_decay=coupled_decay,
         amsgrad=amsgrad,
         normalised=normalised,
+        replicated=replicated,
     )
-    if not any(keep):
+    if not any(map(any, keep) if replicated else keep):
         return new_scores
     seconds = [] if normalised else AdamRule()._second_moments(group, states)
     for i, q in enumerate(params):
-        if not keep[i]:
+        if not (any(keep[i]) if replicated else keep[i]):
             continue
         s = new_scores[i] if scale is None else scale
+        if replicated:  # the survivors' scale per replica, 0 for the masked-out slices
+            kept = torch.tensor(keep[i], dtype=torch.float32).to(q.device)
+            s = broadcastable(kept * s, q.dim())
         if normalised:
             kernels.laprop_update(q, exp_avgs[i], steps[i], beta1, lr, decay, s)
         elif cautious:
@@ -289,6 +310,7 @@ def masked_step(
                 s,
                 maximize=maximize,
                 coupled_decay=coupled_decay,
+                replicated=replicated,
             )
         else:
             kernels.update(q, exp_avgs[i], seconds[i], steps[i], beta1, beta2, lr, eps, decay, s)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from torch import Tensor
 from torch.optim import Optimizer
@@ -20,7 +20,9 @@ class Magma(MaskedOptimizer):
     of s_t. The defaults are the paper's: p=0.5, tau=2, ema=0.9, block granularity.
     ``fused``: the compiled step of ``magma.fused`` for the bases in its ``FUSED_BASES``
     (None: on CUDA where it applies; True: forced, ValueError where impossible; False:
-    the eager foreach path).
+    the eager foreach path). ``replicas``: S when every masked tensor stacks S independent
+    replicas along dim 0; each is masked, scored and drawn as a separate Magma with its own
+    seed (``seed``: S ints, or an int ``seed + r``) would (``magma.replicas``).
     """
 
     def __init__(
@@ -31,11 +33,12 @@ class Magma(MaskedOptimizer):
         ema: float = 0.9,
         params: Iterable[Tensor] | Mapping[str, Iterable[Tensor]] | None = None,
         granularity: str = "block",
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         *,
         sampling: str = "uniform",
         damping: bool = True,
         fused: bool | None = None,
+        replicas: int | None = None,
     ) -> None:
         super().__init__(
             optimizer,
@@ -48,6 +51,7 @@ class Magma(MaskedOptimizer):
             tau=tau,
             ema=ema,
             fused=fused,
+            replicas=replicas,
         )
 
     def _describe(self) -> str:

@@ -19,7 +19,7 @@ Parameters that are not masked are always stepped by the base itself, unchanged.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
@@ -29,12 +29,16 @@ from torch.optim import Optimizer
 
 from magma import fused as F
 from magma import scores as S
+from magma.replicas import broadcastable, check_replicas, check_stacked, replica_seeds
 from magma.rules import rule_for
 from magma.rules.base import ParamGroup, UpdateRule, buckets
 
 SAMPLINGS = ("uniform", "alignment", "none")
+#: a tensor's host mask: a bool, or one per replica
 OWN_MOMENT_BETA = 0.9
 DEFAULT_LABEL = "masked"
+
+Keep = bool | tuple[bool, ...]
 
 
 def _check_unit_interval(name: str, value: object, *, closed_low: bool) -> None:
@@ -67,12 +71,13 @@ class MaskedOptimizer(Optimizer):
         p: float,
         params: Iterable[Tensor] | Mapping[str, Iterable[Tensor]] | None,
         granularity: str,
-        seed: int | None,
+        seed: int | Sequence[int] | None,
         sampling: str,
         damping: bool,
         tau: float,
         ema: float,
         fused: bool | None = None,
+        replicas: int | None = None,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
@@ -89,8 +94,8 @@ class MaskedOptimizer(Optimizer):
         if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not tau > 0:
             raise ValueError(f"tau must be a number > 0, got {tau!r}")
         _check_unit_interval("ema", ema, closed_low=True)
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        replicas = check_replicas(replicas)
+        seeds = replica_seeds(seed, replicas)
         if fused is not None and not isinstance(fused, bool):
             raise ValueError(f"fused must be True, False or None (auto), got {fused!r}")
 
@@ -114,17 +119,22 @@ class MaskedOptimizer(Optimizer):
         self.granularity = granularity
         self.sampling = sampling
         self.damping = bool(damping)
-        self.seed = int(seed) if seed is not None else torch.initial_seed()
+        #: dim 0 of every masked tensor indexes this many independent replicas, or None
+        self.replicas = replicas
+        #: the mask seed, or with replicas each replica's (a tuple)
+        self.seed: int | tuple[int, ...] = seeds if replicas is not None else seeds[0]
+        self._seeds = seeds
         self._mask_all = params is None
         self._scores: dict[Tensor, Tensor] = {}
         self._own_moments: dict[Tensor, Tensor] = {}
-        self._cpu_generator = torch.Generator().manual_seed(self.seed)
-        self._device_generators: dict[str, torch.Generator] = {}
+        # one generator per replica (one without replicas), seeded as a single optimizer
+        # with that replica's seed seeds its own, so replica r draws its masks
+        self._cpu_generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self._device_generators: dict[str, list[torch.Generator]] = {}
         self._survival: dict[str, list[Any]] = {}
         self.fused = fused
-        if fused:
-            for group in optimizer.param_groups:
-                self._check_fused(group)
+        for group in optimizer.param_groups:
+            self._check_group(group)
         self._install_optimizer_hooks()
 
     # --- torch.optim.Optimizer plumbing: everything lives in the base -------------
@@ -161,10 +171,11 @@ class MaskedOptimizer(Optimizer):
         self._patch_step_function()
 
     def __repr__(self) -> str:
+        replicas = "" if self.replicas is None else f"replicas={self.replicas}, "
         return (
             f"{type(self).__name__}(p={self.p}, {self._describe()}granularity="
-            f"{self.granularity!r}, seed={self.seed}, masked={len(self._labels)} tensors,\n"
-            f"  base={self.optimizer!r})"
+            f"{self.granularity!r}, {replicas}seed={self.seed}, "
+            f"masked={len(self._labels)} tensors,\n  base={self.optimizer!r})"
         )
 
     def _describe(self) -> str:
@@ -179,8 +190,7 @@ class MaskedOptimizer(Optimizer):
         if self._mask_all:
             for q in self.optimizer.param_groups[-1]["params"]:
                 self._labels.setdefault(q, DEFAULT_LABEL)
-        if self.fused:
-            self._check_fused(self.optimizer.param_groups[-1])
+        self._check_group(self.optimizer.param_groups[-1])
 
     @property
     def masked_params(self) -> dict[Tensor, str]:
@@ -202,11 +212,28 @@ class MaskedOptimizer(Optimizer):
             )
         return None
 
-    def _check_fused(self, group: ParamGroup) -> None:
-        if any(q in self._labels for q in group["params"]):
+    def _check_group(self, group: ParamGroup) -> None:
+        """ValueError where the group's masked tensors cannot take fused=True or the
+        replicas (each must be stacked; a base that declares replicas must agree)."""
+        masked = [q for q in group["params"] if q in self._labels]
+        if not masked:
+            return
+        if self.fused:
             obstacle = self._fused_obstacle(group)
             if obstacle is not None:
                 raise ValueError(f"fused=True is impossible: {obstacle} (or pass fused=None)")
+        if "replicas" in group and group["replicas"] != self.replicas:
+            raise ValueError(
+                f"replicas={self.replicas}, but the base {type(self.optimizer).__name__} "
+                f"was built with replicas={group['replicas']}: build it with the same"
+            )
+        if self.replicas is None:
+            return
+        check_stacked(masked, self.replicas, "masked tensor")
+        rule = rule_for(self.optimizer, group)
+        obstacle = rule.replicas_obstacle(masked) if rule is not None else None
+        if obstacle is not None:
+            raise ValueError(f"replicas={self.replicas} is impossible: {obstacle}")
 
     def _uses_fused(self, group: ParamGroup, device: torch.device) -> bool:
         """True forces it (validated in __init__); None: on CUDA when it applies."""
@@ -220,15 +247,16 @@ class MaskedOptimizer(Optimizer):
         rule: UpdateRule,
         params: list[Tensor],
         states: list[dict[str, Tensor]],
-        host_draws: dict[Tensor, bool],
+        host_draws: dict[Tensor, Keep],
     ) -> None:
-        keep = [host_draws.get(q, True) for q in params]
+        keep = [host_draws.get(q, self._all_kept) for q in params]
         for q, kept in zip(params, keep, strict=True):
             self._count_survival(q, kept)
         previous = None
         own_moments: list[Tensor] = []
         if self._needs_scores:
-            none_yet = torch.full((), float("nan"), device=params[0].device)
+            shape = () if self.replicas is None else (self.replicas,)
+            none_yet = torch.full(shape, float("nan"), device=params[0].device)
             previous = torch.stack([self._scores.get(q, none_yet) for q in params])
             if rule.first_moment_key is None:
                 own_moments = [self._own_moment(q) for q in params]
@@ -245,6 +273,7 @@ class MaskedOptimizer(Optimizer):
             scale,
             self.tau,
             self.ema,
+            replicated=self.replicas is not None,
         )
         if scores is not None:
             self._scores.update(zip(params, scores.unbind(0), strict=True))
@@ -255,6 +284,10 @@ class MaskedOptimizer(Optimizer):
     def _undamped_scale(self) -> float:
         """1/p keeps uniformly sampled updates unbiased; unsampled ones are the base's."""
         return 1.0 / self.p if self.sampling == "uniform" else 1.0
+
+    @property
+    def _all_kept(self) -> Keep:
+        return True if self.replicas is None else (True,) * self.replicas
 
     @property
     def _needs_scores(self) -> bool:
@@ -297,23 +330,29 @@ class MaskedOptimizer(Optimizer):
             self._finish_generic(*snapshot)
         return loss
 
-    def _draw_host_masks(self) -> dict[Tensor, bool]:
+    def _draw_host_masks(self) -> dict[Tensor, Keep]:
         """Block masks for uniform sampling, drawn on the host: no sync, and masked
         blocks can be skipped outright. One draw per masked tensor, in param order,
-        so a block's mask never depends on which other blocks had gradients."""
+        so a block's mask never depends on which other blocks had gradients; with
+        replicas, each replica's generator draws its own row."""
         if self.granularity != "block" or self.sampling != "uniform":
             return {}
         ordered = [q for group in self.param_groups for q in group["params"] if q in self._labels]
-        keep = (torch.rand(len(ordered), generator=self._cpu_generator) < self.p).tolist()
-        return dict(zip(ordered, keep, strict=True))
+        draws = [
+            (torch.rand(len(ordered), generator=g) < self.p).tolist() for g in self._cpu_generators
+        ]
+        if self.replicas is None:
+            return dict(zip(ordered, draws[0], strict=True))
+        return dict(zip(ordered, zip(*draws, strict=True), strict=True))
 
-    def _device_generator(self, device: torch.device) -> torch.Generator:
+    def _device_generators_on(self, device: torch.device) -> list[torch.Generator]:
+        """One generator per replica (one without replicas) on ``device``."""
         key = str(device)
         if key not in self._device_generators:
             offset = sum(1 for k in self._device_generators) + 1
-            self._device_generators[key] = torch.Generator(device=device).manual_seed(
-                self.seed + offset
-            )
+            self._device_generators[key] = [
+                torch.Generator(device=device).manual_seed(s + offset) for s in self._seeds
+            ]
         return self._device_generators[key]
 
     def _first_moments(
@@ -332,6 +371,13 @@ class MaskedOptimizer(Optimizer):
         return self._own_moments[param]
 
     def _update_scores(self, params: list[Tensor], mus: list[Tensor], grads: list[Tensor]) -> None:
+        if self.replicas is not None:
+            for q, mu, g in zip(params, mus, grads, strict=True):
+                cosine = S.sliced_cosine(mu, g, self.granularity, replicated=True)
+                self._scores[q] = S.smoothed(
+                    self._scores.get(q), S.alignment(cosine, self.tau), self.ema
+                )
+            return
         if self.granularity == "block":
             fresh = S.alignment(S.block_cosines(mus, grads), self.tau)
             if all(q in self._scores for q in params):
@@ -349,21 +395,29 @@ class MaskedOptimizer(Optimizer):
             fresh = S.alignment(S.sliced_cosine(mu, g, self.granularity), self.tau)
             self._scores[q] = S.smoothed(self._scores.get(q), fresh, self.ema)
 
-    def _multipliers(self, params: list[Tensor], host_draws: dict[Tensor, bool]) -> list[Tensor]:
-        """scale * m per tensor, shaped to broadcast (0-dim for blocks), on device."""
+    def _multipliers(self, params: list[Tensor], host_draws: dict[Tensor, Keep]) -> list[Tensor]:
+        """scale * m per tensor, shaped to broadcast (0-dim for blocks, (S, 1, ..., 1)
+        for a block per replica), on device."""
+        replicated = self.replicas is not None
         mults = []
         for q in params:
             score = self._scores.get(q)
-            shape = S.score_shape(q, self.granularity)
+            shape = S.score_shape(q, self.granularity, replicated)
             if self.sampling == "none":
                 keep = torch.ones(shape, device=q.device)
+            elif self.sampling == "uniform" and q in host_draws and replicated:
+                keep = torch.tensor(host_draws[q], dtype=torch.float32).to(q.device)
             elif self.sampling == "uniform" and q in host_draws:
                 keep = torch.full((), float(host_draws[q]), device=q.device)
             else:
                 chance = self.p if self.sampling == "uniform" else score
-                draw = torch.rand(
-                    shape, generator=self._device_generator(q.device), device=q.device
-                )
+                generators = self._device_generators_on(q.device)
+                if replicated:  # replica r draws its slice's shape from its own generator
+                    draw = torch.stack(
+                        [torch.rand(shape[1:], generator=g, device=q.device) for g in generators]
+                    )
+                else:
+                    draw = torch.rand(shape, generator=generators[0], device=q.device)
                 keep = (draw < chance).float()
             if self.damping:
                 scale = score
@@ -373,12 +427,20 @@ class MaskedOptimizer(Optimizer):
                 scale = self._undamped_scale
             mult = keep * scale
             self._count_survival(q, keep)
-            mults.append(mult)
+            mults.append(broadcastable(mult, q.dim()) if replicated else mult)
         return mults
 
-    def _count_survival(self, param: Tensor, keep: Tensor | bool) -> None:
+    def _count_survival(self, param: Tensor, keep: Tensor | Keep) -> None:
         tally = self._survival.setdefault(self._labels[param], [0.0, 0])
-        tally[0] = tally[0] + (keep.float().mean() if isinstance(keep, Tensor) else float(keep))
+        if self.replicas is None:
+            share = keep.float().mean() if isinstance(keep, Tensor) else float(keep)
+            tally[0] = tally[0] + share
+        else:
+            kept = keep if isinstance(keep, Tensor) else torch.tensor(keep)
+            share = kept.float().reshape(self.replicas, -1).mean(1)
+            total = tally[0]
+            # a label's tensors on several devices: one copy to the first one's (a sync)
+            tally[0] = total + share.to(total.device) if isinstance(total, Tensor) else share
         tally[1] += 1
 
     def _step_bucket(
@@ -396,8 +458,9 @@ class MaskedOptimizer(Optimizer):
         if self._needs_scores:
             self._update_scores(params, self._first_moments(rule, params, grads, states), grads)
 
-        if self.granularity == "block" and self.sampling != "alignment":
-            # Survivors are known on the host: only they do parameter work.
+        if self.replicas is None and self.granularity == "block" and self.sampling != "alignment":
+            # Survivors are known on the host: only they do parameter work. (With
+            # replicas a survivor is a slice: the multipliers below mask the others.)
             keep = [i for i, q in enumerate(params) if host_draws.get(q, True)]
             for q in params:
                 self._count_survival(q, host_draws.get(q, True))
@@ -420,7 +483,7 @@ class MaskedOptimizer(Optimizer):
         torch._foreach_sub_(params, deltas)
 
     def _prepare_generic(
-        self, params: list[Tensor], host_draws: dict[Tensor, bool]
+        self, params: list[Tensor], host_draws: dict[Tensor, Keep]
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         grads = [q.grad.to_dense() if q.grad.is_sparse else q.grad for q in params]
         if self._needs_scores:
@@ -442,8 +505,20 @@ class MaskedOptimizer(Optimizer):
         """Per component: mean alignment score s_t over its blocks, and the fraction of
         blocks (or rows, columns, elements) that survived since the last read.
 
-        Reading syncs with the device; ``step()`` never does.
+        Reading syncs with the device; ``step()`` never does. With replicas, the mean
+        over replicas of ``replica_telemetry()``.
         """
+        if self.replicas is not None:
+            reports = self.replica_telemetry(reset)
+
+            def mean(label: str, key: str) -> float | None:
+                values = [r[label][key] for r in reports]
+                return None if values[0] is None else sum(values) / len(values)
+
+            return {
+                label: {key: mean(label, key) for key in entry}
+                for label, entry in reports[0].items()
+            }
         report: dict[str, dict[str, float | None]] = {}
         for label in dict.fromkeys(self._labels.values()):
             blocks = [
@@ -461,6 +536,29 @@ class MaskedOptimizer(Optimizer):
             self._survival.clear()
         return report
 
+    def replica_telemetry(self, reset: bool = True) -> list[dict[str, dict[str, float | None]]]:
+        """``telemetry()`` per replica: replica r's report is what a separate optimizer
+        with replica r's seed would report. Without replicas, ``[telemetry()]``. One
+        call resets the survival counts of every replica."""
+        if self.replicas is None:
+            return [self.telemetry(reset)]
+        n = self.replicas
+        reports: list[dict[str, dict[str, float | None]]] = [{} for _ in range(n)]
+        for label in dict.fromkeys(self._labels.values()):
+            blocks = [
+                s.float().reshape(n, -1).mean(1)
+                for q, lab in self._labels.items()
+                if lab == label and (s := self._scores.get(q)) is not None
+            ]
+            alignments = torch.stack(blocks).mean(0).tolist() if blocks else [None] * n
+            total, count = self._survival.get(label, (0.0, 0))
+            survivals = (total.double() / count).tolist() if count else [None] * n
+            for report, alignment, survival in zip(reports, alignments, survivals, strict=True):
+                report[label] = {"alignment": alignment, "survival": survival}
+        if reset:
+            self._survival.clear()
+        return reports
+
     # --- checkpointing ----------------------------------------------------------------
 
     def _ordered_params(self) -> list[Tensor]:
@@ -470,17 +568,22 @@ class MaskedOptimizer(Optimizer):
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
         index = {q: i for i, q in enumerate(self._ordered_params())}
-        state_dict = {
-            "base": self.optimizer.state_dict(),
-            "masking": {
-                "scores": {index[q]: s.clone() for q, s in self._scores.items()},
-                "first_moments": {index[q]: m.clone() for q, m in self._own_moments.items()},
-                "rng": {
-                    "cpu": self._cpu_generator.get_state(),
-                    "devices": {d: g.get_state() for d, g in self._device_generators.items()},
-                },
+
+        def rng(generators: list[torch.Generator]) -> Tensor | list[Tensor]:
+            states = [g.get_state() for g in generators]
+            return states[0] if self.replicas is None else states
+
+        masking: dict[str, Any] = {
+            "scores": {index[q]: s.clone() for q, s in self._scores.items()},
+            "first_moments": {index[q]: m.clone() for q, m in self._own_moments.items()},
+            "rng": {
+                "cpu": rng(self._cpu_generators),
+                "devices": {d: rng(g) for d, g in self._device_generators.items()},
             },
         }
+        if self.replicas is not None:  # per-replica generators: a list of states each
+            masking["replicas"] = self.replicas
+        state_dict = {"base": self.optimizer.state_dict(), "masking": masking}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             state_dict = post_hook(self, state_dict) or state_dict
         return state_dict
@@ -495,9 +598,14 @@ class MaskedOptimizer(Optimizer):
                 "state_dict must come from a Magma/SkipUpdate state_dict() "
                 "(keys 'base' and 'masking')"
             )
+        masking = state_dict["masking"]
+        if masking.get("replicas") != self.replicas:
+            raise ValueError(
+                f"state_dict is of an optimizer with replicas={masking.get('replicas')}, "
+                f"this one has replicas={self.replicas}"
+            )
         self.optimizer.load_state_dict(state_dict["base"])
         params = self._ordered_params()
-        masking = state_dict["masking"]
         self._scores = {
             params[int(i)]: s.to(device=params[int(i)].device, dtype=torch.float32)
             for i, s in masking["scores"].items()
@@ -506,11 +614,19 @@ class MaskedOptimizer(Optimizer):
             params[int(i)]: m.to(device=params[int(i)].device, dtype=params[int(i)].dtype)
             for i, m in masking["first_moments"].items()
         }
-        self._cpu_generator.set_state(masking["rng"]["cpu"])
-        self._device_generators = {}
-        for device, rng_state in masking["rng"]["devices"].items():
-            generator = torch.Generator(device=device)
+
+        def listed(states: Tensor | list[Tensor]) -> list[Tensor]:
+            return [states] if self.replicas is None else list(states)
+
+        for generator, rng_state in zip(
+            self._cpu_generators, listed(masking["rng"]["cpu"]), strict=True
+        ):
             generator.set_state(rng_state)
-            self._device_generators[device] = generator
+        self._device_generators = {}
+        for device, rng_states in masking["rng"]["devices"].items():
+            generators = [torch.Generator(device=device) for _ in self._seeds]
+            for generator, rng_state in zip(generators, listed(rng_states), strict=True):
+                generator.set_state(rng_state)
+            self._device_generators[device] = generators
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)

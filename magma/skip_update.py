@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from torch import Tensor
 from torch.optim import Optimizer
@@ -13,7 +13,8 @@ from magma.masked import MaskedOptimizer
 class SkipUpdate(MaskedOptimizer):
     """Each masked block survives a step with probability ``p`` and is scaled by 1/p,
     so the expected update equals the base optimizer's; moments stay dense. ``fused`` as
-    for Magma: the compiled step of the Adam family (None: on CUDA where it applies)."""
+    for Magma: the compiled step of the Adam family (None: on CUDA where it applies).
+    ``replicas`` as for Magma: dim 0 indexes S replicas, each masked as by its own seed."""
 
     def __init__(
         self,
@@ -21,9 +22,10 @@ class SkipUpdate(MaskedOptimizer):
         p: float = 0.5,
         params: Iterable[Tensor] | Mapping[str, Iterable[Tensor]] | None = None,
         granularity: str = "block",
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         *,
         fused: bool | None = None,
+        replicas: int | None = None,
     ) -> None:
         super().__init__(
             optimizer,
@@ -36,4 +38,5 @@ class SkipUpdate(MaskedOptimizer):
             tau=1.0,
             ema=0.0,
             fused=fused,
+            replicas=replicas,
         )

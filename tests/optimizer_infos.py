@@ -15,7 +15,10 @@ optimizer (the wrapper's generic path). What an entry records and where it comes
 - its first moment mu as tests/reference.py reads it: the state entry that is an EMA of g,
   or None where the wrapper keeps its own EMA; and whether its decay is coupled (in g);
 - what else the tests need of it (Muon: 2-D parameters only, an update orthogonalised in
-  bfloat16) and the tolerances of the equivalence tests.
+  bfloat16) and the tolerances of the equivalence tests;
+- how it steps S replicas stacked along dim 0 (tests/test_replicas.py): ``build_replicated``,
+  with another class where the base's own cannot (Muon: ``magma.BatchedMuon``) or told
+  ``replicas`` where it reduces over a tensor (C-AdamW's caution).
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ class OptimizerInfo:
     #: the equivalence tests' tolerances (float32 reordering error)
     atol: float = 1e-6
     rtol: float = 1e-5
+    #: the class that steps S replicas stacked along dim 0, where not ``library_name``
+    replicated_name: str | None = None
+    #: whether that class must be told ``replicas`` (it reduces over a whole tensor)
+    takes_replicas: bool = False
 
     @property
     def base(self) -> Base | None:
@@ -84,8 +91,11 @@ class OptimizerInfo:
 
     @property
     def optim_cls(self) -> type[Optimizer]:
-        module, name = self.library_name.rsplit(".", 1)
-        return getattr(importlib.import_module(module), name)
+        return _resolve(self.library_name)
+
+    @property
+    def replicated_cls(self) -> type[Optimizer]:
+        return _resolve(self.replicated_name or self.library_name)
 
     @property
     def tol(self) -> dict[str, float]:
@@ -94,6 +104,11 @@ class OptimizerInfo:
     def build(self, params: Iterable[Any], **kwargs: Any) -> Optimizer:
         """The base over ``params`` with its ``defaults``, ``kwargs`` overriding them."""
         return self.optim_cls(params, **{**self.defaults, **kwargs})
+
+    def build_replicated(self, params: Iterable[Any], replicas: int, **kwargs: Any) -> Optimizer:
+        """``build`` for parameters stacking ``replicas`` replicas along dim 0."""
+        told = {"replicas": replicas} if self.takes_replicas else {}
+        return self.replicated_cls(params, **{**self.defaults, **kwargs, **told})
 
     def configs(self) -> tuple[OptimizerInput, ...]:
         """The defaults alone, then every further configuration."""
@@ -113,6 +128,11 @@ class OptimizerInfo:
         if self.decoupled_flag is not None and group.get(self.decoupled_flag, False):
             return False
         return self.coupled_decay
+
+
+def _resolve(qualified: str) -> type[Optimizer]:
+    module, name = qualified.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
 
 
 def _info(base: Base, **fields: Any) -> OptimizerInfo:
@@ -153,8 +173,9 @@ OPTIMIZERS: tuple[OptimizerInfo, ...] = (
         first_moment="momentum_buffer",
         matrices_only=True,
         bf16_update=True,
+        replicated_name="magma.BatchedMuon",
     ),
-    _info(Base.c_adamw, defaults=_DECAYED, first_moment="exp_avg"),
+    _info(Base.c_adamw, defaults=_DECAYED, first_moment="exp_avg", takes_replicas=True),
     _info(
         Base.sgd,
         defaults={"lr": 0.05},

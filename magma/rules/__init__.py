@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
+from magma.optim.batched_muon import BatchedMuon
 from magma.optim.cautious_adamw import CAdamW
 from magma.optim.laprop import LaProp
 from magma.rules.adam import AdamRule
@@ -29,7 +30,7 @@ def rule_for(optimizer: Optimizer, group: dict) -> UpdateRule | None:
         rule = RMSpropRule()
     elif kind is torch.optim.SGD:
         rule = SGDRule(has_momentum=group["momentum"] != 0)
-    elif kind is torch.optim.Muon:
+    elif kind in (torch.optim.Muon, BatchedMuon):
         rule = MuonRule()
     elif kind is LaProp:
         rule = LaProp.rule

@@ -44,6 +44,11 @@ class UpdateRule:
         """Whether this rule reproduces the base exactly for the group's flags."""
         return True
 
+    def replicas_obstacle(self, params: list[Tensor]) -> str | None:
+        """Why this base cannot step ``params`` as stacked replicas (dim 0), or None:
+        elementwise bases always can."""
+        return None
+
     def init_state(self, group: ParamGroup, param: Tensor) -> dict[str, Tensor]:
         """State in the base optimizer's own format, created lazily."""
         raise NotImplementedError

@@ -7,13 +7,15 @@ rescaled by 1 / mean(mask) (clamped at 1e-3) so the update keeps its magnitude:
     u = m_hat / (sqrt(v_hat) + eps);  c = 1[exp_avg * g > 0] / max(mean(c), 1e-3)
     Delta = lr * u * c + lr * wd * theta
 
-``exp_avg`` is an EMA of raw gradients and serves as mu.
+``exp_avg`` is an EMA of raw gradients and serves as mu. A group with ``replicas`` (dim 0
+stacks independent replicas) takes mean(c) over each replica's slice.
 """
 
 from __future__ import annotations
 
 import torch
 
+from magma.replicas import slice_mean
 from magma.rules.adam import AdamRule
 from magma.rules.base import ParamGroup
 
@@ -30,9 +32,11 @@ class CautiousAdamWRule(AdamRule):
         decay_free = {**group, "weight_decay": 0.0}
         deltas = super().direction(decay_free, params, grads, states)
         exp_avgs = [s["exp_avg"] for s in states]
+        replicated = group.get("replicas") is not None
         for delta, exp_avg, grad in zip(deltas, exp_avgs, grads, strict=True):
             agree = (exp_avg * grad > 0).to(delta.dtype)
-            agree.div_(agree.mean().clamp_(min=CAUTION_FLOOR))
+            kept = slice_mean(agree) if replicated else agree.mean()
+            agree.div_(kept.clamp_(min=CAUTION_FLOOR))
             delta.mul_(agree)
         if wd != 0:
             torch._foreach_add_(deltas, params, alpha=lr * wd)
