@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from studies.analysis.sequential import SequentialDesign, Spending
 from worker.config import TrialConfig
-from worker.contract import DEFAULT_METRIC, Mode, WorkloadName, check_metric, metrics_of
+from worker.contract import (
+    DEFAULT_METRIC,
+    DEFAULT_SEED_BATCH,
+    Mode,
+    WorkloadName,
+    check_metric,
+    metrics_of,
+)
 
 SEARCHABLE = ("base", "variant", "lr", "p", "tau", "components", "granularity", "weight_decay")
 WORKLOAD_FIELDS = (
@@ -98,8 +105,9 @@ class Objective(BaseModel):
 #: the fewest seeds a bracket study may choose each arm's LR on: with one, the choice is
 #: one seed's luck, and the chosen configuration has no spread to judge it by
 BRACKET_MIN_SEEDS = 2
-#: the most seeds a study may run each configuration on
-MAX_SEEDS = 20
+#: the most seeds a study may run each configuration on: seeds train in batches
+#: (``seed_batch``), so hundreds cost little more than one (``studies.caps`` bounds the runs)
+MAX_SEEDS = 1000
 
 
 class Sequential(BaseModel):
@@ -179,6 +187,12 @@ class StudySpec(BaseModel):
     trials: int | None = Field(None, ge=1, description="configurations; grid: all points")
     seeds: int = Field(1, ge=1, le=MAX_SEEDS)
     base_seed: int = 0
+    seed_batch: int | None = Field(
+        None,
+        ge=1,
+        description="seeds of a configuration trained together in one task; 1: one task "
+        "per seed; default: the workload's (worker.contract.DEFAULT_SEED_BATCH)",
+    )
     max_concurrent: int = Field(2, ge=1)
     early_stopping: EarlyStopping = EarlyStopping(kind="none")
     resources: Resources = Resources()
@@ -222,6 +236,14 @@ class StudySpec(BaseModel):
         if metric == "condition_number" and not self.workload.condition_number:
             raise ValueError("objective.metric: 'condition_number' needs workload.condition_number")
         self.objective = Objective(metric=metric, mode=mode)
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_seed_batch(self) -> StudySpec:
+        """A stored spec names its seed batch: a changed default never regroups the seeds
+        of a study already running (their batch checkpoints)."""
+        if self.seed_batch is None:
+            self.seed_batch = DEFAULT_SEED_BATCH[self.workload.kind]
         return self
 
     @model_validator(mode="after")

@@ -375,7 +375,7 @@ def test_a_trial_stopped_for_a_cancel_is_recorded_as_cancelled(db: Database) -> 
     stopper = CancelStopper(searcher, cancel)
     config = searcher.suggest("tune-0")
     assert isinstance(config, dict)
-    trial_id = config["_meta"]["trial_id"]
+    (trial_id,) = config["_meta"]["trial_ids"]
     with db.transaction() as session:
         trial_lifecycle.mark_trial_running(session, trial_id)
 

@@ -44,6 +44,7 @@ from studies.storage.repository import lease, metric_ingest, trial_lifecycle
 from tests.db_fixtures import Database, quadratic_spec, wait_for
 from tests.processes import Proc, alive, session_processes
 from worker.contract import FINISHED_TRIAL_STATUSES
+from worker.trainable import SEED_ROWS_KEY
 
 MAGMA_BENCH = Path(sys.executable).parent / "magma-bench"
 
@@ -325,10 +326,10 @@ def test_a_trial_requeued_with_its_final_checkpoint_completes(
     gets a result without ``objective``, raises, and the whole study fails (seen in the
     driver-kill test on a SQLite run). This builds that state directly: the
     configuration through the searcher, the checkpoint by training the trial's own config
-    to the end in this process."""
+    to the end in this process (a batch of its one seed, as the trainable runs it)."""
     from studies.engine.driver import Driver
     from worker.config import TrialConfig
-    from worker.trainer import train
+    from worker.seed_batch import train_seeds
 
     spec = quadratic_spec(
         name="final-checkpoint",
@@ -341,16 +342,16 @@ def test_a_trial_requeued_with_its_final_checkpoint_completes(
         lease.claim_study(session, "dead-driver", timedelta(seconds=60))
     config = StudySearcher(study_id, spec, db.sessions).suggest("dead-0")
     assert isinstance(config, dict)
-    trial_id = config["_meta"]["trial_id"]
+    (trial_id,) = config["_meta"]["trial_ids"]
     (trial,) = db.trials(study_id)
     checkpoint = tmp_path / "dead-driver" / "checkpoint_000003"
     reports: list[dict[str, Any]] = []
 
-    def report(metrics: dict[str, Any], save: Any) -> None:
-        reports.append(metrics)
+    def report(rows: list[dict[str, Any] | None], save: Any) -> None:
+        reports.append(rows[0])
         save(checkpoint)
 
-    final = train(TrialConfig(**trial.config), report=report)
+    (final,) = train_seeds([TrialConfig(**trial.config)], report=report)
     assert final["status"] == "complete" and final["step"] == spec.workload.steps
     with db.transaction() as session:
         trial_lifecycle.mark_trial_running(session, trial_id)
@@ -399,23 +400,27 @@ FIRST_DRIVER_OPTUNA = [
 ]
 
 
-def _finish(searcher: StudySearcher, tune_id: str, status: str, objective: float | None) -> None:
-    """What Tune reports for a trial that ended with ``status``."""
-    if status == "failed":
-        searcher.on_trial_complete(tune_id, error=True)
-    else:  # a trial ASHA stops last reported "running"
+def _finish(
+    db: Database, searcher: StudySearcher, tune_id: str, status: str, objective: float | None
+) -> None:
+    """What the recorder and Tune report for a chunk whose seeds ended with ``status``:
+    each seed's last row (a trial ASHA stops last reported "running"; a failed one may
+    have reported nothing), then the chunk's completion."""
+    if status != "failed":
         reported = "running" if status == "pruned" else status
-        result = {"status": reported, "objective": objective, "step": 10}
-        searcher.on_trial_complete(tune_id, result)
+        row = {"status": reported, "objective": objective, "step": 10}
+        with db.transaction() as session:
+            metric_ingest.add_metrics(session, [(i, row) for i in searcher.handed_out[tune_id]])
+    searcher.on_trial_complete(tune_id, error=status == "failed")
 
 
-def _run_to_the_end(searcher: StudySearcher) -> None:
+def _run_to_the_end(db: Database, searcher: StudySearcher) -> None:
     """What Tune does with one slot: suggest, run, complete, until FINISHED."""
     for n in range(100):
         config = searcher.suggest(f"after-{n}")
         if config == StudySearcher.FINISHED or config is None:
             return
-        _finish(searcher, f"after-{n}", "complete", 1.0 + n / 100)
+        _finish(db, searcher, f"after-{n}", "complete", 1.0 + n / 100)
     pytest.fail("the searcher never finished")
 
 
@@ -434,7 +439,9 @@ def test_a_restarted_driver_rebuilds_the_optuna_study_from_sql_and_carries_on(
     ``studies.best``), then finish the study with every configuration number used once
     and no configuration proposed twice (a sampler reseeded from the spec's seed would
     propose its first random points again; QMC would restart its sequence)."""
-    spec = quadratic_spec(name=f"restart-{sampler}", seeds=2, **RESTART_SPECS[sampler])
+    spec = quadratic_spec(
+        name=f"restart-{sampler}", seeds=2, seed_batch=1, **RESTART_SPECS[sampler]
+    )
     study_id = db.create_study(spec)
     with db.transaction() as session:
         lease.claim_study(session, "driver-1", timedelta(seconds=60))
@@ -442,7 +449,7 @@ def test_a_restarted_driver_rebuilds_the_optuna_study_from_sql_and_carries_on(
     handed = [f"first-{n}" for n in range(2 * len(FIRST_DRIVER))]
     for tune_id in handed:
         assert isinstance(first.suggest(tune_id), dict)
-    sql_ids = [first.handed_out[tune_id] for tune_id in handed]
+    sql_ids = [sql_id for tune_id in handed for sql_id in first.handed_out[tune_id]]
     for (tune_id, sql_id), (status, objective) in zip(
         zip(handed, sql_ids, strict=True), [s for pair in FIRST_DRIVER for s in pair], strict=True
     ):
@@ -450,7 +457,7 @@ def test_a_restarted_driver_rebuilds_the_optuna_study_from_sql_and_carries_on(
             with db.transaction() as session:
                 trial_lifecycle.mark_trial_running(session, sql_id)
         elif status != "queued":
-            _finish(first, tune_id, status, objective)
+            _finish(db, first, tune_id, status, objective)
     held = _optuna_state(first)
     del first  # SIGKILL
 
@@ -468,7 +475,7 @@ def test_a_restarted_driver_rebuilds_the_optuna_study_from_sql_and_carries_on(
         trial_lifecycle.requeue_unfinished(session, study_id)
     second = StudySearcher(study_id, spec, db.sessions)
     assert _optuna_state(second) == held
-    _run_to_the_end(second)
+    _run_to_the_end(db, second)
 
     trials = db.trials(study_id)
     configurations = sorted({t.configuration for t in trials})
@@ -486,8 +493,13 @@ def test_a_restarted_driver_rebuilds_the_optuna_study_from_sql_and_carries_on(
 
 
 class _FakeTrial:
-    def __init__(self, trial_id: int) -> None:
-        self.config = {"_meta": {"trial_id": trial_id}}
+    def __init__(self, *trial_ids: int) -> None:
+        self.config = {"_meta": {"trial_ids": list(trial_ids)}}
+
+
+def _result(*rows: dict[str, Any] | None) -> dict[str, Any]:
+    """A chunk's Tune result as ``worker.trainable`` reports it: each seed's row."""
+    return {SEED_ROWS_KEY: list(rows)}
 
 
 class _FakeCheckpoint:
@@ -512,7 +524,7 @@ def test_a_recorded_checkpoint_never_runs_ahead_of_the_metric_rows(db: Database)
     recorder = SQLRecorder(db.sessions, flush_rows=200, flush_seconds=3600)
     fake = _FakeTrial(trial.id)
     for step in (10, 20):
-        result = {"step": step, "objective": 1.0 / step, "status": "running"}
+        result = _result({"step": step, "objective": 1.0 / step, "status": "running"})
         recorder.on_trial_result(0, [], fake, result)
         recorder.on_checkpoint(0, [], fake, _FakeCheckpoint(f"/ckpt/{step}"))
     del recorder  # SIGKILL: the buffer is gone
@@ -542,9 +554,11 @@ def test_a_driver_that_lost_its_claim_stops_and_writes_nothing_more(db: Database
     stopper = CancelStopper(searcher, threading.Event())
     config = searcher.suggest("tune-0")
     assert isinstance(config, dict)
-    fake = _FakeTrial(config["_meta"]["trial_id"])
+    fake = _FakeTrial(*config["_meta"]["trial_ids"])
     recorder.on_trial_start(0, [], fake)
-    recorder.on_trial_result(0, [], fake, {"step": 10, "objective": 2.0, "status": "running"})
+    recorder.on_trial_result(
+        0, [], fake, _result({"step": 10, "objective": 2.0, "status": "running"})
+    )
     assert not stopper.stop_all()
     before = [(t.status, t.checkpoint_path, t.last_step) for t in db.trials(study_id)]
     assert before[0] == ("running", None, 10)
@@ -552,12 +566,16 @@ def test_a_driver_that_lost_its_claim_stops_and_writes_nothing_more(db: Database
     claim_lost.set()  # the heartbeat found another driver's name on the study
     assert stopper.stop_all() and not searcher.cancelled
     recorder.on_trial_start(0, [], fake)
-    recorder.on_trial_result(0, [], fake, {"step": 20, "objective": 1.0, "status": "running"})
+    recorder.on_trial_result(
+        0, [], fake, _result({"step": 20, "objective": 1.0, "status": "running"})
+    )
     recorder.on_checkpoint(0, [], fake, _FakeCheckpoint("/ckpt/20"))
     recorder.flush()
-    searcher.on_trial_complete("tune-0", {"step": 20, "objective": 1.0, "status": "complete"})
+    searcher.on_trial_complete(
+        "tune-0", _result({"step": 20, "objective": 1.0, "status": "complete"})
+    )
     assert searcher.suggest("tune-1") == StudySearcher.FINISHED
 
     assert [(t.status, t.checkpoint_path, t.last_step) for t in db.trials(study_id)] == before
-    assert [m.step for m in db.metrics(fake.config["_meta"]["trial_id"])] == [10]
+    assert [m.step for m in db.metrics(fake.config["_meta"]["trial_ids"][0])] == [10]
     assert [t.state for t in searcher.optuna.get_trials()] == [TrialState.RUNNING]

@@ -15,10 +15,10 @@ from studies import bracket
 from studies.caps import check_caps
 from studies.presets import PRESET_DIR, load_preset, preset_names
 from studies.samplers import distributions, make_sampler
-from studies.spec import BRACKET_MIN_SEEDS, SEARCHABLE, Range, StudySpec, load_spec
+from studies.spec import BRACKET_MIN_SEEDS, MAX_SEEDS, SEARCHABLE, Range, StudySpec, load_spec
 from tests.optimizer_infos import OPTIMIZERS
 from worker.config import TrialConfig
-from worker.contract import Components, mask_seed
+from worker.contract import DEFAULT_SEED_BATCH, Components, mask_seed
 from worker.models import model_names
 from worker.settings import Caps, Settings
 
@@ -232,7 +232,7 @@ def test_bracket_caps_check_the_first_round_and_confirmation():
         (
             {"seeds": 1},
             "seeds: protocol 'bracket' chooses each arm's LR on at least 2 seeds: "
-            "give 2 to 20 (got 1)",
+            "give 2 to 1000 (got 1)",
         ),
     ],
 )
@@ -409,6 +409,33 @@ def test_seeds_are_shared_across_configurations():
     assert seeds == {7, 8, 9}
     assert len(masks) == 3
     assert not seeds & masks
+
+
+def test_seed_batch_defaults_to_the_workloads_and_is_stored():
+    """A stored spec names its seed batch, so a changed default never regroups a running
+    study's seeds; 1 is one task per seed; hundreds of seeds are allowed."""
+    llama, quadratic = spec(), spec(workload={"kind": "quadratic"}, search={"lr": [0.1]})
+    assert llama.seed_batch == DEFAULT_SEED_BATCH["llama-c4"]
+    assert quadratic.seed_batch == DEFAULT_SEED_BATCH["quadratic"]
+    assert DEFAULT_SEED_BATCH["quadratic"] > DEFAULT_SEED_BATCH["llama-c4"]
+    assert StudySpec.model_validate(llama.model_dump(mode="json")) == llama
+    assert llama.model_dump(mode="json")["seed_batch"] == DEFAULT_SEED_BATCH["llama-c4"]
+    assert spec(seed_batch=1, seeds=500).seed_batch == 1
+    assert spec(seeds=MAX_SEEDS).seeds == MAX_SEEDS >= 1000
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"seed_batch": 0}, "seed_batch"),
+        ({"seed_batch": -3}, "seed_batch"),
+        ({"seeds": MAX_SEEDS + 1}, "seeds"),
+    ],
+)
+def test_seed_batch_and_seeds_are_bounded(fields, field):
+    with pytest.raises(ValidationError) as excinfo:
+        spec(**fields)
+    assert excinfo.value.errors()[0]["loc"] == (field,)
 
 
 def test_grid_points_enumerate_the_product_in_order():

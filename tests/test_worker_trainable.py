@@ -1,5 +1,6 @@
 """worker.trainable under a real local Ray Tune: ASHA early stopping, checkpoints that
-``train()`` can resume, and a crashed trial restarting from its last checkpoint.
+``train_seeds()`` can resume, and a crashed trial restarting from its last checkpoint.
+Each trial here is a batch of one seed (the config without the engine's ``seed_fields``).
 
 Trials train the quadratic workload (milliseconds per step), so the cost is Ray's.
 """
@@ -17,8 +18,8 @@ from ray.tune.schedulers import ASHAScheduler
 
 from tests.worker_fixtures import deterministic
 from worker.config import TrialConfig
-from worker.trainable import META_KEY, trainable
-from worker.trainer import CHECKPOINT_FILE, train
+from worker.seed_batch import SEED_BATCH_CHECKPOINT_FILE, train_seeds
+from worker.trainable import META_KEY, SEED_ROWS_KEY, trainable
 
 STEPS, EVAL_INTERVAL = 100, 10
 REPORTS = STEPS // EVAL_INTERVAL
@@ -90,35 +91,37 @@ def test_asha_stops_some_trials_and_reports_metrics(asha):
     assert sorted(r.config["lr"] for r in results) == sorted(LRS)
     last_steps = []
     for result in results:
-        metrics = result.metrics
-        assert {"objective", "step", "status", "val_loss", "tokens_per_s"} <= set(metrics)
-        assert metrics["objective"] == metrics["val_loss"]
-        steps = log.steps[metrics["trial_id"]]
+        (metrics,) = result.metrics[SEED_ROWS_KEY]
+        assert {"objective", "step", "status", "val_loss", "tokens_per_s", "node"} <= set(metrics)
+        assert metrics["objective"] == metrics["val_loss"] == result.metrics["objective"]
+        assert metrics["step"] == result.metrics["step"]
+        steps = log.steps[result.metrics["trial_id"]]
         assert steps == list(range(EVAL_INTERVAL, metrics["step"] + 1, EVAL_INTERVAL))
         assert metrics["status"] == ("complete" if metrics["step"] == STEPS else "running")
-        assert metrics["training_iteration"] == len(steps)
+        assert result.metrics["training_iteration"] == len(steps)
         # a checkpoint with every report, the newest being the trial's last
         assert len(result.best_checkpoints) == len(steps)
         assert result.checkpoint is not None
-        assert (Path(result.checkpoint.path) / CHECKPOINT_FILE).is_file()
+        assert (Path(result.checkpoint.path) / SEED_BATCH_CHECKPOINT_FILE).is_file()
         last_steps.append(metrics["step"])
     assert min(last_steps) < STEPS, "ASHA stopped no trial"
     assert max(last_steps) == STEPS
     best = results.get_best_result()
     assert best.metrics["objective"] == min(r.metrics["objective"] for r in results)
     assert best.metrics["step"] == STEPS
+    assert best.metrics[SEED_ROWS_KEY][0]["status"] == "complete"
 
 
-def test_trial_checkpoint_resumes_with_train(asha):
+def test_trial_checkpoint_resumes_with_train_seeds(asha):
     results, _ = asha
     best = results.get_best_result()
     config = TrialConfig(**{k: v for k, v in best.config.items() if k != META_KEY})
     by_step = {metrics["step"]: ckpt for ckpt, metrics in best.best_checkpoints}
     assert sorted(by_step) == list(range(EVAL_INTERVAL, STEPS + 1, EVAL_INTERVAL))
     middle = Path(by_step[STEPS // 2].path)
-    assert sorted(p.name for p in middle.iterdir()) == [CHECKPOINT_FILE]
-    resumed = train(config, resume_from=middle)
-    assert deterministic(resumed) == deterministic(best.metrics)
+    assert sorted(p.name for p in middle.iterdir()) == [SEED_BATCH_CHECKPOINT_FILE]
+    (resumed,) = train_seeds([config], resume_from=middle)
+    assert deterministic(resumed) == deterministic(best.metrics[SEED_ROWS_KEY][0])
 
 
 def test_crashed_trial_restarts_from_its_checkpoint(ray_cluster, tmp_path):
@@ -147,9 +150,10 @@ def test_crashed_trial_restarts_from_its_checkpoint(ray_cluster, tmp_path):
     # resumed from a checkpoint (the one at 30, or at 20 if the kill beat its
     # registration), never from scratch
     assert after[0] in (30, 40) and after[-1] == 60, steps
-    assert result.metrics["status"] == "complete"
-    uninterrupted = train(TrialConfig(**config))
-    assert deterministic(result.metrics) == deterministic(uninterrupted)
+    (row,) = result.metrics[SEED_ROWS_KEY]
+    assert row["status"] == "complete"
+    (uninterrupted,) = train_seeds([TrialConfig(**config)])
+    assert deterministic(row) == deterministic(uninterrupted)
 
 
 def test_meta_resume_from_continues_an_earlier_run(ray_cluster, tmp_path):
@@ -158,12 +162,17 @@ def test_meta_resume_from_continues_an_earlier_run(ray_cluster, tmp_path):
     config = {**QUADRATIC, "variant": "magma", "lr": 0.05, "steps": 40}
     trial = TrialConfig(**config)
     earlier = tmp_path / "earlier"
-    uninterrupted = train(trial, report=lambda m, save: save(earlier) if m["step"] == 20 else None)
-    assert (earlier / CHECKPOINT_FILE).is_file()
+
+    def report(rows, save):
+        if rows[0]["step"] == 20:
+            save(earlier)
+
+    (uninterrupted,) = train_seeds([trial], report=report)
+    assert (earlier / SEED_BATCH_CHECKPOINT_FILE).is_file()
     log = StepLog()
     results = tune.Tuner(
         trainable,
-        param_space={**config, META_KEY: {"trial_id": 7, "resume_from": str(earlier)}},
+        param_space={**config, META_KEY: {"trial_ids": [7], "resume_from": str(earlier)}},
         tune_config=tune.TuneConfig(metric="objective", mode="min", num_samples=1),
         run_config=tune.RunConfig(
             name="meta-resume", storage_path=str(tmp_path / "ray"), callbacks=[log], verbose=0
@@ -172,4 +181,4 @@ def test_meta_resume_from_continues_an_earlier_run(ray_cluster, tmp_path):
     assert results.num_errors == 0, results.errors
     (result,) = results
     assert list(log.steps.values()) == [[30, 40]]
-    assert deterministic(result.metrics) == deterministic(uninterrupted)
+    assert deterministic(result.metrics[SEED_ROWS_KEY][0]) == deterministic(uninterrupted)

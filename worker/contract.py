@@ -193,6 +193,14 @@ DEFAULT_METRIC: dict[str, str] = {
     WorkloadKind.quadratic.value: "val_loss",
     WorkloadKind.linear_transformer.value: "val_loss",
 }
+#: seeds of one configuration trained as one batch in one task (``worker.seed_batch``) when
+#: a study's spec sets no ``seed_batch``: small models batch by the dozen at the cost of one,
+#: a llama's batch is bounded by its memory
+DEFAULT_SEED_BATCH: dict[str, int] = {
+    WorkloadKind.llama_c4.value: 4,
+    WorkloadKind.quadratic.value: 64,
+    WorkloadKind.linear_transformer.value: 64,
+}
 #: the key of a metric row holding the value of the trial's objective metric; the SQL
 #: ``objective`` columns, Ray Tune and ASHA all read this key
 OBJECTIVE_KEY = "objective"

@@ -1,5 +1,9 @@
 """A Tune callback that writes trial lifecycle and every reported metric row to SQL.
 
+A Tune trial runs a chunk of one configuration's seeds (``worker.trainable``): each of
+its SQL trials is marked running, gets its own seed's rows, and records the chunk's
+checkpoint.
+
 Metric rows are buffered and flushed in batches (every ``flush_rows`` rows or
 ``flush_seconds``), so the database is never the bottleneck however many trials run,
 yet the live view lags by about a second at most. Once ``claim_lost`` is set (another
@@ -18,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from studies.engine._pickling import Unpicklable
 from studies.storage.engine import transaction
 from studies.storage.repository import metric_ingest, trial_lifecycle
-from worker.trainable import META_KEY
+from worker.trainable import META_KEY, SEED_ROWS_KEY
 
 
 class SQLRecorder(Unpicklable, Callback):
@@ -37,9 +41,12 @@ class SQLRecorder(Unpicklable, Callback):
         self.buffer: list[tuple[int, dict[str, Any]]] = []
         self.last_flush = time.monotonic()
 
-    def sql_trial_id(self, trial: Any) -> int | None:
-        """The trial's SQL id; None for a trial that is not ours to write (anymore)."""
-        return None if self.claim_lost.is_set() else trial.config.get(META_KEY, {}).get("trial_id")
+    def sql_trial_ids(self, trial: Any) -> list[int]:
+        """The SQL trials of the Tune trial's seeds, in its rows' order; none for a trial
+        that is not ours to write (anymore)."""
+        if self.claim_lost.is_set():
+            return []
+        return trial.config.get(META_KEY, {}).get("trial_ids", [])
 
     def flush(self) -> None:
         if self.claim_lost.is_set():
@@ -51,20 +58,22 @@ class SQLRecorder(Unpicklable, Callback):
         self.last_flush = time.monotonic()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        trial_id = self.sql_trial_id(trial)
-        if trial_id is not None:
+        trial_ids = self.sql_trial_ids(trial)
+        if trial_ids:
             with transaction(self.sessions) as session:
-                trial_lifecycle.mark_trial_running(session, trial_id)
+                for trial_id in trial_ids:
+                    trial_lifecycle.mark_trial_running(session, trial_id)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
-        trial_id = self.sql_trial_id(trial)
-        if trial_id is None:
+        trial_ids = self.sql_trial_ids(trial)
+        if not trial_ids:
             return
-        keep = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
-        keep = {k: v for k, v in keep.items() if k not in _TUNE_BOOKKEEPING}
-        self.buffer.append((trial_id, keep))
+        for trial_id, row in zip(trial_ids, result[SEED_ROWS_KEY], strict=True):
+            if row is not None:  # None: that seed had stopped
+                keep = {k: v for k, v in row.items() if isinstance(v, (int, float, str, bool))}
+                self.buffer.append((trial_id, keep))
         if len(self.buffer) >= self.flush_rows:
             self.flush()
 
@@ -75,12 +84,13 @@ class SQLRecorder(Unpicklable, Callback):
     def on_checkpoint(
         self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
     ) -> None:
-        trial_id = self.sql_trial_id(trial)
-        if trial_id is not None:
+        trial_ids = self.sql_trial_ids(trial)
+        if trial_ids:
             # Rows first: a resume from this checkpoint must not skip unrecorded rows.
             with transaction(self.sessions) as session:
                 metric_ingest.add_metrics(session, self.buffer)
-                trial_lifecycle.record_checkpoint(session, trial_id, checkpoint.path)
+                for trial_id in trial_ids:
+                    trial_lifecycle.record_checkpoint(session, trial_id, checkpoint.path)
             self.buffer = []
             self.last_flush = time.monotonic()
 
@@ -92,22 +102,3 @@ class SQLRecorder(Unpicklable, Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.flush()
-
-
-_TUNE_BOOKKEEPING = {
-    "trial_id",
-    "experiment_id",
-    "date",
-    "timestamp",
-    "pid",
-    "hostname",
-    "node_ip",
-    "time_since_restore",
-    "iterations_since_restore",
-    "checkpoint_dir_name",
-    "should_checkpoint",
-    "done",
-    "config",
-    "time_this_iter_s",
-    "time_total_s",
-}

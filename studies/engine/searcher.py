@@ -1,9 +1,12 @@
 """A Ray Tune searcher whose state lives in SQL alone.
 
-Tune asks for the next trial; the answer is, in order: a queued trial already in the
-database (after a driver restart, with the checkpoint to resume from), or a new
-configuration from Optuna (or the next grid point), written to the database as one
-queued trial per seed, in one transaction, before it runs. Because the database, not
+Tune asks for the next trial; the answer is, in order: a chunk of queued trials already
+in the database (after a driver restart, with the batch checkpoint to resume from), or a
+new configuration from Optuna (or the next grid point), written to the database as one
+queued trial per seed, in one transaction, before it runs. A Tune trial runs a chunk: up
+to ``seed_batch`` seeds of one configuration, trained as one batch (``worker.trainable``,
+``trial_lifecycle.next_chunk``); each seed keeps its SQL trial, finished from its own
+last row. Because the database, not
 this object, knows what exists, a restarted driver neither loses nor duplicates trials,
 and a grid runs each point exactly once.
 
@@ -26,14 +29,17 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from sqlalchemy.orm import Session, sessionmaker
 
-from studies import bracket
+from studies import bracket, sequential
 from studies.best import CONFIRM_STAGE, STAGE_KEY, Score, is_confirmation, score
 from studies.engine._pickling import Unpicklable
+from studies.finite import jsonable
+from studies.records import trials_from_rows
+from studies.results import trial_row
 from studies.samplers import distributions, in_memory_study, optuna_state
 from studies.spec import StudySpec
 from studies.storage.engine import transaction
 from studies.storage.models import Trial
-from studies.storage.repository import event_log, trial_lifecycle
+from studies.storage.repository import event_log, reads, trial_lifecycle
 from worker.config import TrialConfig
 from worker.contract import OBJECTIVE_KEY, REPORTED_TRIAL_STATUSES, STATUS_KEY, TrialStatus
 from worker.settings import get_settings
@@ -57,7 +63,7 @@ class StudySearcher(Unpicklable, Searcher):
         self.study_id, self.spec, self.sessions = study_id, spec, sessions
         self.distributions = distributions(spec)
         self.flush = flush  # metric rows before the completion that follows them
-        self.handed_out: dict[str, int] = {}  # Tune trial id -> SQL trial id
+        self.handed_out: dict[str, list[int]] = {}  # Tune trial id -> its seeds' SQL ids
         self.max_runs = (
             max_runs or get_settings().caps.max_trials
         )  # the server cap a bracket study's extensions stop at
@@ -77,19 +83,40 @@ class StudySearcher(Unpicklable, Searcher):
         if self.limit is not None and len(self.handed_out) >= self.limit():
             return None  # asked again as Tune loops
         with transaction(self.sessions) as session:
-            trial = trial_lifecycle.next_queued(session, self.study_id, self.handed_out.values())
+            chunk = self._next_chunk(session)
             created = trial_lifecycle.configurations_created(session, self.study_id)
-        if trial is None and self.spec.bracket:
-            trial = self._next_round()
-        elif trial is None and created < self.spec.configurations:
-            trial = self._new_configuration(created)
-        if trial is None:
+        if not chunk:
+            if self.spec.bracket:
+                new = self._next_round()
+            elif created < self.spec.configurations:
+                new = self._new_configuration(created)
+            elif self.spec.protocol.sequential:
+                new = self._next_seeds()
+            else:
+                new = None
+            if new is not None:
+                with transaction(self.sessions) as session:
+                    chunk = self._next_chunk(session)
+        if not chunk:
             return None if self.handed_out else Searcher.FINISHED
-        self.handed_out[trial_id] = trial.id
-        meta = {"trial_id": trial.id, "study_id": self.study_id}
-        if trial.checkpoint_path:
-            meta["resume_from"] = trial.checkpoint_path
-        return {**trial.config, META_KEY: meta}
+        self.handed_out[trial_id] = [trial.id for trial in chunk]
+        first = chunk[0].config
+        meta: dict[str, Any] = {
+            "trial_ids": self.handed_out[trial_id],
+            "study_id": self.study_id,
+            "seed_fields": [
+                {k: v for k, v in trial.config.items() if v != first.get(k)} for trial in chunk
+            ],
+        }
+        if chunk[0].checkpoint_path:
+            meta["resume_from"] = chunk[0].checkpoint_path
+        return {**first, META_KEY: meta}
+
+    def _next_chunk(self, session: Session) -> list[Trial]:
+        handed_out = [sql_id for sql_ids in self.handed_out.values() for sql_id in sql_ids]
+        return trial_lifecycle.next_chunk(
+            session, self.study_id, handed_out, size=self.spec.seed_batch or 1
+        )
 
     def _new_configuration(self, created: int) -> Trial:
         """Ask Optuna (in memory), then record every seed's trial in one transaction."""
@@ -134,7 +161,7 @@ class StudySearcher(Unpicklable, Searcher):
                 seeds, self.spec.mode
             )
         if confirming:
-            return None
+            return self._next_seeds() if self.spec.protocol.sequential else None
         protocol, seeds = self.spec.protocol, self.spec.seeds
         budget = min(self.spec.runs, self.max_runs) - len(arms) * protocol.confirm_seeds
         runs_used = seeds * sum(len(arm_points) for arm_points in points)
@@ -185,11 +212,36 @@ class StudySearcher(Unpicklable, Searcher):
             arms.setdefault(key, arm)
         return list(arms.values())
 
+    def _next_seeds(self) -> Trial | None:
+        """Sequential seeding: once a round has finished, the next round of seeds for the
+        stage seeded in rounds (``studies.sequential``), with the look's decisions as a
+        ``sequential`` event; None: wait, or done (its last report recorded once)."""
+        with transaction(self.sessions) as session:
+            rows = reads.study_trials(session, self.study_id)
+            trials = trials_from_rows(trial_row(t) for t in rows)
+            last = event_log.latest_event(session, self.study_id, "sequential")
+            reported = last.payload if last is not None else None
+            created = trial_lifecycle.configurations_created(session, self.study_id)
+        budget = min(self.spec.runs, self.max_runs)
+        seeding = sequential.plan(self.spec, trials, budget=budget)
+        if seeding.waiting or (seeding.done and jsonable(seeding.report) == reported):
+            return None
+        return self._create(
+            created, [], seeding.report, kind="sequential", extensions=seeding.extensions
+        )
+
     def _create(
-        self, created: int, new: list[tuple[dict[str, Any], int, int]], report: dict[str, Any]
+        self,
+        created: int,
+        new: list[tuple[dict[str, Any], int, int]],
+        report: dict[str, Any],
+        *,
+        kind: str = "bracket",
+        extensions: list[sequential.Extension] | None = None,
     ) -> Trial | None:
         """Configurations ``new`` (params, first seed index, seeds), each asked of Optuna
-        so that numbers stay Optuna's, and the bracket report, in one transaction."""
+        so that numbers stay Optuna's, more seeds for the configurations ``extensions``
+        name (sequential seeding), and the ``kind`` report, in one transaction."""
         asked = []
         for params, first_seed, count in new:
             self.optuna.enqueue_trial(params)
@@ -200,8 +252,20 @@ class StudySearcher(Unpicklable, Searcher):
         with transaction(self.sessions) as session:
             if trial_lifecycle.configurations_created(session, self.study_id) != created:
                 raise RuntimeError(f"study {self.study_id} gained configurations elsewhere")
-            event_log.add_event(session, self.study_id, "bracket", report)
+            event_log.add_event(session, self.study_id, kind, report)
             first = None
+            for extension in extensions or []:
+                run = {k: v for k, v in extension.params.items() if k != STAGE_KEY}
+                seeds = range(extension.first_seed, extension.first_seed + extension.count)
+                trials = trial_lifecycle.create_configuration(
+                    session,
+                    self.study_id,
+                    extension.configuration,
+                    extension.params,
+                    [self.spec.complete_trial_config(run, s) for s in seeds],
+                    extension.first_seed,
+                )
+                first = first or trials[0]
             for number, params, first_seed, configs in asked:
                 trials = trial_lifecycle.create_configuration(
                     session, self.study_id, number, params, configs, first_seed
@@ -218,35 +282,49 @@ class StudySearcher(Unpicklable, Searcher):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        sql_id = self.handed_out.pop(trial_id, None)
-        if sql_id is None or self.claim_lost.is_set():
+        """Finish each seed of the chunk from its own last row: complete or diverged as it
+        reported; otherwise failed (the chunk's process failed), cancelled, or pruned
+        (ASHA stopped the chunk before its last step). ``result``, the chunk's last, is
+        not read: the recorder has each seed's rows, and a seed that stopped before the
+        chunk resumed from a checkpoint reported its last row in an earlier run."""
+        sql_ids = self.handed_out.pop(trial_id, None)
+        if sql_ids is None or self.claim_lost.is_set():
             return
-        result = result or {}
-        reported = result.get(STATUS_KEY)
-        if error:
-            status = TrialStatus.failed.value
-        elif reported in REPORTED_TRIAL_STATUSES:
-            status = reported
-        elif self.cancelled:
-            status = TrialStatus.cancelled.value
-        else:
-            status = TrialStatus.pruned.value  # stopped by ASHA before its last step
         self.flush()
+        configurations = set()
         with transaction(self.sessions) as session:
-            trial = trial_lifecycle.finish_trial(
-                session,
-                sql_id,
-                status,
-                result.get(OBJECTIVE_KEY),
-                result.get("step"),
-                error="trial process failed" if error else None,
-            )
-            if trial is None:
-                return
-            siblings = trial_lifecycle.configuration_trials(
-                session, self.study_id, trial.configuration
-            )
-            seeds = [(t.status, t.objective) for t in siblings]
-        state, value = optuna_state(score(seeds, self.spec.mode))
-        if state != TrialState.RUNNING:  # every seed has finished
-            self.optuna.tell(trial.configuration, value, state=state, skip_if_finished=True)
+            rows = trial_lifecycle.last_rows(session, sql_ids)
+            for sql_id in sql_ids:
+                row = rows.get(sql_id, {})
+                reported = row.get(STATUS_KEY)
+                if reported in REPORTED_TRIAL_STATUSES:
+                    status = reported
+                elif error:
+                    status = TrialStatus.failed.value
+                elif self.cancelled:
+                    status = TrialStatus.cancelled.value
+                else:
+                    status = TrialStatus.pruned.value
+                trial = trial_lifecycle.finish_trial(
+                    session,
+                    sql_id,
+                    status,
+                    row.get(OBJECTIVE_KEY),
+                    row.get("step"),
+                    error="trial process failed" if status == TrialStatus.failed.value else None,
+                )
+                if trial is not None:
+                    configurations.add(trial.configuration)
+            seeds = {
+                configuration: [
+                    (t.status, t.objective)
+                    for t in trial_lifecycle.configuration_trials(
+                        session, self.study_id, configuration
+                    )
+                ]
+                for configuration in configurations
+            }
+        for configuration, outcomes in seeds.items():
+            state, value = optuna_state(score(outcomes, self.spec.mode))
+            if state != TrialState.RUNNING:  # every seed has finished
+                self.optuna.tell(configuration, value, state=state, skip_if_finished=True)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from studies.finite import finite
-from studies.storage.models import Trial, utcnow
+from studies.storage.models import Metric, Trial, utcnow
 from studies.storage.repository import event_log
 from worker.contract import FINISHED_TRIAL_STATUSES, TrialStatus
 
@@ -78,6 +78,30 @@ def next_queued(session: Session, study_id: int, exclude: Iterable[int]) -> Tria
     ).first()
 
 
+def next_chunk(session: Session, study_id: int, exclude: Iterable[int], size: int) -> list[Trial]:
+    """The next queued trial with the batch-mates it runs with in one task, in seed order:
+    the queued trials of its configuration that share its checkpoint, all of them (a batch
+    checkpoint resumes exactly the seeds it holds, and a chunk's trials change status
+    together, so a requeued chunk comes back whole), or, without one, up to ``size`` of
+    its configuration's trials that have none (they start afresh in any grouping)."""
+    first = next_queued(session, study_id, exclude)
+    if first is None:
+        return []
+    path = first.checkpoint_path
+    query = (
+        select(Trial)
+        .where(
+            Trial.study_id == study_id,
+            Trial.configuration == first.configuration,
+            Trial.status == TrialStatus.queued.value,
+            Trial.id.not_in(list(exclude)),
+            Trial.checkpoint_path.is_(None) if path is None else Trial.checkpoint_path == path,
+        )
+        .order_by(Trial.number)
+    )
+    return list(session.scalars(query if path is not None else query.limit(size)))
+
+
 def mark_trial_running(session: Session, trial_id: int) -> Trial | None:
     trial = session.get(Trial, trial_id)
     if trial is None:
@@ -131,6 +155,18 @@ def cancel_unfinished(session: Session, study_id: int) -> None:
 
 def record_checkpoint(session: Session, trial_id: int, path: str) -> None:
     session.execute(update(Trial).where(Trial.id == trial_id).values(checkpoint_path=path))
+
+
+def last_rows(session: Session, trial_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Each trial's last reported metric row, by trial id (absent: it reported none): what
+    its run ended on, whichever attempt of its chunk reported it."""
+    latest = (
+        select(func.max(Metric.id))
+        .where(Metric.trial_id.in_(list(trial_ids)))
+        .group_by(Metric.trial_id)
+    )
+    rows = session.execute(select(Metric.trial_id, Metric.values).where(Metric.id.in_(latest)))
+    return {trial_id: values for trial_id, values in rows}
 
 
 def configuration_trials(session: Session, study_id: int, configuration: int) -> list[Trial]:
