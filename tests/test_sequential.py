@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from ray.tune.search import Searcher
 
-from studies.analysis.inference import ALPHA, PairedTest, paired_tests
+from studies.analysis.inference import ALPHA, PairedTest, Verdict, paired_tests
 from studies.analysis.sequential import (
     Decision,
     SequentialDesign,
@@ -23,6 +24,13 @@ from studies.analysis.sequential import (
     design_of,
     spent,
 )
+from studies.analysis.verdict import compare_configurations, verdicts
+from studies.engine.searcher import StudySearcher
+from studies.records import Arm, TrialRecord
+from studies.sequential import SeedPlan, plan
+from studies.spec import StudySpec
+from studies.storage.repository import event_log, reads, trial_lifecycle
+from tests.db_fixtures import Database, quadratic_spec
 
 REPLICATES = 2000
 DIFFERENCE = (Decision.better, Decision.worse)
@@ -203,3 +211,229 @@ def test_a_real_effect_stops_early_and_the_interval_covers() -> None:
         [(b[: t.n], v[: t.n]) for b, v, t in zip(baseline, treatment, stopped, strict=True)], "min"
     )
     assert np.mean([t.low <= true <= t.high for t in fixed]) < covered
+
+
+# --- the verdict on a stage seeded in rounds --------------------------------------------------
+
+DENSE, MAGMA = Arm("adamw", "dense"), Arm("adamw", "magma")
+#: the dense arm's seeds, and the masked arm's log ratios to them: -5% with SD 0.02, so three
+#: pairs give p = 0.049 (better at a fixed 0.05) and six give p ~ 0.001
+DENSE_SEEDS = (2.0, 4.0, 5.0, 3.0, 6.0, 2.5, 3.5, 4.5, 5.5)
+K = 2 * math.log(1.01)
+LOGS = tuple(-0.05 + K * step for step in (-1, 0, 1) * 3)
+
+
+def record(number: int, config: int, variant: str, seed: int, value: float | None, **params):
+    status = "queued" if value is None else "complete"
+    return TrialRecord(
+        id=number,
+        number=number,
+        configuration=config,
+        seed_index=seed,
+        status=status,
+        objective=value,
+        params={"variant": variant, "lr": 0.01, **params},
+        config={"base": "adamw", "variant": variant, "lr": 0.01},
+    )
+
+
+def grid_trials(seeds: int, *, pending: int = 0, logs: tuple[float, ...] = LOGS) -> list:
+    """Dense (configuration 0) and magma (1) on ``seeds`` seeds, the last ``pending`` of
+    magma's still queued."""
+    trials = []
+    for seed in range(seeds):
+        dense = DENSE_SEEDS[seed]
+        masked = None if seed >= seeds - pending else dense * math.exp(logs[seed])
+        trials += [record(2 * seed, 0, "dense", seed, dense)]
+        trials += [record(2 * seed + 1, 1, "magma", seed, masked)]
+    return trials
+
+
+def test_a_look_tests_at_its_spent_alpha_not_at_alpha() -> None:
+    """Three pairs with p = 0.049: a fixed-n study calls it better; at look 1 of 3 (alpha
+    0.023, Pocock) the sequential verdict must not, and says the next round decides."""
+    design = SequentialDesign(3, 9, stage="selection")
+    trials = grid_trials(3)
+    fixed = verdicts(trials, "min")[0]
+    looked = verdicts(trials, "min", design=design)[0]
+    assert fixed.decision == Verdict.better and fixed.deciding.test.p_value < ALPHA
+    stage = looked.deciding
+    assert stage.look == design.look(3) and stage.test.alpha == design.alphas[0] < 0.025
+    assert stage.test.p_value == fixed.deciding.test.p_value > stage.test.alpha
+    # the interval is the look's: wider than the fixed one
+    assert stage.test.low < fixed.deciding.test.low and stage.test.high > fixed.deciding.test.high
+    assert stage.sequential == Decision.continue_ and looked.undecided
+    assert looked.decision is None and looked.decision_code == "inconclusive"
+    assert any("undecided at look 1 of 3 (3 seeds)" in limit for limit in looked.limits)
+    # six pairs: decided at look 2's alpha, no limit left
+    decided = verdicts(grid_trials(6), "min", design=design)[0]
+    assert decided.decision == Verdict.better and not decided.undecided and not decided.limits
+    level = f"at alpha {design.alphas[1]:.2g}"
+    assert level in decided.summary and "look 2 of 3 (6 seeds)" in decided.summary
+
+
+def test_at_the_cap_an_undecided_comparison_is_inconclusive_with_the_seeds_it_needs() -> None:
+    design = SequentialDesign(3, 6, stage="selection")
+    noise = tuple(K * step for step in (-1, 0, 1, 1, 0, -1))  # a true 0, mean exactly 0
+    comparison = verdicts(grid_trials(6, logs=noise), "min", design=design)[0]
+    stage = comparison.deciding
+    assert stage.look.final and stage.sequential == Decision.inconclusive
+    assert not comparison.undecided and comparison.decision is None
+    needed = stage.test.seeds_needed
+    assert needed is not None and needed.estimate > 6
+    assert any(
+        "undecided at the cap (look 2 of 2 (6 seeds)" in limit and f"{needed.estimate}" in limit
+        for limit in comparison.limits
+    )
+
+
+def test_runs_in_flight_keep_a_look_from_deciding() -> None:
+    design = SequentialDesign(3, 9, stage="selection")
+    comparison = verdicts(grid_trials(6, pending=3), "min", design=design)[0]
+    assert comparison.deciding.in_flight == 0  # the best configurations are complete ones
+    stage = compare_configurations(
+        [t for t in grid_trials(6, pending=3) if t.configuration == 0],
+        [t for t in grid_trials(6, pending=3) if t.configuration == 1],
+        "min",
+        design=design,
+    )
+    assert stage.in_flight == 3 and stage.look.seeds == 6 and stage.n == 3
+    assert any("3 runs of look 2 of 3 (6 seeds), alpha" in limit for limit in stage.round_limits)
+
+
+def test_a_fixed_n_stage_is_unchanged_by_a_design_for_the_other_stage() -> None:
+    """A bracket study's design seeds its confirmation: its selection stage stays fixed-n."""
+    design = SequentialDesign(3, 9, stage="confirmation")
+    trials = grid_trials(3)
+    assert verdicts(trials, "min", design=design) == verdicts(trials, "min")
+
+
+# --- the planner ------------------------------------------------------------------------------
+
+
+def grid_spec(round_seeds: int, max_seeds: int, **sequential) -> StudySpec:
+    return quadratic_spec(
+        name="sequential",
+        search={"variant": ["dense", "magma"], "lr": 0.01},
+        protocol={"sequential": {"round_seeds": round_seeds, "max_seeds": max_seeds, **sequential}},
+    )
+
+
+def seeded_study(
+    spec: StudySpec, change: float, noise: float, seed: int, budget: int = 10_000
+) -> tuple[list[TrialRecord], list[SeedPlan]]:
+    """Plans a grid study round by round, finishing each round's runs: seed i's dense value
+    is lognormal across seeds, magma's ``change`` from it with paired ``noise`` (in log)."""
+    trials: list[TrialRecord] = []
+
+    def run(configuration: int, variant: str, first: int, count: int) -> None:
+        for seed_index in range(first, first + count):
+            draw = np.random.default_rng([seed, seed_index])  # the same for both arms
+            value = math.exp(draw.normal(1.0, 0.3))
+            if variant == "magma":
+                value *= math.exp(math.log1p(change) + draw.normal(0, noise))
+            trials.append(record(len(trials), configuration, variant, seed_index, value))
+
+    for configuration, variant in enumerate(("dense", "magma")):
+        run(configuration, variant, 0, spec.seeds)
+    plans: list[SeedPlan] = []
+    while not (plans and plans[-1].done):
+        plans.append(plan(spec, trials, budget=budget))
+        assert not plans[-1].waiting
+        for extension in plans[-1].extensions:
+            run(extension.configuration, extension.params["variant"], extension.first_seed,
+                extension.count)  # fmt: skip
+    return trials, plans
+
+
+def seeds_per_configuration(trials: list[TrialRecord]) -> dict[int, list[int]]:
+    found: dict[int, list[int]] = {}
+    for trial in trials:
+        found.setdefault(trial.configuration, []).append(trial.seed_index)
+    return found
+
+
+def test_the_planner_adds_rounds_while_undecided_and_stops_when_decided() -> None:
+    """A true 5% gain with 2% paired noise: rounds of 3 until the look decides better,
+    well before the cap; every round extends both configurations with the next seeds."""
+    spec = grid_spec(3, 30)
+    trials, plans = seeded_study(spec, -0.05, 0.02, seed=1)
+    last = plans[-1].report
+    assert last["done"] and last["reason"] == "decided" and last["look"] < last["looks"]
+    assert [c["decision"] for c in last["comparisons"]] == ["better"]
+    assert all(p.report["reason"] == "running" for p in plans[:-1])
+    assert all(c["decision"] == "continue" for p in plans[:-1] for c in p.report["comparisons"])
+    seeds = seeds_per_configuration(trials)
+    assert seeds[0] == seeds[1] == list(range(3 * last["look"]))
+    assert last["design"] == design_of(spec.model_dump(mode="json")).as_dict()
+
+
+def test_the_planner_stops_at_the_cap_and_never_passes_it() -> None:
+    """No true difference and no margin: nothing can stop the rounds but the cap; they stop
+    exactly at max_seeds, undecided (inconclusive)."""
+    spec = grid_spec(3, 12)
+    trials, plans = seeded_study(spec, 0.0, 0.02, seed=2)
+    assert [p.report["look"] for p in plans] == [1, 2, 3, 4]
+    assert plans[-1].report["reason"] == "max_seeds" and not plans[-1].extensions
+    assert [c["decision"] for c in plans[-1].report["comparisons"]] == ["inconclusive"]
+    assert {len(s) for s in seeds_per_configuration(trials).values()} == {12}
+
+
+def test_the_planners_margin_stops_on_equivalence() -> None:
+    spec = grid_spec(3, 30, margin=0.05)
+    _, plans = seeded_study(spec, 0.0, 0.005, seed=3)
+    assert plans[-1].report["reason"] == "decided" and plans[-1].report["look"] < 10
+    assert [c["decision"] for c in plans[-1].report["comparisons"]] == ["equivalent"]
+
+
+def test_the_planner_waits_for_runs_in_flight_and_stops_at_the_run_budget() -> None:
+    spec = grid_spec(3, 30)
+    assert plan(spec, grid_trials(3, pending=1), budget=100).waiting
+    stopped = plan(spec, grid_trials(3), budget=6 + 5)  # the next round needs 6 more
+    assert stopped.done and stopped.report["reason"] == "caps" and not stopped.extensions
+    going = plan(spec, grid_trials(3), budget=12)
+    assert [(e.configuration, e.first_seed, e.count) for e in going.extensions] == [
+        (0, 3, 3),
+        (1, 3, 3),
+    ]
+
+
+# --- the engine: the searcher's rounds ----------------------------------------------------------
+
+
+def test_the_searcher_creates_each_round_and_records_its_look(db: Database) -> None:
+    """No Ray: trials finished by hand as in test_engine_bracket. Rounds of 3 to 9 seeds:
+    the first look (p 0.049 at alpha 0.023) continues, the second decides better; the
+    round's seeds join the same configurations, and each look is a ``sequential`` event."""
+    spec = grid_spec(3, 9)
+    study_id = db.create_study(spec)
+
+    def suggest() -> dict | str | None:
+        return StudySearcher(study_id, spec, db.sessions).suggest("tune-trial")
+
+    def finish() -> None:
+        with db.transaction() as session:
+            for trial in reads.study_trials(session, study_id):
+                if trial.status == "queued":
+                    dense = DENSE_SEEDS[trial.seed_index]
+                    masked = trial.params["variant"] == "magma"
+                    value = dense * math.exp(LOGS[trial.seed_index]) if masked else dense
+                    trial_lifecycle.finish_trial(session, trial.id, "complete", value, 40)
+
+    suggest()
+    suggest()  # the grid's two configurations, 3 seeds each
+    finish()
+    assert isinstance(suggest(), dict)  # the second round
+    trials = db.trials(study_id)
+    assert sorted((t.configuration, t.seed_index) for t in trials) == [
+        (c, s) for c in (0, 1) for s in range(6)
+    ]
+    finish()
+    assert suggest() == Searcher.FINISHED
+    assert len(db.trials(study_id)) == 12
+    with db.sessions() as session:
+        events = [e.payload for e in event_log.events_after(session, study_id, 0, 100)
+                  if e.kind == "sequential"]  # fmt: skip
+    assert [(e["look"], e["reason"]) for e in events] == [(1, "running"), (2, "decided")]
+    assert [c["decision"] for e in events for c in e["comparisons"]] == ["continue", "better"]
+    assert events[0]["alpha"] == pytest.approx(design_of(spec.model_dump()).alphas[0])

@@ -4,11 +4,12 @@ its roles and the parameters its registry entry fixes (``studies.analysis.claims
 Every rule has one shape. It lists the paired comparisons the paper's sentence makes
 (``Check``), each on its deciding stage (``verdict``), with what would support the claim
 and what would contradict it; Holm's adjustment runs across the claim's comparisons
-(``inference.holm``); then the claim is *supported* when every comparison supports it and
-none is limited (too few pairs, an unbracketed arm, no interval), *contradicted* when a
-comparison free of limits contradicts it, and *inconclusive* otherwise. Absence of
-evidence never supports: "no other value is better" is not a test, "equivalent within a
-stated margin" (TOST) is.
+(``inference.holm``, at the tests' level: a sequential look's spent alpha where the study
+seeds in rounds); then the claim is *supported* when every comparison supports it and none
+is limited (too few pairs, an unbracketed arm, no interval, a stage seeded in rounds still
+undecided at its look), *contradicted* when a comparison free of limits contradicts it, and
+*inconclusive* otherwise. Absence of evidence never supports: "no other value is better" is
+not a test, "equivalent within a stated margin" (TOST) is.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from studies.analysis.arms import Configuration, best_configuration, configurati
 from studies.analysis.inference import ALPHA, PairedTest, Verdict, holm, paired_test
 from studies.analysis.lr_window import LRWindow, lr_windows
 from studies.analysis.objective import Mode
+from studies.analysis.sequential import SequentialDesign, design_of
 from studies.analysis.verdict import (
     MIN_DECIDING_PAIRS,
     Comparison,
@@ -175,6 +177,12 @@ def _confirming(study: StudyView) -> bool:
     return runs_confirmation(study.spec)
 
 
+def _design(study: StudyView) -> SequentialDesign | None:
+    """The study's sequential design (``sequential.design_of``): the stage it seeds in
+    rounds is tested at the look's spent alpha, and Holm runs at it."""
+    return design_of(study.spec)
+
+
 def _metric(study: StudyView) -> str | None:
     return (study.spec.get("objective") or {}).get("metric")
 
@@ -194,6 +202,7 @@ def _comparisons(
             study.bracket,
             confirming=_confirming(study),
             metric=_metric(study),
+            design=_design(study),
             **kwargs,
         )
         for baseline, arm in pairs
@@ -257,8 +266,9 @@ def _compare_configs(
         margin=margin,
         effect=effect,
         metric=_metric(study),
+        design=_design(study),
     )
-    return _check(label, test, **kwargs)
+    return _check(label, test, test.round_limits, **kwargs)
 
 
 def _unbracketed(study: StudyView, *arms: Arm) -> list[str]:

@@ -10,8 +10,9 @@ one rule), never a dropped seed. A metric that is itself a mean of logs (``LOG_M
 is compared as exp(value), so that its change is a ratio like any other objective's. An
 answer short of evidence is *inconclusive*, never a warned *better*: fewer than
 ``MIN_DECIDING_PAIRS`` deciding pairs, an arm whose LR search stopped unbracketed, or no
-interval (``Comparison.limits``). The README's "Tested differences" states the rules in
-full.
+interval (``Comparison.limits``). A stage seeded in rounds (``sequential``, the study's
+``protocol.sequential``) is tested at its look's spent alpha, and is inconclusive until
+that test decides. The README's "Tested differences" states the rules in full.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from studies.analysis.arms import (
     group_by_arm,
 )
 from studies.analysis.inference import (
+    ALPHA,
     DEFAULT_EFFECT,
     PairedTest,
     SeedsNeeded,
@@ -36,10 +38,11 @@ from studies.analysis.inference import (
     paired_test,
 )
 from studies.analysis.objective import Mode, check_mode
+from studies.analysis.sequential import Decision, Look, SequentialDesign, decide
 from studies.best import STAGE_KEY, is_confirmation
 from studies.bracket import closes_bracket
 from studies.records import Arm, ArmSearch, BracketSearch, TrialRecord
-from worker.contract import LOG_METRICS, Names, TrialStatus, Variant
+from worker.contract import FINISHED_TRIAL_STATUSES, LOG_METRICS, Names, TrialStatus, Variant
 
 #: the decision of a comparison whose deciding verdict cannot stand (``Comparison.limits``)
 INCONCLUSIVE = "inconclusive"
@@ -81,16 +84,47 @@ class StageTest:
     seeds: tuple[int, ...] = ()
     baseline_values: tuple[float, ...] = ()
     values: tuple[float, ...] = ()
+    #: the look a stage seeded in rounds is at (its test at the look's alpha); else None
+    look: Look | None = None
+    #: its runs still queued or running
+    in_flight: int = 0
 
     @property
     def n(self) -> int:
         return self.test.n if self.test is not None else 0
 
+    @property
+    def sequential(self) -> Decision | None:
+        """A stage seeded in rounds: its test's decision at the look (``continue`` or, at
+        the cap, ``inconclusive`` when undecided); None for a fixed-n stage or no test."""
+        if self.look is None or self.test is None:
+            return None
+        return decide(self.test, self.look)
+
+    @property
+    def round_limits(self) -> tuple[str, ...]:
+        """Why a stage seeded in rounds cannot decide yet: runs in flight, or its test at
+        the look's spent alpha is undecided (before the cap: the next round; at it:
+        inconclusive). Empty for a fixed-n stage."""
+        look, decision = self.look, self.sequential
+        if look is None:
+            return ()
+        found = []
+        if self.in_flight:
+            found.append(f"{self.in_flight} runs of {look.describe()} are in flight")
+        if decision == Decision.continue_:
+            found.append(f"undecided at {look.describe()}: the next round adds seeds")
+        elif decision == Decision.inconclusive and self.test is not None:
+            needed = _needs(self.test.seeds_needed)
+            found.append(f"undecided at the cap ({look.describe()}); {needed}")
+        return tuple(found)
+
     def describe(self) -> str:
         """``-1.8% [-3.1%, -0.5%] better (5 seeds; 1% needs 9 to 21 seeds)``."""
         if self.test is None:
             return f"no test: {self.reason}"
-        return describe_test(self.test)
+        look = f"; {self.look.describe()}" if self.look is not None else ""
+        return describe_test(self.test) + look
 
 
 @dataclass(frozen=True)
@@ -126,7 +160,17 @@ class Comparison:
                 f"{MIN_DECIDING_PAIRS}"
             )
         found += [w.message for w in self.warnings if w.code == WarningCode.unbracketed]
+        found += stage.round_limits
         return tuple(found)
+
+    @property
+    def undecided(self) -> bool:
+        """Whether another round of seeds could decide it: its deciding stage is seeded in
+        rounds and below the cap, and its test has not decided (or has too few pairs)."""
+        stage = self.deciding
+        if stage.look is None or stage.look.final:
+            return False
+        return stage.n < MIN_DECIDING_PAIRS or stage.sequential == Decision.continue_
 
     @property
     def decision(self) -> Verdict | None:
@@ -183,8 +227,9 @@ def describe_test(test: PairedTest) -> str:
         else "[no interval]"
     )
     diverged = f", {test.diverged} with a diverged run" if test.diverged else ""
+    level = f" at alpha {test.alpha:.2g}" if test.alpha != ALPHA else ""
     return (
-        f"{percent(test.change)} {interval} {words(test.verdict)} "
+        f"{percent(test.change)} {interval} {words(test.verdict)}{level} "
         f"({_seeds(test.n)}{diverged}; {_needs(test.seeds_needed)})"
     )
 
@@ -207,13 +252,16 @@ def verdicts(
     confirming: bool | None = None,
     effect: float = DEFAULT_EFFECT,
     metric: str | None = None,
+    design: SequentialDesign | None = None,
 ) -> list[Comparison]:
     """Every masked arm against its base's dense arm (canonical order). ``confirmation``:
     each arm's confirmation trials, none of them in ``trials``; without it they are taken
     out of ``trials`` (params ``stage: confirm``). ``confirming``: whether the study runs
     a confirmation stage (a bracket study's ``confirm_seeds``); None infers it from the
     trials. ``bracket``: a bracket study's LR search, whose stops replace the grid-edge
-    warning. ``effect``: what seeds needed is sized for; ``metric``: the objective's name."""
+    warning. ``effect``: what seeds needed is sized for; ``metric``: the objective's name;
+    ``design``: the study's sequential design (``sequential.design_of``), whose margin the
+    comparisons then test equivalence against."""
     check_mode(mode)
     trials = list(trials)
     arms = [arm for arm in group_by_arm(t for t in trials if not is_confirmation(t.params))]
@@ -226,8 +274,10 @@ def verdicts(
             confirmation,
             bracket,
             confirming=confirming,
+            margin=design.margin if design is not None else None,
             effect=effect,
             metric=metric,
+            design=design,
         )
         for arm in arms
         if arm.variant != Variant.dense.value and Arm(arm.base, Variant.dense.value) in arms
@@ -246,9 +296,11 @@ def compare_arms(
     margin: float | None = None,
     effect: float = DEFAULT_EFFECT,
     metric: str | None = None,
+    design: SequentialDesign | None = None,
 ) -> Comparison:
     """``arm`` against ``baseline`` (any two arms of a study), each at its best, by the
-    rules of ``verdicts``; ``margin``: a stated equivalence margin for both stages."""
+    rules of ``verdicts``; ``margin``: a stated equivalence margin for both stages;
+    ``design``: the study's sequential design, for the stage it seeds in rounds."""
     check_mode(mode)
     trials = list(trials)
     if confirmation is None:
@@ -270,7 +322,7 @@ def compare_arms(
         if chosen is not None:
             runs = [*groups.get(which, ()), *confirmation.get(which, ())]
             warnings += _diverged(which, chosen, runs)
-    scale = _Scale(mode, margin, effect, metric in LOG_METRICS)
+    scale = _Scale(mode, margin, effect, metric in LOG_METRICS, design)
     selection = _selection(baseline, arm, bests, configs, scale)
     confirmed = None
     if confirming:
@@ -359,22 +411,26 @@ def compare_configurations(
     margin: float | None = None,
     effect: float = DEFAULT_EFFECT,
     metric: str | None = None,
+    design: SequentialDesign | None = None,
 ) -> StageTest:
     """``trials`` against ``baseline`` (any two configurations: two component choices of
-    one arm, say) by the same paired rule, diverged runs scored as losses."""
-    scale = _Scale(check_mode(mode), margin, effect, metric in LOG_METRICS)
+    one arm, say) by the same paired rule, diverged runs scored as losses; at the look's
+    alpha when ``design`` seeds ``stage`` in rounds."""
+    scale = _Scale(check_mode(mode), margin, effect, metric in LOG_METRICS, design)
     return _stage(stage, baseline, trials, scale)
 
 
 @dataclass(frozen=True)
 class _Scale:
     """How a comparison's values are tested: the direction, the equivalence margin, the
-    effect seeds needed is sized for, and whether the metric is a mean of logs."""
+    effect seeds needed is sized for, whether the metric is a mean of logs, and the
+    study's sequential design."""
 
     mode: Mode
     margin: float | None
     effect: float
     log_metric: bool
+    design: SequentialDesign | None = None
 
 
 def _stage(
@@ -383,14 +439,25 @@ def _stage(
     trials: Iterable[TrialRecord],
     scale: _Scale,
 ) -> StageTest:
+    """The stage's paired test; where the design seeds this stage in rounds, at the look
+    its seeds (run or running, on either side) have reached, at that look's alpha."""
+    baseline, trials = list(baseline), list(trials)
+    look, in_flight = None, 0
+    if scale.design is not None and scale.design.stage == stage:
+        look = scale.design.look(len({t.seed_index for t in (*baseline, *trials)}))
+        in_flight = sum(t.status not in FINISHED_TRIAL_STATUSES for t in (*baseline, *trials))
     seeds, base_values, values = _paired(baseline, trials)
     if not seeds:
-        return StageTest(Stage(stage), None, "the two arms share no finished seed")
+        reason = "the two arms share no finished seed"
+        return StageTest(Stage(stage), None, reason, look=look, in_flight=in_flight)
     if scale.log_metric:
         base_values = tuple(math.exp(v) for v in base_values)
         values = tuple(math.exp(v) for v in values)
-    test = paired_test(base_values, values, scale.mode, margin=scale.margin, effect=scale.effect)
-    return StageTest(Stage(stage), test, test.reason, seeds, base_values, values)
+    alpha = look.alpha if look is not None else ALPHA
+    test = paired_test(
+        base_values, values, scale.mode, margin=scale.margin, effect=scale.effect, alpha=alpha
+    )
+    return StageTest(Stage(stage), test, test.reason, seeds, base_values, values, look, in_flight)
 
 
 def _score(trial: TrialRecord) -> float | None:
