@@ -14,6 +14,12 @@ snapshot the masked blocks, let the base step, then rescale or restore them. Wit
 ``fused`` (auto on CUDA), buckets of the Adam family (``magma.fused.FUSED_BASES``) run
 the compiled kernels of magma.fused.
 Parameters that are not masked are always stepped by the base itself, unchanged.
+
+With ``replicas=S`` dim 0 of every masked tensor indexes S independent replicas: each
+replica has its own generators (seeded as a single optimizer with its seed), scores and
+masks, so replica r is masked exactly as a separate optimizer over its slices would mask
+it. A tensor's survivors are then some of its slices, so its update goes through the
+rule's ``direction`` times a per-replica multiplier (0 for a dropped replica).
 """
 
 from __future__ import annotations
@@ -34,10 +40,10 @@ from magma.rules import rule_for
 from magma.rules.base import ParamGroup, UpdateRule, buckets
 
 SAMPLINGS = ("uniform", "alignment", "none")
-#: a tensor's host mask: a bool, or one per replica
 OWN_MOMENT_BETA = 0.9
 DEFAULT_LABEL = "masked"
 
+#: a tensor's host mask: a bool, or with replicas one per replica
 Keep = bool | tuple[bool, ...]
 
 
