@@ -401,6 +401,24 @@ def test_the_planner_waits_for_runs_in_flight_and_stops_at_the_run_budget() -> N
 # --- the engine: the searcher's rounds ----------------------------------------------------------
 
 
+def finish_queued(db: Database, study_id: int, first_seed: int = 0) -> None:
+    """Every queued trial completes: seed i (counted from ``first_seed``) scores
+    DENSE_SEEDS[i] on dense, and LOGS[i] from it on magma."""
+    with db.transaction() as session:
+        for trial in reads.study_trials(session, study_id):
+            if trial.status == "queued":
+                i = trial.seed_index - first_seed
+                masked = trial.params["variant"] == "magma"
+                value = DENSE_SEEDS[i] * math.exp(LOGS[i]) if masked else DENSE_SEEDS[i]
+                trial_lifecycle.finish_trial(session, trial.id, "complete", value, 40)
+
+
+def sequential_events(db: Database, study_id: int) -> list[dict]:
+    with db.sessions() as session:
+        events = event_log.events_after(session, study_id, 0, 100)
+        return [e.payload for e in events if e.kind == "sequential"]
+
+
 def test_the_searcher_creates_each_round_and_records_its_look(db: Database) -> None:
     """No Ray: trials finished by hand as in test_engine_bracket. Rounds of 3 to 9 seeds:
     the first look (p 0.049 at alpha 0.023) continues, the second decides better; the
@@ -412,16 +430,11 @@ def test_the_searcher_creates_each_round_and_records_its_look(db: Database) -> N
         return StudySearcher(study_id, spec, db.sessions).suggest("tune-trial")
 
     def finish() -> None:
-        with db.transaction() as session:
-            for trial in reads.study_trials(session, study_id):
-                if trial.status == "queued":
-                    dense = DENSE_SEEDS[trial.seed_index]
-                    masked = trial.params["variant"] == "magma"
-                    value = dense * math.exp(LOGS[trial.seed_index]) if masked else dense
-                    trial_lifecycle.finish_trial(session, trial.id, "complete", value, 40)
+        finish_queued(db, study_id)
 
-    suggest()
-    suggest()  # the grid's two configurations, 3 seeds each
+    searcher = StudySearcher(study_id, spec, db.sessions)
+    for tune_trial in ("a", "b"):  # the grid's two configurations, 3 seeds each
+        assert isinstance(searcher.suggest(tune_trial), dict)
     finish()
     assert isinstance(suggest(), dict)  # the second round
     trials = db.trials(study_id)
@@ -431,9 +444,48 @@ def test_the_searcher_creates_each_round_and_records_its_look(db: Database) -> N
     finish()
     assert suggest() == Searcher.FINISHED
     assert len(db.trials(study_id)) == 12
-    with db.sessions() as session:
-        events = [e.payload for e in event_log.events_after(session, study_id, 0, 100)
-                  if e.kind == "sequential"]  # fmt: skip
+    events = sequential_events(db, study_id)
     assert [(e["look"], e["reason"]) for e in events] == [(1, "running"), (2, "decided")]
     assert [c["decision"] for e in events for c in e["comparisons"]] == ["continue", "better"]
     assert events[0]["alpha"] == pytest.approx(design_of(spec.model_dump()).alphas[0])
+
+
+def test_a_bracket_study_confirms_in_rounds(db: Database) -> None:
+    """One LR per arm on 2 seeds, no extension: the bracket planner starts the confirmation
+    with one round of 3 fresh seeds (indices 2 to 4); its look continues, the next round
+    (5 to 7) joins the same confirmation configurations and decides."""
+    spec = quadratic_spec(
+        name="sequential-bracket",
+        search={"variant": ["dense", "magma"]},
+        seeds=2,
+        protocol={
+            "kind": "bracket",
+            "initial_points": 1,
+            "max_extensions": 0,
+            "sequential": {"round_seeds": 3, "max_seeds": 9},
+        },
+    )
+    assert spec.protocol.confirm_seeds == 3
+    study_id = db.create_study(spec)
+
+    def suggest() -> dict | str | None:
+        return StudySearcher(study_id, spec, db.sessions).suggest("tune-trial")
+
+    assert isinstance(suggest(), dict)  # the selection round: both arms at lr 1e-3
+    with db.transaction() as session:
+        for trial in reads.study_trials(session, study_id):
+            trial_lifecycle.finish_trial(session, trial.id, "complete", 1.0, 40)
+    assert isinstance(suggest(), dict)  # the confirmation's first round
+    finish_queued(db, study_id, first_seed=2)
+    assert isinstance(suggest(), dict)  # its second round
+    finish_queued(db, study_id, first_seed=2)
+    assert suggest() == Searcher.FINISHED
+    confirmation = [t for t in db.trials(study_id) if t.params.get("stage") == "confirm"]
+    assert sorted((t.params["variant"], t.seed_index) for t in confirmation) == [
+        (variant, s) for variant in ("dense", "magma") for s in range(2, 8)
+    ]
+    assert len({t.configuration for t in confirmation}) == 2
+    events = sequential_events(db, study_id)
+    assert [(e["look"], e["reason"]) for e in events] == [(1, "running"), (2, "decided")]
+    assert {e["design"]["stage"] for e in events} == {"confirmation"}
+    assert [c["decision"] for c in events[-1]["comparisons"]] == ["better"]
