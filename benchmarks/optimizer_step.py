@@ -13,6 +13,10 @@ AdamW(fused=True) is listed too, as the fused path's yardstick.
     python benchmarks/optimizer_step.py --device cuda      # baseline AdamW(fused=True)
     python benchmarks/optimizer_step.py --reference-path DIR   # + magma-optimizer 0.1.1
 
+``--replicas S`` (default 8, 0: off) adds one line: a Magma(AdamW) step over S replicas of
+the small parameter set stacked along dim 0 (``replicas=S``) against S separate Magma(AdamW)
+steps over one copy each, timed interleaved in the same run.
+
 ``--reference-path`` is a directory holding the published ``magma-optimizer`` package
 (e.g. ``pip download --no-deps magma-optimizer==0.1.1`` unzipped there); it also
 imports as ``magma``, so it is loaded under another name.
@@ -97,6 +101,60 @@ def extra_state_tensors(opt: object) -> list[Tensor]:
     return [v for s in inner.values() for v in s.values() if isinstance(v, Tensor)]
 
 
+def replicated_step(args: argparse.Namespace, dtype: torch.dtype, base_kwargs: dict) -> None:
+    """Print one replicated Magma step over ``args.replicas`` stacked copies of the small
+    parameter set against as many separate Magma steps (eager, attention+MLP masked)."""
+    n = args.replicas
+    copies = [llama60m_parameters(args.device, dtype, "small") for _ in range(n)]
+    order = ("attention", "mlp", "rest")
+    separate = [
+        magma.Magma(
+            torch.optim.AdamW([t for k in order for t in c[k]], **base_kwargs),
+            params=c["attention"] + c["mlp"],
+            seed=r,
+            fused=False,
+        )
+        for r, c in enumerate(copies)
+    ]
+
+    def stacked(key: str) -> list[Tensor]:
+        out = []
+        for ts in zip(*(c[key] for c in copies), strict=True):
+            t = torch.stack([x.detach() for x in ts]).requires_grad_()
+            t.grad = torch.stack([x.grad for x in ts])
+            out.append(t)
+        return out
+
+    parts = {k: stacked(k) for k in order}
+    replicated = magma.Magma(
+        torch.optim.AdamW([t for k in order for t in parts[k]], **base_kwargs),
+        params=parts["attention"] + parts["mlp"],
+        seed=list(range(n)),
+        fused=False,
+        replicas=n,
+    )
+    steps = {"replicated": [replicated.step], "separate": [o.step for o in separate]}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_ in range(args.warmup + args.rounds):
+        for name in sorted(steps, reverse=bool(round_ % 2)):
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for step in steps[name]:
+                step()
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if round_ >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    one, many = (statistics.median(times[k]) * 1e3 for k in ("replicated", "separate"))
+    pairs = zip(times["replicated"], times["separate"], strict=True)
+    ratio = statistics.median(a / b for a, b in pairs)
+    print(
+        f"# replicas: Magma(AdamW) over {n} stacked copies of the small set {one:.2f} ms, "
+        f"{n} separate Magma(AdamW) steps {many:.2f} ms, ratio {ratio:.3f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -105,6 +163,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reference-path", type=Path, default=None)
+    parser.add_argument("--replicas", type=int, default=8)
     args = parser.parse_args()
 
     dtype = getattr(torch, args.dtype)
@@ -185,6 +244,8 @@ def main() -> None:
         f"# ratio = median over rounds of step time / {baseline} in the same round; "
         "extra = persistent state beyond it"
     )
+    if args.replicas > 0:
+        replicated_step(args, dtype, base_kwargs)
 
 
 if __name__ == "__main__":
