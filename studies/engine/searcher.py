@@ -299,8 +299,8 @@ class StudySearcher(Unpicklable, Searcher):
                 reported = row.get(STATUS_KEY)
                 if reported in REPORTED_TRIAL_STATUSES:
                     status = reported
-                elif error:
-                    status = TrialStatus.failed.value
+                elif error:  # no objective: the run never got to report one as its end
+                    status, row = TrialStatus.failed.value, {}
                 elif self.cancelled:
                     status = TrialStatus.cancelled.value
                 else:
