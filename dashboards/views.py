@@ -396,7 +396,12 @@ def _pair(arms: list[Arm], options: RobustnessOptions) -> tuple[Arm | None, Arm 
 
 def table(data: StudyData, _: NoOptions) -> PageView:
     result = comparison_table(
-        data.trials, data.mode, data.bracket, confirming=data.confirming, metric=data.metric
+        data.trials,
+        data.mode,
+        data.bracket,
+        confirming=data.confirming,
+        metric=data.metric,
+        design=data.design,
     )
     rows = []
     for base, cells in result.rows.items():

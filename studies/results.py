@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from studies.analysis.claims import Role
 from studies.analysis.objective import Mode, check_mode
+from studies.analysis.sequential import SequentialDesign, design_of
 from studies.best import runs_confirmation
 from studies.records import (
     BracketSearch,
@@ -61,6 +62,12 @@ class StudyData:
         """Whether the study runs a confirmation stage (``studies.best.runs_confirmation``),
         for the verdicts: its comparisons are decided on that stage, run or not."""
         return runs_confirmation(self.spec)
+
+    @property
+    def design(self) -> SequentialDesign | None:
+        """The study's sequential design (``protocol.sequential``), for the verdicts: the
+        stage it seeds in rounds is tested at its look's spent alpha."""
+        return design_of(self.spec)
 
     @property
     def finished_trials(self) -> int:

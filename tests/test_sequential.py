@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from ray.tune.search import Searcher
 
+from studies.analysis import claims_report
 from studies.analysis.inference import ALPHA, PairedTest, Verdict, paired_tests
 from studies.analysis.sequential import (
     Decision,
@@ -24,6 +25,7 @@ from studies.analysis.sequential import (
     design_of,
     spent,
 )
+from studies.analysis.table import comparison_table
 from studies.analysis.verdict import compare_configurations, verdicts
 from studies.engine.searcher import StudySearcher
 from studies.records import Arm, TrialRecord
@@ -489,3 +491,20 @@ def test_a_bracket_study_confirms_in_rounds(db: Database) -> None:
     assert [(e["look"], e["reason"]) for e in events] == [(1, "running"), (2, "decided")]
     assert {e["design"]["stage"] for e in events} == {"confirmation"}
     assert [c["decision"] for c in events[-1]["comparisons"]] == ["better"]
+
+
+# --- what the surfaces show and record ------------------------------------------------------
+
+
+def test_the_table_and_the_claims_report_use_the_studys_design() -> None:
+    """The comparison table (the study page's) tests at the look's alpha when given the
+    study's design; the claims report's scale line records the design (fixed in the spec)."""
+    spec = grid_spec(3, 9).model_dump(mode="json")
+    design = design_of(spec)
+    fixed = comparison_table(grid_trials(3), "min").rows["adamw"]["magma"]
+    looked = comparison_table(grid_trials(3), "min", design=design).rows["adamw"]["magma"]
+    assert (fixed.decision, looked.decision) == ("better", "inconclusive")
+    assert claims_report.scale(spec).endswith(
+        "3 seeds; sequential selection: rounds of 3 seeds to 9, pocock spending of alpha "
+        "0.05 over 3 looks"
+    )

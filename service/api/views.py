@@ -145,6 +145,7 @@ def verdict(session: Session, study: Study) -> StudyVerdict:
         confirming=data.confirming,
         effect=DEFAULT_EFFECT,
         metric=data.metric,
+        design=data.design,
     )
     return StudyVerdict(
         study_id=data.id,

@@ -23,6 +23,7 @@ from studies.analysis.arms import (
 )
 from studies.analysis.intervals import Interval
 from studies.analysis.objective import Mode
+from studies.analysis.sequential import SequentialDesign
 from studies.analysis.verdict import Comparison, verdicts
 from studies.records import VARIANTS, Arm, BracketSearch, TrialRecord
 
@@ -81,12 +82,15 @@ def comparison_table(
     *,
     confirming: bool | None = None,
     metric: str | None = None,
+    design: SequentialDesign | None = None,
 ) -> ComparisonTable:
     """Best objective per (base, variant) and each masked arm's paired comparison against
     its dense base (``bracket``: a bracket study's LR search, for the verdicts' warnings;
-    ``confirming`` and ``metric``: as ``verdicts`` takes them)."""
+    ``confirming``, ``metric`` and ``design``: as ``verdicts`` takes them)."""
     trials = list(trials)
-    found = verdicts(trials, mode, bracket=bracket, confirming=confirming, metric=metric)
+    found = verdicts(
+        trials, mode, bracket=bracket, confirming=confirming, metric=metric, design=design
+    )
     tested = {c.arm: c for c in found}
     bests: dict[Arm, tuple[Configuration | None, str | None]] = {}
     for arm, arm_trials in group_by_arm(trials).items():
