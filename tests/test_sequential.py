@@ -508,3 +508,50 @@ def test_the_table_and_the_claims_report_use_the_studys_design() -> None:
         "3 seeds; sequential selection: rounds of 3 seeds to 9, pocock spending of alpha "
         "0.05 over 3 looks"
     )
+
+
+# --- the spec -----------------------------------------------------------------------------------
+
+
+ROUNDS = {"round_seeds": 5, "max_seeds": 50}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "extra", "message"),
+    [
+        ({"sequential": {"round_seeds": 5, "max_seeds": 52}}, {}, "max_seeds must be a multiple"),
+        ({"sequential": {"round_seeds": 1, "max_seeds": 10}}, {}, "round_seeds"),
+        ({"sequential": {"round_seeds": 5, "max_seeds": 50, "spending": "x"}}, {}, "pocock"),
+        ({"sequential": {"round_seeds": 5, "max_seeds": 50, "margin": 2}}, {}, "margin"),
+        ({"sequential": {"round_seeds": 5}}, {}, "max_seeds"),
+        ({"sequential": {"round_seeds": 5, "max_seeds": 50}}, {"seeds": 3}, "seeds: under"),
+        (
+            {"sequential": {"round_seeds": 5, "max_seeds": 50}},
+            {"sampler": "random", "trials": 3},
+            "sampler: protocol.sequential",
+        ),
+        (
+            {"kind": "bracket", "confirm_seeds": 3, "sequential": ROUNDS},
+            {"seeds": 2},
+            "confirm_seeds: with sequential",
+        ),
+    ],
+)
+def test_a_bad_sequential_spec_names_the_field(protocol: dict, extra: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        quadratic_spec(search={"variant": ["dense", "magma"]}, protocol=protocol, **extra)
+
+
+def test_a_sequential_spec_is_stored_resolved_and_bounds_its_runs() -> None:
+    grid = grid_spec(5, 50)
+    assert grid.seeds == 5 and grid.runs == 2 * 50 and grid.first_round_runs == 2 * 5
+    assert StudySpec.model_validate(grid.model_dump(mode="json")) == grid
+    bracket = quadratic_spec(
+        search={"variant": ["dense", "magma"]},
+        seeds=2,
+        protocol={"kind": "bracket", "sequential": {"round_seeds": 5, "max_seeds": 50}},
+    )
+    rounds = bracket.protocol.initial_points + bracket.protocol.max_extensions
+    assert bracket.protocol.confirm_seeds == 5
+    assert bracket.runs == 2 * (rounds * 2 + 50)
+    assert bracket.first_round_runs == 2 * (bracket.protocol.initial_points * 2 + 5)
