@@ -8,7 +8,7 @@ share one learning rate.
 With ``replicas=S`` (``worker.seed_batch``) every tensor is S seeds' tensors stacked
 along dim 0, and each seed must be stepped as its own single run would be: the
 elementwise bases step a stack as they would each slice, Muon's hidden weights go to
-``magma.optim.BatchedMuon`` (one orthogonalisation per 2-D slice), C-AdamW normalises
+``magma.BatchedMuon`` (one orthogonalisation per 2-D slice), C-AdamW normalises
 its mask per replica, and Magma/SkipUpdate draw each replica's masks from its own seed.
 """
 
@@ -25,11 +25,6 @@ from worker.config import TrialConfig
 from worker.contract import Base, telemetry_key
 
 
-def _replicas(replicas: int | None) -> dict[str, int]:
-    """The ``replicas`` option, passed only when set (TODO: always, once magma takes it)."""
-    return {} if replicas is None else {"replicas": replicas}
-
-
 def _base(
     config: TrialConfig, params: list[Tensor], kind: str, replicas: int | None = None
 ) -> Optimizer:
@@ -44,11 +39,11 @@ def _base(
     if kind == "laprop":
         return magma.LaProp(params, lr=lr, betas=betas, weight_decay=wd)
     if kind == "c-adamw":
-        return magma.CAdamW(params, lr=lr, betas=betas, weight_decay=wd, **_replicas(replicas))
+        return magma.CAdamW(params, lr=lr, betas=betas, weight_decay=wd, replicas=replicas)
     if kind == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=betas[0], weight_decay=wd)
     if kind == "muon" and replicas is not None:
-        return magma.optim.BatchedMuon(
+        return magma.BatchedMuon(
             params, lr=lr, weight_decay=wd, momentum=0.95, adjust_lr_fn="match_rms_adamw"
         )
     if kind == "muon":
@@ -66,7 +61,8 @@ def build_optimizers(
     replicas: int | None = None,
     mask_seeds: Sequence[int] | None = None,
 ) -> list[Optimizer]:
-    """One optimizer per base (two for Muon), each masked per ``config.variant``.
+    """One optimizer per base (two for Muon, unless every weight is a hidden matrix), each
+    masked per ``config.variant``.
 
     ``model``: a module, or its trainable tensors. ``replicas``: the tensors are that
     many seeds' stacked along dim 0, replica r masked from ``mask_seeds[r]`` (the
@@ -85,10 +81,9 @@ def build_optimizers(
         hidden = {p for group in masked.values() for p in group if p.dim() == matrix}
         if not hidden:
             raise ValueError("base 'muon' needs 2-D weights among the masked components")
-        bases = [
-            _base(config, [p for p in params if p in hidden], "muon", replicas),
-            _base(config, [p for p in params if p not in hidden], "adamw", replicas),
-        ]
+        rest = [p for p in params if p not in hidden]  # none in the linear transformer
+        bases = [_base(config, [p for p in params if p in hidden], "muon", replicas)]
+        bases += [_base(config, rest, "adamw", replicas)] if rest else []
     else:
         bases = [_base(config, params, config.base, replicas)]
     if config.variant == "dense":
@@ -125,7 +120,7 @@ def _masked(
             granularity=config.granularity,
             seed=seed,
             fused=config.fused_step,
-            **_replicas(replicas),
+            replicas=replicas,
         )
     return magma.Magma(
         base,
@@ -135,7 +130,7 @@ def _masked(
         granularity=config.granularity,
         seed=seed,
         fused=config.fused_step,
-        **_replicas(replicas),
+        replicas=replicas,
     )
 
 
