@@ -117,15 +117,19 @@ CRASH_EVAL = 10
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("seeds", [1, 3], ids=["one-seed", "batch-of-3"])
 def test_killed_driver_is_replaced_without_losing_or_repeating_work(
-    database_url: str, tmp_path: Path, magma_cache_dir: Path
+    database_url: str, tmp_path: Path, magma_cache_dir: Path, seeds: int
 ) -> None:
+    """``batch-of-3``: each configuration's three seeds are one batch (one Ray task, one
+    checkpoint): a batch killed mid-run resumes whole, every seed from that checkpoint."""
     db = Database(database_url)
     spec = quadratic_spec(
         name="crash",
         workload={"steps": CRASH_STEPS, "eval_interval": CRASH_EVAL},
         search={"lr": CRASH_LRS},
         fixed={"threads": 1, "variant": "dense"},
+        seeds=seeds,
     )
     study_id = db.create_study(spec)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "DATABASE_URL")}
@@ -194,10 +198,13 @@ def test_killed_driver_is_replaced_without_losing_or_repeating_work(
     assert study.claimed_by is None
 
     # Nothing lost, nothing repeated, no configuration number skipped.
-    assert len(trials) == len(CRASH_LRS) == spec.configurations
-    assert [t.number for t in trials] == list(range(len(CRASH_LRS)))
-    assert sorted(t.configuration for t in trials) == list(range(len(CRASH_LRS)))
-    assert [t.params for t in trials] == spec.grid_points()
+    assert len(trials) == len(CRASH_LRS) * seeds == spec.runs
+    assert [t.number for t in trials] == list(range(len(CRASH_LRS) * seeds))
+    assert sorted(t.configuration for t in trials) == [
+        c for c in range(len(CRASH_LRS)) for _ in range(seeds)
+    ]
+    assert [t.params for t in trials] == [p for p in spec.grid_points() for _ in range(seeds)]
+    assert [t.seed_index for t in trials] == list(range(seeds)) * len(CRASH_LRS)
     assert {t.status for t in trials} == {"complete"}
     assert all(t.last_step == CRASH_STEPS for t in trials)
 
@@ -227,13 +234,26 @@ def test_killed_driver_is_replaced_without_losing_or_repeating_work(
             assert new[0] >= old[-1], (old, new)
     resumed = [t for t in running_before if after[t].attempts >= 2]
     assert resumed
+    # A batch's seeds change status together and share its checkpoint: the dead driver
+    # left whole batches running, and each resumed whole.
+    running_configurations = {t.configuration for t in running_before.values()}
+    for configuration in running_configurations:
+        batch = [t for t in before.values() if t.configuration == configuration]
+        assert len(batch) == seeds
+        assert {t.status for t in batch} == {"running"}
+        assert len({t.checkpoint_path for t in batch}) == 1
+        assert len({after[t.id].attempts for t in batch}) == 1
 
     # The Optuna study a driver rebuilds from SQL: one complete trial per configuration.
     rebuilt = StudySearcher(study_id, spec, db.sessions).optuna.get_trials(deepcopy=False)
     assert [(t.number, t.state, t.params) for t in rebuilt] == [
-        (t.configuration, TrialState.COMPLETE, t.params) for t in trials
+        (t.configuration, TrialState.COMPLETE, t.params) for t in trials[::seeds]
     ]
-    assert [t.value for t in rebuilt] == pytest.approx([t.objective for t in trials])
+    means = [
+        sum(t.objective for t in trials[c * seeds : (c + 1) * seeds]) / seeds
+        for c in range(len(CRASH_LRS))
+    ]
+    assert [t.value for t in rebuilt] == pytest.approx(means)
     db.dispose()
 
 
@@ -255,9 +275,12 @@ def trainable_actor_pids() -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("seeds", [1, 3], ids=["one-seed", "batch-of-3"])
 def test_killed_trial_process_is_retried_from_its_checkpoint(
-    db: Database, tmp_path: Path, ray_local: None
+    db: Database, tmp_path: Path, ray_local: None, seeds: int
 ) -> None:
+    """``batch-of-3``: the killed process trains three seeds; Tune retries the batch from
+    its checkpoint and every seed resumes from it."""
     from studies.engine.driver import Driver
 
     steps, interval = 600, 10
@@ -267,6 +290,7 @@ def test_killed_trial_process_is_retried_from_its_checkpoint(
         search={"lr": [0.03]},
         fixed={"threads": 1, "variant": "dense"},
         max_concurrent=1,
+        seeds=seeds,
     )
     study_id = db.create_study(spec)
     driver = Driver(url=db.url, storage_path=tmp_path / "ray", poll_seconds=0.5)
@@ -290,8 +314,8 @@ def test_killed_trial_process_is_retried_from_its_checkpoint(
 
         wait_for(checkpointed, timeout=120, interval=0.1, what="a checkpointed running trial")
         pids = trainable_actor_pids()
-        assert len(pids) == 1, pids
-        killed_at_step = db.trials(study_id)[0].last_step
+        assert len(pids) == 1, pids  # one process for the configuration's seeds
+        killed_at_step = min(t.last_step or 0 for t in db.trials(study_id))
         os.kill(pids[0], signal.SIGKILL)
         thread.join(timeout=180)
         assert not thread.is_alive(), "the driver did not finish after the kill"
@@ -301,17 +325,23 @@ def test_killed_trial_process_is_retried_from_its_checkpoint(
     assert not failure, failure
 
     assert db.study(study_id).status == "complete", db.study(study_id).error
-    (trial,) = db.trials(study_id)
-    assert (trial.status, trial.attempts, trial.last_step) == ("complete", 2, steps)
-    assert trial.error is None
-    reported = [m.step for m in db.metrics(trial.id)]
-    assert reported[0] == interval and reported[-1] == steps
-    assert reported.count(interval) == 1, "the retry started over instead of resuming"
-    assert set(reported) == set(range(interval, steps + 1, interval))
-    # At most the reports after the last persisted checkpoint are repeated.
-    repeated = [s for s in set(reported) if reported.count(s) > 1]
-    assert all(s >= killed_at_step - 2 * interval for s in repeated), (killed_at_step, repeated)
-    assert reported == sorted(reported)
+    trials = db.trials(study_id)
+    assert len(trials) == seeds
+    assert len({t.checkpoint_path for t in trials}) == 1
+    for trial in trials:
+        assert (trial.status, trial.attempts, trial.last_step) == ("complete", 2, steps)
+        assert trial.error is None
+        reported = [m.step for m in db.metrics(trial.id)]
+        assert reported[0] == interval and reported[-1] == steps
+        assert reported.count(interval) == 1, "the retry started over instead of resuming"
+        assert set(reported) == set(range(interval, steps + 1, interval))
+        # At most the reports after the last persisted checkpoint are repeated.
+        repeated = [s for s in set(reported) if reported.count(s) > 1]
+        assert all(s >= killed_at_step - 2 * interval for s in repeated), (
+            killed_at_step,
+            repeated,
+        )
+        assert reported == sorted(reported)
 
 
 @pytest.mark.slow
