@@ -23,9 +23,12 @@ CPU time is wall time x the CPUs the arm reserves, the same rule for every arm: 
 study reserves ``resources.cpu`` (1) for each task it runs at once (its seeds' tasks, at
 most ``max_concurrent`` and Ray's CPUs), ``train_seeds`` its torch threads (the presets'
 ``threads: 1``). A reserved CPU counts while its task starts, imports and waits, as a
-cluster pays for it. Before the timed arms, an untimed one-step study warms Ray and Tune
-(and builds the token cache when llama-bytes runs), so no arm pays those once-per-process
-costs. Each arm is measured once: on a shared machine, rerun before quoting a ratio.
+cluster pays for it. Ray's workers run at niceness 0 here (Ray's default is 15), as this
+process does. Before the timed arms, untimed one-step runs (one ``train_seeds`` seed of
+each workload, which builds llama-bytes' token cache, and one driver study) take the
+once-per-process costs of this process and of Tune's first start off every arm; a trial's
+own process start and imports stay in the driver arms, as users pay them. Each arm is
+measured once: on a shared machine, rerun before quoting a ratio.
 
     python -m benchmarks.seed_throughput                      # a few minutes on 2 cores
     python -m benchmarks.seed_throughput --quick              # a smoke run, 5 steps
@@ -72,7 +75,8 @@ from worker.settings import get_settings
 LM_STEPS = 50
 #: the batch sizes llama-bytes is measured at, to find the fastest
 LM_SEEDS = (1, 2, 4, 8, 16)
-#: ``--quick``: sizes of a smoke run (every arm, every workload, in well under a minute)
+#: ``--quick``: the sizes of a smoke run of every arm and workload (it skips the warm-up
+#: study too: its timings mean nothing)
 QUICK = {"steps": 5, "baseline_seeds": 2, "seeds": [1, 2], "gpu_seeds": [1, 2]}
 #: ``train_seeds``' batch sizes on a GPU
 GPU_SEEDS = (1, 16, 64, 256)
@@ -291,7 +295,8 @@ def measure(args: argparse.Namespace, storage: Path) -> list[Measurement]:
     chosen = [WORKLOADS[name] for name in args.workloads]
     for workload in chosen:  # this process's first-call costs; llama-bytes' token cache
         batched_arm(workload, study_spec(workload, 1, 1, 1), 1, "cpu")
-    driver_arm(chosen[0], study_spec(chosen[0], 1, 1, 1), "warm-up", storage)  # Tune's
+    if not args.quick:  # Tune's first start in this process
+        driver_arm(chosen[0], study_spec(chosen[0], 1, 1, 1), "warm-up", storage)
     results = []
     for workload in chosen:
         seeds = args.seeds or list(workload.seeds)
