@@ -39,6 +39,7 @@ from worker.trainer import (
     SaveCheckpoint,
     build_schedulers,
     check_resumable,
+    evaluation_due,
     held_out_diverged,
     metrics_row,
     resolve_device,
@@ -173,7 +174,7 @@ def train_seeds(
                     config, states[r], stack.evaluate(r), optimizers[0], telemetry[r], True
                 )
                 running[r] = False
-        if step % config.eval_interval == 0 or step == config.steps or not any(running):
+        if evaluation_due(config, step) or not any(running):
             telemetry = replica_telemetry(optimizers, replicas)
             rows = pending
             for r in range(replicas):

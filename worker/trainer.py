@@ -91,9 +91,10 @@ class Progression:
             self.target_step = self.step
         return diverged
 
-    def due(self, config: TrialConfig) -> bool:
-        """Whether this step is an evaluation point."""
-        return self.step % config.eval_interval == 0 or self.step == config.steps
+
+def evaluation_due(config: TrialConfig, step: int) -> bool:
+    """Whether ``step`` (counted from 1) ends with an evaluation and a report."""
+    return step % config.eval_interval == 0 or step == config.steps
 
 
 def resolve_device(config: TrialConfig) -> torch.device:
@@ -168,7 +169,7 @@ def train(
         diverged = state.record_step(config, step_loss, time.perf_counter() - started, tokens)
         if progress is not None:
             progress(state.step, step_loss)
-        if diverged or state.due(config):
+        if diverged or evaluation_due(config, state.step):
             evaluation = workload.evaluate()
             diverged = diverged or held_out_diverged(config, state, evaluation)
             metrics = metrics_row(

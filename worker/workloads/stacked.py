@@ -8,6 +8,9 @@ workload's own ``loss`` method: ``functional_call`` swaps a module's tensors in 
 so ``loss`` runs unchanged on each seed's slice. A workload's loss must therefore
 depend on its seed only through its model's parameters and buffers and the batch
 (true of every workload here: the quadratic's per-seed H is a buffer).
+
+The quadratic has no natively batched twin: at S=1024 one einsum would save ~0.2 ms of the
+0.5 ms vmapped loss and backward, against ~6 ms a step of drawing the seeds' own batches.
 """
 
 from __future__ import annotations
@@ -74,10 +77,6 @@ class StackedWorkloads:
         self.buffers: dict[str, Tensor] = buffers
         self._batched: Callable[..., Tensor] | None = None  # built for the first batch
         self._compile = False
-
-    @property
-    def replicas(self) -> int:
-        return len(self.workloads)
 
     def trainable(self) -> list[Tensor]:
         """The stacked tensors an optimizer steps, in the model's parameter order."""
