@@ -103,24 +103,31 @@ class LlamaC4Workload(Workload):
             return self._model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Perplexity = exp(mean NLL over every predicted validation token)."""
+    def row_losses(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(summed NLL, predicted tokens) of each validation row in ``indices``, float64 and
+        int64 arrays: ``evaluate`` averages them over its rows, and any other subset of the
+        split (``benchmarks/eval_noise.py``'s draws) is scored exactly as it is."""
         was_training = self._model.training
         self._model.eval()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        count = 0
-        for start in range(0, len(self.eval_indices), self.micro_batch):
-            ids, labels = self.eval_rows.get(self.eval_indices[start : start + self.micro_batch])
+        losses, counts = [], []
+        for start in range(0, len(indices), self.micro_batch):
+            ids, labels = self.eval_rows.get(indices[start : start + self.micro_batch])
             batch = self._to_device(ids, labels)
             with self._autocast:
                 logits = self._model(input_ids=batch["input_ids"]).logits
-            total += nn.functional.cross_entropy(
+            nll = nn.functional.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(),
                 batch["labels"][:, 1:].flatten(),
                 ignore_index=IGNORE_INDEX,
-                reduction="sum",
+                reduction="none",
             )
-            count += batch["tokens"]
+            losses.append(nll.view(len(ids), -1).sum(1, dtype=torch.float64).cpu().numpy())
+            counts.append((labels[:, 1:] != IGNORE_INDEX).sum(1))
         self._model.train(was_training)
-        val_loss = float(total) / max(count, 1)
+        return np.concatenate(losses), np.concatenate(counts)
+
+    def evaluate(self) -> dict[str, float]:
+        """Perplexity = exp(mean NLL over every predicted validation token)."""
+        losses, counts = self.row_losses(self.eval_indices)
+        val_loss = float(losses.sum()) / max(int(counts.sum()), 1)
         return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700.0))}
