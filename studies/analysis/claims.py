@@ -182,7 +182,9 @@ CLAIMS: tuple[Claim, ...] = (
         parameters=_fixed(base="adamw", neutral_margin=0.05, numerical_floor=1e-9, effect=0.05),
         definition_text=(
             "On each Hessian (the quadratic preset, and with overrides "
-            '{{"workload": {{"hessian": "homogeneous"}}}}) the masked arm against dense on the '
+            '{{"workload": {{"hessian": "homogeneous"}}}}; every seed shares one problem '
+            "instance, the preset's instance: shared, as the paper draws one Hessian) the "
+            "masked arm against dense on the "
             "study's objective (the presets' log_loss_auc, the mean log loss over the run, "
             "compared as the geometric-mean loss): heterogeneous better supports, worse "
             "contradicts; homogeneous equivalent within +-{neutral_margin:.0%} (TOST) supports, "
