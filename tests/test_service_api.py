@@ -116,6 +116,7 @@ def test_submit_json_yaml_and_preset(server: Server) -> None:
         ({"search": {"base": ["adamw", "lion"]}}, "search.base", "'adamw'"),
         ({"sampler": "annealing"}, "sampler", "'tpe'"),
         ({"seeds": 0}, "seeds", "greater than or equal to 1"),
+        ({"seed_batch": 0}, "seed_batch", "greater than or equal to 1"),
         ({"colour": "red"}, "colour", "Extra inputs"),
         ({"workload": {"steps": 10**7}}, "workload.steps", "server cap"),
         ({"fixed": {"seed": 3}}, "fixed", "base_seed"),

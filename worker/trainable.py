@@ -18,7 +18,7 @@ with its own (non-finite or huge) value, and a stopped seed no longer counts.
 
 from __future__ import annotations
 
-import math
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,10 @@ SEED_ROWS_KEY = "seed_rows"
 def batch_result(rows: list[Metrics | None], node: str) -> dict[str, Any]:
     """The Tune result of one evaluation point: each seed's row (with the node it ran on),
     the batch's step and its objective, the mean over the seeds reported."""
-    reported = [row for row in rows if row is not None]
-    objectives = [float(row[OBJECTIVE_KEY]) for row in reported]
+    reported = [row for row in rows if row is not None]  # never empty: a report has a seed
     return {
-        OBJECTIVE_KEY: math.fsum(objectives) / len(objectives) if objectives else math.nan,
-        "step": max((int(row["step"]) for row in reported), default=0),
+        OBJECTIVE_KEY: statistics.fmean(float(row[OBJECTIVE_KEY]) for row in reported),
+        "step": max(int(row["step"]) for row in reported),
         SEED_ROWS_KEY: [None if row is None else {**row, "node": node} for row in rows],
     }
 
