@@ -115,7 +115,8 @@ WORKLOADS = {
 @dataclass
 class Measurement:
     """One arm's run: ``seeds`` seeds of ``steps`` steps in ``wall_s`` on ``cpus`` CPUs
-    (or on a GPU, ``device`` cuda, where seeds per second are reported instead)."""
+    (or on a GPU, ``device`` cuda, where seeds per second are reported instead); ``load``,
+    the machine's 1-minute load average at its end, says how much other work shared it."""
 
     workload: str
     arm: str
@@ -124,6 +125,7 @@ class Measurement:
     wall_s: float
     cpus: float
     diverged: int
+    load: float
     device: str = "cpu"
 
     @property
@@ -199,10 +201,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def study_spec(workload: Workload, steps: int | None, seeds: int, seed_batch: int) -> StudySpec:
     """The workload's role preset at the suite's scale, narrowed to one configuration
-    (AdamW+Magma at the LR the suite's bracket starts from), on the CPU; ``steps`` None:
-    the workload's default."""
-    scaled = SUITE_SCALE[workload.preset]
-    lr = load_preset(workload.preset, scaled).protocol.lr_start
+    (AdamW+Magma at the LR the suite's bracket starts from) with a fixed number of seeds (no
+    protocol: no bracket, no rounds), on the CPU; ``steps`` None: the workload's default."""
+    lr = load_preset(workload.preset, SUITE_SCALE[workload.preset]).protocol.lr_start
+    scaled = {k: v for k, v in SUITE_SCALE[workload.preset].items() if k != "protocol"}
     steps = steps or workload.steps
     overrides: dict[str, Any] = {
         "name": f"seed-throughput-{workload.name}",
@@ -252,6 +254,7 @@ def driver_arm(workload: Workload, spec: StudySpec, arm: str, storage: Path) -> 
         wall,
         slots * spec.resources.cpu,
         counts.get(TrialStatus.diverged, 0),
+        os.getloadavg()[0],
     )
 
 
@@ -264,7 +267,9 @@ def batched_arm(workload: Workload, spec: StudySpec, seeds: int, device: str) ->
     cpus = configs[0].threads or torch.get_num_threads()
     diverged = sum(row[STATUS_KEY] == TrialStatus.diverged for row in rows)
     arm = IN_PROCESS if device == "cpu" else f"{IN_PROCESS} ({device})"
-    return Measurement(workload.name, arm, seeds, spec.workload.steps, wall, cpus, diverged, device)
+    load = os.getloadavg()[0]
+    steps = spec.workload.steps
+    return Measurement(workload.name, arm, seeds, steps, wall, cpus, diverged, load, device)
 
 
 @contextlib.contextmanager
@@ -368,14 +373,14 @@ def fastest_seeds(results: Sequence[Measurement], workload: str, device: str) ->
 def format_measurements(results: Sequence[Measurement]) -> list[str]:
     lines = [
         f"{'workload':19s} {'arm':24s} {'seeds':>5s} {'steps':>5s} {'wall s':>8s} "
-        f"{'CPUs':>4s} {'CPU s':>8s} {'seeds/CPU-s':>11s} {'diverged':>8s}"
+        f"{'CPUs':>4s} {'CPU s':>8s} {'seeds/CPU-s':>11s} {'diverged':>8s} {'load':>5s}"
     ]
     for m in results:
         if m.device != "cpu":
             continue
         lines.append(
             f"{m.workload:19s} {m.arm:24s} {m.seeds:5d} {m.steps:5d} {m.wall_s:8.2f} "
-            f"{m.cpus:4g} {m.cpu_s:8.2f} {m.seeds_per_cpu_s:11.4g} {m.diverged:8d}"
+            f"{m.cpus:4g} {m.cpu_s:8.2f} {m.seeds_per_cpu_s:11.4g} {m.diverged:8d} {m.load:5.1f}"
         )
     return lines
 
@@ -397,10 +402,13 @@ def format_comparisons(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def format_gpu(results: Sequence[Measurement]) -> list[str]:
-    lines = [f"{'workload':19s} {'seeds':>5s} {'steps':>5s} {'wall s':>8s} {'seeds/s':>9s}"]
+    lines = [
+        f"{'workload':19s} {'seeds':>5s} {'steps':>5s} {'wall s':>8s} {'seeds/s':>9s} {'load':>5s}"
+    ]
     for m in results:
         lines.append(
-            f"{m.workload:19s} {m.seeds:5d} {m.steps:5d} {m.wall_s:8.2f} {m.seeds_per_s:9.4g}"
+            f"{m.workload:19s} {m.seeds:5d} {m.steps:5d} {m.wall_s:8.2f} {m.seeds_per_s:9.4g} "
+            f"{m.load:5.1f}"
         )
     return lines
 
@@ -421,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(
         f"\nseeds per CPU-second, CPU time = wall x CPUs the arm reserves; {cpus} CPUs, "
-        f"torch {torch.__version__}"
+        f"torch {torch.__version__}; load: the 1-minute load average at an arm's end"
     )
     print("\n".join(format_measurements(results)))
     print()

@@ -45,6 +45,7 @@ def test_one_configuration_at_the_suites_size() -> None:
     assert bench.study_spec(bench.WORKLOADS["llama-bytes"], 150, 1, 1).workload.steps == 150
     for spec in (quadratic, transformer, llama):
         assert spec.grid_size == 1 and spec.search["variant"] == "magma"
+        assert spec.protocol.kind == "none" and spec.protocol.sequential is None
         assert spec.fixed["device"] == "cpu" and spec.fixed["threads"] == 1
     assert (quadratic.seeds, quadratic.seed_batch, llama.seeds, llama.seed_batch) == (8, 1, 16, 4)
     assert (quadratic.search["lr"], transformer.search["lr"]) == (0.1, 0.01)
@@ -52,7 +53,7 @@ def test_one_configuration_at_the_suites_size() -> None:
 
 def test_ratios_targets_and_fastest() -> None:
     def run(arm: str, seeds: int, wall: float, cpus: float, workload: str = "quadratic"):
-        return bench.Measurement(workload, arm, seeds, 500, wall, cpus, 0)
+        return bench.Measurement(workload, arm, seeds, 500, wall, cpus, 0, 1.0)
 
     results = [
         run(bench.BASELINE, 8, 20.0, 2),  # 0.2 seeds per CPU-second
