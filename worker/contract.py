@@ -198,10 +198,12 @@ DEFAULT_METRIC: dict[str, str] = {
 #: A llama step is compute-bound on CPU (its matmuls near peak FLOP/s): llama-bytes at the
 #: claims suite's size trains 0.89, 0.96, 1.06, 1.01, 0.95 x the seeds per CPU-second of
 #: single runs in one process at S = 1, 2, 4, 8, 16 (one thread), so 4, fastest; what a
-#: batch saves there is the harness of S - 1 trials (a Ray task, a process, a workload)
+#: batch saves there is the harness of S - 1 trials (a Ray task, a process, a workload). The
+#: quadratic's step is all harness: through the driver, 64 seeds a task measured 88 x the
+#: seeds per CPU-second of one trial a seed, 256 a task 228 x (benchmarks/seed_throughput.py)
 DEFAULT_SEED_BATCH: dict[str, int] = {
     WorkloadKind.llama_c4.value: 4,
-    WorkloadKind.quadratic.value: 64,
+    WorkloadKind.quadratic.value: 256,
     WorkloadKind.linear_transformer.value: 64,
 }
 #: the key of a metric row holding the value of the trial's objective metric; the SQL
