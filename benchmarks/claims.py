@@ -55,17 +55,19 @@ from worker.settings import get_settings
 CLAIM_IDS = [claim.id for claim in CLAIMS]
 
 #: The suite's language-model scale: llama-bytes (85.5% of its parameters masked) for 150
-#: steps of 8 x 128 bytes, 16384 validation bytes every 50 steps: about 35 s of wall time a
-#: run two at a time on 2 cores (about 3.5-3.9 bits per byte at the end against a unigram
-#: entropy of 4.6), so that every claim's studies fit in about 70 minutes. The presets' own CPU
-#: scale (1000 steps of 16 x 128) is about 10 times longer a run: ``--scale presets``.
+#: steps of 8 x 128 bytes, 32768 validation bytes every 50 steps (about 3.5-3.9 bits per byte
+#: at the end against a unigram entropy of 4.6): about 8 CPU-seconds a seed, seeds batched 4
+#: a task. 32768 bytes keep the evaluation noise a paired comparison sees at 0.13 of the seed
+#: noise (16384: 0.18; ``benchmarks/eval_noise.py``, 8 seeds); which documents are drawn
+#: shifts every run alike and cancels in a comparison. The presets' own CPU scale (1000
+#: steps of 16 x 128) is about 10 times longer a run: ``--scale presets``.
 SUITE_LM = {
     "model": "llama-bytes",
     "steps": 150,
     "batch_size": 8,
     "seq_len": 128,
     "eval_interval": 50,
-    "eval_tokens": 16384,
+    "eval_tokens": 32768,
 }
 #: LR grids of the LM studies: half-decade steps, extended while an arm's best is
 #: unbracketed, around 10^-2.5 for the Adam family (their best at this scale: 3.16e-3 to
