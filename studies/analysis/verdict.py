@@ -113,7 +113,10 @@ class StageTest:
         if self.in_flight:
             found.append(f"{self.in_flight} runs of {look.describe()} are in flight")
         if decision == Decision.continue_:
-            found.append(f"undecided at {look.describe()}: the next round adds seeds")
+            # a study seeds on only while its own comparisons are undecided: a claim's other
+            # comparisons may stop here, before the cap
+            needed = f"; {_needs(self.test.seeds_needed)}" if self.test is not None else ""
+            found.append(f"undecided at {look.describe()}, before the cap{needed}")
         elif decision == Decision.inconclusive and self.test is not None:
             needed = _needs(self.test.seeds_needed)
             found.append(f"undecided at the cap ({look.describe()}); {needed}")
