@@ -43,6 +43,7 @@ from worker.trainer import (
     held_out_diverged,
     metrics_row,
     resolve_device,
+    step_optimizers,
 )
 from worker.workloads import build_workload
 from worker.workloads.stacked import StackedWorkloads
@@ -150,12 +151,7 @@ def train_seeds(
             tokens = [n + w.tokens(b) for n, w, b in zip(tokens, stack.workloads, own, strict=True)]
         if config.grad_clip is not None:
             clip_per_replica(trainable, config.grad_clip)
-        for opt in optimizers:
-            opt.step()
-        for scheduler in schedulers:
-            scheduler.step()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
+        step_optimizers(optimizers, schedulers)
         step_losses = losses.tolist()  # the one host sync per step
         step += 1
         seconds = time.perf_counter() - started

@@ -116,6 +116,16 @@ def build_schedulers(config: TrialConfig, optimizers: list[Optimizer]) -> list[L
     return [LambdaLR(opt, factor) for opt in optimizers]
 
 
+def step_optimizers(optimizers: list[Optimizer], schedulers: list[LambdaLR]) -> None:
+    """One optimizer step of every base, then its LR schedule, then fresh gradients."""
+    for opt in optimizers:
+        opt.step()
+    for scheduler in schedulers:
+        scheduler.step()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+
+
 def train(
     config: TrialConfig,
     *,
@@ -159,12 +169,7 @@ def train(
             tokens += workload.tokens(batch)
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        for opt in optimizers:
-            opt.step()
-        for scheduler in schedulers:
-            scheduler.step()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
+        step_optimizers(optimizers, schedulers)
         step_loss = float(loss)  # the one host sync per step: divergence needs it
         diverged = state.record_step(config, step_loss, time.perf_counter() - started, tokens)
         if progress is not None:
