@@ -18,7 +18,7 @@ from studies.analysis.claim_rules import Support
 TINY = {
     "workload": {"steps": 10, "eval_interval": 5},
     "seeds": 1,
-    "protocol": {"kind": "none"},
+    "protocol": {"kind": "none", "sequential": None},
     "search": {"lr": 0.1},
 }
 
@@ -58,6 +58,11 @@ def test_suite_scale_under_overrides_under_role() -> None:
     assert table1.seeds == 2  # a bracket study selects on at least 2 seeds
     light = by_preset["heavy-tailed", "light"]
     assert (light.workload.covariates, light.workload.condition_number) == ("light", False)
+    # seeds in rounds: the synthetic studies to 100 seeds, Table 1's confirmation to 6
+    assert light.protocol.sequential is not None
+    assert (light.protocol.sequential.round_seeds, light.protocol.sequential.max_seeds) == (10, 100)
+    assert light.protocol.confirm_seeds == 10 and light.seed_batch >= 10
+    assert table1.protocol.sequential is not None and table1.protocol.sequential.max_seeds == 6
     presets = bench.study_specs(["table1"], {}, "presets")
     (spec,) = presets.values()
     assert "muon" in spec.search["base"] and spec.workload.steps == 1000
