@@ -6,9 +6,10 @@ homogeneous Hessians), runs them with the real driver (in this process, on a loc
 with this machine's CPUs), tests the claims with the function behind
 ``GET /api/v1/claims`` (each role's newest complete study in the database: this run's,
 in a fresh one) and prints the claims table, the total wall time and each study's.
-At the suite's scale (``SUITE_SCALE``, the default) the run of 2026-12-06 took 4229 s,
-416 runs, on the 2-core machine while other test suites shared it (the README quotes it,
-``benchmarks/results/claims-suite.json``); every claim's deciding stage has 3 pairs, the
+At the suite's scale (``SUITE_SCALE``, the default: seeds batched and added in rounds) the
+run of 2026-12-06 took 2181 s, 650 runs, on the 2-core machine, and decided Figures 3 and 4
+(the README quotes it, ``benchmarks/results/claims-suite.json``); a deciding stage has at
+least 3 pairs, the
 fewest that can decide. ``--scale presets`` runs the presets' own, longer CPU scale. A
 line is printed as each study starts and finishes.
 
@@ -175,7 +176,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scale",
         choices=SCALES,
         default="suite",
-        help="suite: SUITE_SCALE's smaller studies, about 70 minutes on 2 cores (default); "
+        help="suite: SUITE_SCALE's smaller studies, about 40 minutes on 2 cores (default); "
         "presets: the presets' own CPU scale, about 4 hours",
     )
     parser.add_argument(
