@@ -59,6 +59,34 @@ def test_quadratic_run_prints_final_metrics():
     assert "\n  " in result.stdout  # the final object is pretty-printed
 
 
+def test_instance_and_objective_window_reach_the_trial():
+    """--instance shared gives seeds 0 and 1 one problem: full-batch (9 rows) dense descent
+    then follows one trajectory, where per_seed's differ; --objective-window 2 makes the
+    objective the mean of the last two val_losses."""
+
+    def run(seed: str, instance: str) -> list[dict]:
+        result = run_cli(
+            "--workload", "quadratic", "--variant", "dense", "--lr", "0.05", "--seed", seed,
+            "--instance", instance, "--objective-window", "2", "--batch-size", "9",
+            "--steps", "30", "--eval-interval", "10", "--quiet",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        *reports, _ = json_objects(result.stdout)
+        return reports
+
+    shared = [run(seed, "shared")[0] for seed in ("0", "1")]
+    per_seed = [run(seed, "per_seed")[0] for seed in ("0", "1")]
+    # equal but for the order the seed's permutation sums the 9 rows in
+    assert shared[0]["val_loss"] == pytest.approx(shared[1]["val_loss"], rel=1e-5)
+    assert per_seed[0]["val_loss"] != pytest.approx(per_seed[1]["val_loss"], rel=1e-2)
+    reports = run("0", "shared")
+    losses = [r["val_loss"] for r in reports]
+    assert reports[0]["objective"] == pytest.approx(losses[0])
+    assert reports[2]["objective"] == pytest.approx((losses[1] + losses[2]) / 2)
+    bad = run_cli("--workload", "quadratic", "--instance", "one", "--quiet")
+    assert bad.returncode == 2 and "--instance" in bad.stderr
+
+
 def test_progress_in_a_pipe_is_one_line_per_evaluation_not_per_step():
     """Off a terminal a bar's redraws would each be a line of the log: 200 steps must give
     4 progress lines (one per evaluation), not 200."""

@@ -73,6 +73,12 @@ def train_command(
     ] = None,
     hessian: Annotated[str | None, _option("quadratic: homogeneous | heterogeneous")] = None,
     covariates: Annotated[str | None, _option("linear-transformer: light | heavy")] = None,
+    instance: Annotated[
+        str | None, _option("quadratic: per_seed (each seed its own H) | shared (one H)")
+    ] = None,
+    objective_window: Annotated[
+        int | None, _option("objective: the mean of the metric's last k evaluations (1)")
+    ] = None,
     device: Annotated[str | None, _option("auto | cpu | cuda")] = None,
     threads: Annotated[int | None, _option("torch CPU threads")] = None,
     precision: Annotated[
