@@ -43,7 +43,9 @@ from worker.trainer import (
     held_out_diverged,
     metrics_row,
     resolve_device,
+    restore_checkpoint,
     step_optimizers,
+    write_checkpoint,
 )
 from worker.workloads import build_workload
 from worker.workloads.stacked import StackedWorkloads
@@ -196,19 +198,13 @@ def _save(
     step: int,
     states: list[Progression],
 ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "configs": [c.model_dump(mode="json") for c in configs],
         "stack": stack.state_dict(),
-        "optimizers": [opt.state_dict() for opt in optimizers],
-        "schedulers": [s.state_dict() for s in schedulers],
         "step": step,
         "progressions": [asdict(state) for state in states],
-        "rng": torch.get_rng_state(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    write_checkpoint(path, payload, optimizers, schedulers)
 
 
 def _load(
@@ -228,9 +224,5 @@ def _load(
     for saved, config in zip(payload["configs"], configs, strict=True):
         check_resumable(path, saved, config)
     stack.load_state_dict(payload["stack"])
-    for opt, saved in zip(optimizers, payload["optimizers"], strict=True):
-        opt.load_state_dict(saved)
-    for scheduler, saved in zip(schedulers, payload["schedulers"], strict=True):
-        scheduler.load_state_dict(saved)
-    torch.set_rng_state(payload["rng"])
+    restore_checkpoint(payload, optimizers, schedulers)
     return payload["step"], [Progression(**p) for p in payload["progressions"]]

@@ -234,13 +234,26 @@ def metrics_row(
 
 
 def _save(path: Path, config, model, optimizers, schedulers, state: Progression) -> None:
+    write_checkpoint(
+        path,
+        {
+            "config": config.model_dump(mode="json"),
+            "model": model.state_dict(),
+            "progression": asdict(state),
+        },
+        optimizers,
+        schedulers,
+    )
+
+
+def write_checkpoint(path: Path, payload: dict[str, Any], optimizers, schedulers) -> None:
+    """``payload`` plus the optimizers', schedulers' and torch RNG's state, written to a
+    temporary file first so that a killed process never leaves a torn checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "config": config.model_dump(mode="json"),
-        "model": model.state_dict(),
+        **payload,
         "optimizers": [opt.state_dict() for opt in optimizers],
         "schedulers": [s.state_dict() for s in schedulers],
-        "progression": asdict(state),
         "rng": torch.get_rng_state(),
     }
     tmp = path.with_suffix(".tmp")
@@ -269,9 +282,14 @@ def _load(path: Path, config: TrialConfig, model, optimizers, schedulers) -> Pro
     payload = torch.load(path, map_location="cpu", weights_only=False)
     check_resumable(path, payload["config"], config)
     model.load_state_dict(payload["model"])
+    restore_checkpoint(payload, optimizers, schedulers)
+    return Progression(**payload["progression"])
+
+
+def restore_checkpoint(payload: dict[str, Any], optimizers, schedulers) -> None:
+    """What ``write_checkpoint`` added: the optimizers', schedulers' and RNG's state."""
     for opt, saved in zip(optimizers, payload["optimizers"], strict=True):
         opt.load_state_dict(saved)
     for scheduler, saved in zip(schedulers, payload["schedulers"], strict=True):
         scheduler.load_state_dict(saved)
     torch.set_rng_state(payload["rng"])
-    return Progression(**payload["progression"])
