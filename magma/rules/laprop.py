@@ -23,7 +23,7 @@ class LaPropRule(UpdateRule):
 
     def init_state(self, group: ParamGroup, param: Tensor) -> dict[str, Tensor]:
         return {
-            "step": torch.tensor(0.0),
+            "step": torch.tensor(0.0, device="cpu"),  # a host counter, whatever the default device
             "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
             "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
         }

@@ -63,4 +63,4 @@ class TrainOrder:
     @lru_cache(maxsize=2)  # noqa: B019 - one instance per trial; bounded
     def _permutation(self, epoch: int) -> np.ndarray:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.count, generator=generator).numpy()
+        return torch.randperm(self.count, generator=generator, device="cpu").numpy()

@@ -64,8 +64,8 @@ class LinearAttention(nn.Module):
 
     def __init__(self, generator: torch.Generator) -> None:
         super().__init__()
-        self.P = nn.Parameter(INIT_STD * torch.randn(D, D, generator=generator))
-        self.Q = nn.Parameter(INIT_STD * torch.randn(D, D, generator=generator))
+        self.P = nn.Parameter(INIT_STD * torch.randn(D, D, generator=generator, device="cpu"))
+        self.Q = nn.Parameter(INIT_STD * torch.randn(D, D, generator=generator, device="cpu"))
 
     def forward(self, z: Tensor) -> Tensor:
         carry = torch.zeros(D + 1, D + 1, dtype=z.dtype, device=z.device)

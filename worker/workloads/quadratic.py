@@ -37,7 +37,9 @@ def derive_seed(*parts: object) -> int:
 def random_rotation(n: int, generator: torch.Generator) -> Tensor:
     """A Haar-distributed orthogonal n x n matrix (float64): QR of a Gaussian, with the
     signs of R's diagonal folded into Q so that the distribution is exactly uniform."""
-    q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    q, r = torch.linalg.qr(
+        torch.randn(n, n, generator=generator, dtype=torch.float64, device="cpu")
+    )
     return q * torch.sign(torch.diagonal(r))
 
 
@@ -82,15 +84,16 @@ class QuadraticWorkload(Workload):
         instance = SHARED_INSTANCE_SEED if config.instance == "shared" else config.seed
         generator = torch.Generator().manual_seed(derive_seed(instance, "quadratic"))
         self.block_eigenvalues = BLOCK_EIGENVALUES[config.hessian]
-        hessian = torch.zeros(DIM, DIM, dtype=torch.float64)
-        design = torch.zeros(DIM, DIM, dtype=torch.float64)
+        # built on the host from host draws, whatever the default device, then moved
+        hessian = torch.zeros(DIM, DIM, dtype=torch.float64, device="cpu")
+        design = torch.zeros(DIM, DIM, dtype=torch.float64, device="cpu")
         for b, eigenvalues in enumerate(self.block_eigenvalues):
             q = random_rotation(BLOCK, generator)
-            lam = torch.tensor(eigenvalues, dtype=torch.float64)
+            lam = torch.tensor(eigenvalues, dtype=torch.float64, device="cpu")
             sl = slice(b * BLOCK, (b + 1) * BLOCK)
             hessian[sl, sl] = q @ torch.diag(lam) @ q.T
             design[sl, sl] = q @ torch.diag(lam.sqrt()) @ q.T
-        w0 = torch.randn(DIM, generator=generator, dtype=torch.float64)
+        w0 = torch.randn(DIM, generator=generator, dtype=torch.float64, device="cpu")
         self.rows_per_batch = max(1, min(DIM, config.batch_size // config.grad_accum))
         self._model = QuadraticModel(w0.float(), hessian.float(), design.float()).to(device)
 
@@ -107,7 +110,7 @@ class QuadraticWorkload(Workload):
     def batch(self, step: int, micro_step: int) -> Tensor:
         """Indices of the rows of X used by this micro-batch."""
         generator = torch.Generator().manual_seed(derive_seed(self.config.seed, step, micro_step))
-        rows = torch.randperm(DIM, generator=generator)[: self.rows_per_batch]
+        rows = torch.randperm(DIM, generator=generator, device="cpu")[: self.rows_per_batch]
         return rows.to(self.device)
 
     def loss(self, batch: Tensor) -> Tensor:
