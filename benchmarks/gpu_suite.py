@@ -1,20 +1,25 @@
-"""GPU benchmark suite: optimizer step, training throughput and MFU, data serving, loss curve.
+"""GPU benchmark suite: data serving, loss curve, optimizer step, training throughput and MFU.
 
 One command for a GPU machine, with no downloads; the README ("GPU: the benchmark suite")
-says what each section measures and how. The design serves one goal: every section
-reports, however another fares. So each runs in a forked process with a wall-clock limit
-(its share of ``--budget-s``, plus what earlier sections left unused), stops its loops at
-a soft deadline, and is killed and reported ``timeout`` past the limit, with the parts it
-finished. Optimizer arms are timed interleaved round-robin against ``AdamW(fused=True)``,
-and their ratio is the median over rounds of same-round ratios, so a change in load
-during the run hits both sides alike. MFU follows ``FLOPS_FORMULA``; the tokens/s columns
-count predicted positions, batch x (T - 1), as the trainer does.
+says what to run and what each number means. The design serves one goal: every row
+reports, however another fares. So the sections run in forked processes with wall-clock
+limits (each section its share of ``--budget-s`` plus what earlier ones left unused), and
+within the optimizer-step and training sections every compiling arm is a process of its
+own: its compile runs first, untimed, reported as ``compile_s``, and a compile that
+cannot finish in the arm's time costs that row alone (``timeout``, naming the compile).
+Loops stop at a soft deadline; a process still running at its limit is killed with its
+compile workers and reports what it finished. A recompile-limit hit is an error row,
+not a silent eager fallback. Optimizer arms are timed interleaved round-robin against
+``AdamW(fused=True)``, their ratio the median over rounds of same-round ratios, so a
+change in load hits both sides alike. MFU follows ``FLOPS_FORMULA``; tokens/s count
+predicted positions, batch x (T - 1), as the trainer does.
 
 Without CUDA (or with ``--cpu-smoke``) it runs at CPU-smoke sizes, skipping the
-``torch.compile`` arms and the fused rows unless ``--cpu-compile``.
+compiling arms unless ``--cpu-compile``.
 
     python benchmarks/gpu_suite.py                         # CUDA if present, else CPU smoke
     python benchmarks/gpu_suite.py --json gpu_suite.json --peak-tflops 989
+    python benchmarks/gpu_suite.py --cpu-smoke --cpu-compile   # every arm, on the CPU
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import argparse
 import contextlib
 import ctypes
 import gc
-import inspect
 import json
 import math
 import multiprocessing
@@ -39,21 +43,49 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-from transformers import LlamaForCausalLM
+# Before torch is imported: torch.cuda.is_available() then asks NVML rather than the
+# driver, so nothing in this (the parent) process initialises CUDA, which would leave the
+# forked sections unable to use it.
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
-import magma
-from worker.config import TrialConfig
-from worker.contract import COMPONENT_LABELS, Components
-from worker.models import model_config
-from worker.trainer import train
-from worker.workloads import build_workload
+import torch  # noqa: E402
+import torch._dynamo  # noqa: E402
+from torch import Tensor  # noqa: E402
+from torch._dynamo.utils import counters  # noqa: E402
+from transformers import LlamaForCausalLM  # noqa: E402
+
+import magma  # noqa: E402
+from worker.config import TrialConfig  # noqa: E402
+from worker.contract import COMPONENT_LABELS, Components  # noqa: E402
+from worker.models import model_config  # noqa: E402
+from worker.trainer import train  # noqa: E402
+from worker.workloads import build_workload  # noqa: E402
 
 #: prctl option: the signal a process gets when its parent dies
 PR_SET_PDEATHSIG = 1
-SECTIONS = ("data", "optimizer_step", "training", "loss_curve")
+#: in running order: the compiling sections last, so they inherit the time others leave
+SECTIONS = ("data", "loss_curve", "optimizer_step", "training")
 BASELINE = "AdamW(fused=True)"
+#: the base of the eager Magma/SkipUpdate rows: its step counter stays on the host, as
+#: the eager rule wants (a fused base's counter lives on the GPU, and its bias
+#: corrections would cost scalar kernels per tensor)
+EAGER_BASE = "AdamW(foreach=True)"
+EAGER_ROWS = ("Magma(AdamW)", "SkipUpdate(AdamW)")
+#: the compiled step's rows, on ``BASELINE`` as their base
+FUSED_ROWS = ("Magma(AdamW, fused=True)", "SkipUpdate(AdamW, fused=True)")
+#: training arms: TrialConfig fields of each (model compile, Magma's step explicit)
+TRAINING_ARMS: dict[str, dict[str, Any]] = {
+    "dense": {"variant": "dense"},
+    "magma": {"variant": "magma", "fused_step": False},
+    "magma fused": {"variant": "magma", "fused_step": True},
+    "dense + compile": {"variant": "dense", "compile": True},
+    "magma fused + compile": {"variant": "magma", "fused_step": True, "compile": True},
+}
+#: a compiling arm's share of its section's time against an eager arm's
+COMPILE_WEIGHT = 3.0
+PROBE_LIMIT_S = 120.0
+#: the compile probe's limit: a first compile loads the compiler stack
+COMPILE_PROBE_LIMIT_S = 180.0
 #: peak dense (not 2:4 sparse) bf16 tensor-core TFLOP/s from NVIDIA's data sheets, by a
 #: substring of ``torch.cuda.get_device_name()``; the longest matching key wins
 PEAK_BF16_TFLOPS = {
@@ -77,6 +109,9 @@ CPU_COMPILE_REASON = (
     "torch.compile on CPU is too slow for a smoke run (a compiled llama-bytes training step "
     "took 144 s to compile on a 2-core machine); --cpu-compile runs it"
 )
+#: --cpu-compile's default budget, generous: the whole run took about 2 minutes on a
+#: 2-core machine from empty caches; the budget cuts loops short only under load
+CPU_COMPILE_BUDGET_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -88,11 +123,12 @@ class Plan:
     optimizer_models: tuple[str, ...]
     optimizer_warmup: int
     optimizer_rounds: int
+    compile_warmup: int  # untimed steps of a compiled optimizer arm before its warmup
     model: str
     batch_size: int
     seq_len: int
     lr: float
-    train_warmup: int
+    train_warmup: int  # untimed first steps of a training arm (its compile, if any)
     train_steps: int
     data_batches: int
     curve_steps: int
@@ -100,7 +136,7 @@ class Plan:
     threads: int | None
     budget_s: float
     shares: dict[str, float]
-    compile_skipped: str | None = None  # why the torch.compile arms and fused rows are skipped
+    compile_skipped: str | None = None  # why the compiling arms are skipped
     cache_dir: str | None = None
 
 
@@ -110,6 +146,7 @@ GPU_PLAN = Plan(
     optimizer_models=("llama-60m", "llama-350m"),
     optimizer_warmup=3,
     optimizer_rounds=20,
+    compile_warmup=3,
     model="llama-60m",
     batch_size=64,
     seq_len=256,
@@ -120,8 +157,8 @@ GPU_PLAN = Plan(
     curve_steps=200,
     max_documents=None,
     threads=None,
-    budget_s=430.0,
-    shares={"data": 0.1, "optimizer_step": 0.25, "training": 0.43, "loss_curve": 0.22},
+    budget_s=420.0,
+    shares={"data": 0.08, "loss_curve": 0.12, "optimizer_step": 0.35, "training": 0.45},
 )
 CPU_PLAN = Plan(
     mode="cpu-smoke",
@@ -129,6 +166,7 @@ CPU_PLAN = Plan(
     optimizer_models=("llama-bytes", "llama-nano"),
     optimizer_warmup=2,
     optimizer_rounds=5,
+    compile_warmup=3,
     model="llama-bytes",
     batch_size=8,
     seq_len=64,
@@ -140,7 +178,7 @@ CPU_PLAN = Plan(
     max_documents=200,
     threads=1,
     budget_s=100.0,
-    shares={"data": 0.1, "optimizer_step": 0.2, "training": 0.25, "loss_curve": 0.45},
+    shares={"data": 0.05, "loss_curve": 0.15, "optimizer_step": 0.35, "training": 0.45},
     compile_skipped=CPU_COMPILE_REASON,
 )
 
@@ -207,8 +245,16 @@ def _child(section: Section, plan: Plan, deadline: float, sink: Sink) -> None:
     try:
         if plan.threads is not None:
             torch.set_num_threads(plan.threads)
+        # past dynamo's recompile limit a function would run eagerly, silently, and be
+        # timed as if compiled: here the hit raises, and its row is an error naming it
+        config = torch._dynamo.config
+        if hasattr(config, "fail_on_recompile_limit_hit"):
+            config.fail_on_recompile_limit_hit = True
+        else:  # torch before 2.6 named it for the cache
+            config.fail_on_cache_limit_hit = True
         section(plan, deadline, sink)
-    except BaseException:
+    except BaseException as exc:
+        sink.put("reason", _short(exc))
         sink.put("error", traceback.format_exc(limit=8))
         sys.stderr.write(sink.data["error"])
         os._exit(1)
@@ -221,6 +267,11 @@ def run_section(
 
     Its loops aim at a soft deadline 10% (at least 3 s) short of the limit, so that the
     limit only hits a step that cannot be interrupted (a compile, a hung kernel)."""
+    if torch.cuda.is_initialized():
+        raise RuntimeError(
+            "CUDA is initialised in the suite's own process: a forked section could not use "
+            "it (set PYTORCH_NVML_BASED_CUDA_CHECK=1 before torch is imported)"
+        )
     path = workdir / f"{name}.json"
     started = time.monotonic()
     deadline = started + limit_s - max(3.0, 0.1 * limit_s)
@@ -231,12 +282,14 @@ def run_section(
     process.join(limit_s)
     status = "ok"
     if process.is_alive():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.join()
         status = "timeout"
     elif process.exitcode != 0:
         status = "error"
+    # the whole process group: at the limit the section, after it what it left behind
+    # (compile workers outlive a process that exits without shutting them down)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.join()
     result = json.loads(path.read_text()) if path.exists() else {}
     if status == "ok" and result.get("error"):
         status = "error"
@@ -248,11 +301,84 @@ def run_section(
     }
 
 
+@dataclass(frozen=True)
+class Part:
+    """One forked process of a section: a compile that never ends, or a crash, costs the
+    rows of that part alone. ``weight``: its share of the section's time."""
+
+    key: str
+    run: Section
+    weight: float = 1.0
+
+
+def run_parts(
+    section: str, parts: list[Part], plan: Plan, limit_s: float, workdir: Path
+) -> dict[str, dict[str, Any]]:
+    """Each part in turn, each limited to the section's time left split by weight among
+    the parts still to run: time a part leaves unused passes to the next."""
+    started = time.monotonic()
+    results: dict[str, dict[str, Any]] = {}
+    for index, part in enumerate(parts):
+        left = limit_s - (time.monotonic() - started)
+        share = max(1.0, left * part.weight / sum(p.weight for p in parts[index:]))
+        print(f"#   {part.key}: up to {share:.0f} s", file=sys.stderr, flush=True)
+        results[part.key] = run_section(f"{section}-{index}", part.run, plan, share, workdir)
+    return results
+
+
+def _parts_section(
+    results: dict[str, dict[str, Any]], started: float, limit_s: float
+) -> dict[str, Any]:
+    """A section made of parts: ``ok`` when every part was, else the worst part's status;
+    each part's status, time and traceback under ``parts``."""
+    statuses = {result["status"] for result in results.values()}
+    status = next((s for s in ("timeout", "error") if s in statuses), "ok")
+    keep = ("status", "wall_s", "limit_s", "reason", "error")
+    return {
+        "status": status,
+        "wall_s": round(time.monotonic() - started, 2),
+        "limit_s": round(limit_s, 1),
+        "parts": {key: {k: r[k] for k in keep if k in r} for key, r in results.items()},
+    }
+
+
+def _part_row(result: dict[str, Any], name: str, compile_what: str | None) -> dict[str, Any]:
+    """Row ``name`` of a part's result, or why there is none: a part killed at its limit
+    before its first steps (``compile_what``: what those compile) names the compile."""
+    if name in result.get("rows", {}):
+        return result["rows"][name]
+    first = result.get("first_steps", {}).get(name)
+    status = result["status"] if result["status"] != "ok" else "error"
+    limit = f"its {result['limit_s']:.0f} s"
+    if status == "timeout" and first is None and compile_what:
+        reason = f"the compile ({compile_what}) did not finish within {limit}"
+    elif status == "timeout":
+        reason = f"not finished within {limit}"
+    else:
+        reason = result.get("reason") or "the part exited without a result"
+    return {"status": status, "reason": reason, **(first or {})}
+
+
 def _probe(plan: Plan, deadline: float, sink: Sink) -> None:
     cuda = torch.cuda.is_available()
     sink.put("cuda", cuda)
     sink.put("name", torch.cuda.get_device_name() if cuda else "cpu")
     sink.put("torch", torch.__version__)
+
+
+def _compile_probe(plan: Plan, deadline: float, sink: Sink) -> None:
+    """torch.compile of a tiny function on the suite's device, run once and checked."""
+
+    def tiny(x: Tensor) -> Tensor:
+        return torch.sin(x) * 2 + 1
+
+    x = torch.linspace(0, 1, 64, device=plan.device)
+    started = time.perf_counter()
+    out = torch.compile(tiny)(x)
+    sync(plan.device)
+    sink.put("seconds", time.perf_counter() - started)
+    if not torch.allclose(out, tiny(x)):
+        raise RuntimeError("the compiled function's result differs from the eager one")
 
 
 def sync(device: str) -> None:
@@ -262,6 +388,33 @@ def sync(device: str) -> None:
 
 def _median_row(samples: list[float]) -> dict[str, Any]:
     return {"status": "ok", "timed_steps": len(samples), "median_s": statistics.median(samples)}
+
+
+def _graphs() -> int:
+    """Graphs dynamo compiled in this process so far."""
+    return counters["stats"]["unique_graphs"]
+
+
+def _recompile_limit_hit(exc: BaseException | None) -> bool:
+    """Whether dynamo's hard failure at its recompile limit is in ``exc``'s chain (by name:
+    torch before 2.6 called it FailOnCacheLimitHit)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if type(exc).__name__ in ("FailOnRecompileLimitHit", "FailOnCacheLimitHit"):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _short(exc: BaseException) -> str:
+    """The exception as a row's reason; a recompile-limit hit says so first."""
+    text = f"{type(exc).__name__}: {exc}"
+    if _recompile_limit_hit(exc):
+        config = torch._dynamo.config
+        limit = getattr(config, "recompile_limit", None) or config.cache_size_limit
+        text = f"recompile limit hit (torch._dynamo.config.recompile_limit = {limit}): {text}"
+    return text[:500]
 
 
 # --- optimizer_step ---------------------------------------------------------------------
@@ -289,9 +442,15 @@ def _tensors(shapes: list[tuple[str, torch.Size]], device: str) -> list[Tensor]:
 
 
 def _interleaved(
-    arms: dict[str, Callable[[], Any]], warmup: int, rounds: int, deadline: float, device: str
+    arms: dict[str, Callable[[], Any]],
+    warmup: int,
+    rounds: int,
+    deadline: float,
+    device: str,
+    after_round: Callable[[dict[str, list[float]]], None],
 ) -> dict[str, list[float]]:
-    """Per-arm step times over round-robin rounds (at least one), after ``warmup`` steps."""
+    """Per-arm step times over round-robin rounds (at least one), after ``warmup`` steps;
+    ``after_round`` sees the times so far."""
     for step in arms.values():
         for _ in range(warmup):
             step()
@@ -307,99 +466,131 @@ def _interleaved(
             arms[name]()
             sync(device)
             times[name].append(time.perf_counter() - started)
+        after_round(times)
     return times
 
 
-def optimizer_step(plan: Plan, deadline: float, sink: Sink) -> None:
-    eager = {"fused": False}
-    wrappers = {
-        "Magma(AdamW)": (magma.Magma, eager),
-        "SkipUpdate(AdamW)": (magma.SkipUpdate, eager),
-        "Magma(AdamW, fused=True)": (magma.Magma, {"fused": True}),
-        "SkipUpdate(AdamW, fused=True)": (magma.SkipUpdate, {"fused": True}),
-    }
-    phases = [[BASELINE, "Magma(AdamW)", "SkipUpdate(AdamW)"]]
-    fused_rows = list(wrappers)[2:]
-    skipped: dict[str, str] = {}
-    if plan.compile_skipped:
-        skipped = dict.fromkeys(fused_rows, f"skipped: {plan.compile_skipped}")
-    else:
-        phases.append([BASELINE, *fused_rows])
-    sink.put("baseline", BASELINE)
-    sink.put("eager_rows", "fused=False")
-    results: dict[str, Any] = {}
-    for index, model in enumerate(plan.optimizer_models):
+def _compile_warmup(step: Callable[[], Any], steps: int, device: str) -> dict[str, Any]:
+    """Step until the graphs are compiled: the wall time and the graphs it compiled."""
+    graphs = _graphs()
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return {"compile_s": time.perf_counter() - started, "graphs": _graphs() - graphs}
+
+
+def _optimizer_part(model: str, rows: tuple[str, ...], compiling: bool) -> Section:
+    """``rows`` timed interleaved with the baseline on ``model``'s parameter set; a
+    compiling part first steps each row through its compile, untimed."""
+
+    def part(plan: Plan, deadline: float, sink: Sink) -> None:
         shapes, masked_names = parameter_set(model)
         numel = sum(math.prod(shape) for _, shape in shapes)
         masked_numel = sum(math.prod(shape) for name, shape in shapes if name in masked_names)
-        entry: dict[str, Any] = {
-            "params": numel,
-            "masked_params": masked_numel,
-            "masked_share": masked_numel / numel,
-            "rows": {},
-        }
-        results[model] = entry
-        model_deadline = time.monotonic() + (deadline - time.monotonic()) / (
-            len(plan.optimizer_models) - index
+        sink.put(
+            "sizes",
+            {"params": numel, "masked_params": masked_numel, "masked_share": masked_numel / numel},
         )
-        for phase_index, phase in enumerate(phases):
-            if phase_index:
-                torch._dynamo.reset()  # fresh graphs per parameter set: no recompile limit hit
-            phase_deadline = time.monotonic() + (model_deadline - time.monotonic()) / (
-                len(phases) - phase_index
-            )
-            try:
-                times = _interleaved(
-                    _optimizer_arms(phase, wrappers, shapes, masked_names, plan.device),
-                    plan.optimizer_warmup,
-                    plan.optimizer_rounds,
-                    phase_deadline,
-                    plan.device,
-                )
-            except Exception as exc:  # e.g. out of memory: the other phases still run
-                for name in phase[1:] if phase_index else phase:
-                    entry["rows"][name] = {"status": "error", "reason": _short(exc)}
-                times = {}
-            for name in times:
-                if name == BASELINE and phase_index:
-                    continue  # measured again only as the fused rows' same-round reference
-                ratios = [t / b for t, b in zip(times[name], times[BASELINE], strict=True)]
-                entry["rows"][name] = {
-                    **_median_row(times[name]),
-                    "ratio": statistics.median(ratios),
-                }
-            gc.collect()
-            if plan.device == "cuda":
-                torch.cuda.empty_cache()
-            sink.put("parameter_sets", results)
-        for name, why in skipped.items():
-            entry["rows"][name] = {"status": why.split(":")[0], "reason": why}
-        sink.put("parameter_sets", results)
+        arms = _optimizer_arms((BASELINE, *rows), shapes, masked_names, plan.device)
+        first: dict[str, dict[str, Any]] = {}
+        if compiling:
+            for name in rows:
+                first[name] = _compile_warmup(arms[name], plan.compile_warmup, plan.device)
+                sink.put("first_steps", first)
+        compiled = _graphs()
+
+        def put(times: dict[str, list[float]]) -> None:
+            found: dict[str, Any] = {}
+            for name, samples in times.items():
+                ratios = [t / b for t, b in zip(samples, times[BASELINE], strict=True)]
+                row = {**_median_row(samples), "ratio": statistics.median(ratios)}
+                found[name] = {"base": _base_name(name), **row, **first.get(name, {})}
+                if compiling and name != BASELINE:
+                    found[name]["graphs_while_timed"] = _graphs() - compiled
+                    found[name]["baseline_median_s"] = statistics.median(times[BASELINE])
+            if compiling:  # the baseline's own row comes from the eager part
+                del found[BASELINE]
+            sink.put("rows", found)
+
+        _interleaved(arms, plan.optimizer_warmup, plan.optimizer_rounds, deadline, plan.device, put)
+
+    return part
+
+
+#: a parameter set's sizes, from the parts that built it
+SIZES = ("params", "masked_params", "masked_share")
+
+
+def _base_name(row: str) -> str:
+    return EAGER_BASE if row in EAGER_ROWS else BASELINE
 
 
 def _optimizer_arms(
-    phase: list[str],
-    wrappers: dict[str, tuple[type, dict[str, Any]]],
+    names: tuple[str, ...],
     shapes: list[tuple[str, torch.Size]],
     masked_names: set[str],
     device: str,
 ) -> dict[str, Callable[[], Any]]:
     """Each arm's ``step`` on its own copy of the parameter set (same values, same grads)."""
+    wrappers = {
+        "Magma(AdamW)": magma.Magma,
+        "SkipUpdate(AdamW)": magma.SkipUpdate,
+        "Magma(AdamW, fused=True)": magma.Magma,
+        "SkipUpdate(AdamW, fused=True)": magma.SkipUpdate,
+    }
     arms: dict[str, Callable[[], Any]] = {}
-    for name in phase:
+    for name in names:
         params = _tensors(shapes, device)
-        base = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1, fused=True)
+        kind = {"foreach": True} if _base_name(name) == EAGER_BASE else {"fused": True}
+        base = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1, **kind)
         if name == BASELINE:
             arms[name] = base.step
             continue
-        cls, kwargs = wrappers[name]
         masked = [p for (pname, _), p in zip(shapes, params, strict=True) if pname in masked_names]
-        arms[name] = cls(base, params=masked, seed=0, **kwargs).step
+        fused = name in FUSED_ROWS
+        arms[name] = wrappers[name](base, params=masked, seed=0, fused=fused).step
     return arms
 
 
-def _short(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
+def run_optimizer_step(plan: Plan, limit_s: float, workdir: Path) -> dict[str, Any]:
+    """Per parameter set: the baseline and eager rows in one part, each compiled row with
+    the baseline in a part of its own."""
+    started = time.monotonic()
+    parts = []
+    for model in plan.optimizer_models:
+        parts.append(Part(f"{model} eager", _optimizer_part(model, EAGER_ROWS, False)))
+        if not plan.compile_skipped:
+            parts += [
+                Part(f"{model} {row}", _optimizer_part(model, (row,), True), COMPILE_WEIGHT)
+                for row in FUSED_ROWS
+            ]
+    results = run_parts("optimizer_step", parts, plan, limit_s, workdir)
+    compile_what = f"its first {plan.compile_warmup} steps"
+    parameter_sets: dict[str, Any] = {}
+    for model in plan.optimizer_models:
+        # from the parts: this process builds no model (one might initialise CUDA)
+        mine = [result for key, result in results.items() if key.startswith(f"{model} ")]
+        sizes = next((r["sizes"] for r in mine if "sizes" in r), dict.fromkeys(SIZES))
+        rows = {
+            name: {"base": _base_name(name), **_part_row(results[f"{model} eager"], name, None)}
+            for name in (BASELINE, *EAGER_ROWS)
+        }
+        for name in FUSED_ROWS:
+            if plan.compile_skipped:
+                row = {"status": "skipped", "reason": plan.compile_skipped}
+            else:
+                row = _part_row(results[f"{model} {name}"], name, compile_what)
+            rows[name] = {"base": BASELINE, **row}
+        parameter_sets[model] = {**sizes, "rows": rows}
+    return {
+        **_parts_section(results, started, limit_s),
+        "baseline": BASELINE,
+        "eager_rows": f"fused=False on {EAGER_BASE}",
+        "compiled_rows": f"fused=True on {BASELINE}, {plan.compile_warmup} untimed compile steps",
+        "parameter_sets": parameter_sets,
+    }
 
 
 # --- training, data, loss curve: the worker's own trainer and workload -------------------
@@ -428,9 +619,14 @@ def _trial(plan: Plan, **fields: Any) -> TrialConfig:
     )
 
 
-def run_trainer(config: TrialConfig, deadline: float) -> tuple[list[float], list[float]]:
+def run_trainer(
+    config: TrialConfig,
+    deadline: float,
+    on_step: Callable[[int, float], None] | None = None,
+) -> tuple[list[float], list[float]]:
     """(seconds of each step but the first, loss of each step) of ``worker.trainer.train``,
-    stopped at the first step that ends after ``deadline``."""
+    stopped at the first step that ends after ``deadline``. ``on_step(step, stamp)`` is
+    called after each step (synchronised) with its ``time.perf_counter()`` stamp."""
     stamps: list[float] = []
     losses: list[float] = []
 
@@ -438,6 +634,8 @@ def run_trainer(config: TrialConfig, deadline: float) -> tuple[list[float], list
         sync(config.device)
         stamps.append(time.perf_counter())
         losses.append(loss)
+        if on_step is not None:
+            on_step(step, stamps[-1])
         if time.monotonic() > deadline and step < config.steps:
             raise _TimeUp
 
@@ -449,52 +647,81 @@ def run_trainer(config: TrialConfig, deadline: float) -> tuple[list[float], list
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)], losses
 
 
-def _arm_deadline(deadline: float, weight: float, remaining_weight: float) -> float:
-    return time.monotonic() + (deadline - time.monotonic()) * weight / remaining_weight
+def _compiles(fields: dict[str, Any]) -> bool:
+    return bool(fields.get("compile") or fields.get("fused_step"))
 
 
-def training(plan: Plan, deadline: float, sink: Sink) -> None:
-    flops = plan.batch_size * model_flops_per_sequence(plan.model, plan.seq_len)
-    tokens = plan.batch_size * (plan.seq_len - 1)
-    sink.put("model", plan.model)
-    sink.put("batch", f"{plan.batch_size} x {plan.seq_len}")
-    sink.put("autocast", "bf16" if plan.device == "cuda" else "none (fp32)")
-    sink.put("model_flops_per_step", flops)
-    sink.put("tokens_per_step", tokens)
-    # the worker passes no fused=: the library's default decides
-    default = inspect.signature(magma.Magma).parameters["fused"].default
-    sink.put("magma_fused", f"as the worker builds it: fused={default!r}")
-    arms = [(v, c) for c in (False, True) for v in ("dense", "magma")]
-    weights = {arm: 2.0 if arm[1] else 1.0 for arm in arms if not (arm[1] and plan.compile_skipped)}
-    rows: dict[str, Any] = {}
-    for variant, compiled in arms:
-        name = f"{variant}{' + compile' if compiled else ''}"
-        if compiled and plan.compile_skipped:
-            rows[name] = {"status": "skipped", "reason": plan.compile_skipped}
-            continue
-        if compiled:
-            torch._dynamo.reset()  # each compiled arm compiles from scratch, in its warmup
-        weight = weights.pop((variant, compiled))
-        arm_deadline = _arm_deadline(deadline, weight, weight + sum(weights.values()))
-        config = _trial(
-            plan, steps=plan.train_warmup + plan.train_steps, variant=variant, compile=compiled
-        )
-        try:
-            times, _ = run_trainer(config, arm_deadline)
-        except Exception as exc:  # e.g. a compile failure: the other arms still run
-            rows[name] = {"status": "error", "reason": _short(exc)}
-            sink.put("arms", rows)
-            continue
+def _training_part(name: str, fields: dict[str, Any]) -> Section:
+    """One training arm: its first ``train_warmup`` steps untimed (a compiling arm's
+    ``compile_s``, an eager one's ``startup_s``: from the call of ``train()``, so building
+    the workload and the first evaluation too), then the median of the steps after."""
+
+    def part(plan: Plan, deadline: float, sink: Sink) -> None:
+        flops = plan.batch_size * model_flops_per_sequence(plan.model, plan.seq_len)
+        sink.put("model_flops_per_step", flops)
+        tokens = plan.batch_size * (plan.seq_len - 1)
+        config = _trial(plan, steps=plan.train_warmup + plan.train_steps, **fields)
+        key = "compile_s" if _compiles(fields) else "startup_s"
+        started = time.perf_counter()
+        graphs: list[int] = []
+
+        def on_step(step: int, stamp: float) -> None:
+            if step == plan.train_warmup:
+                graphs.append(_graphs())
+                first = {key: stamp - started}
+                if _compiles(fields):
+                    first["graphs"] = graphs[0]
+                sink.put("first_steps", {name: first})
+
+        times, _ = run_trainer(config, deadline, on_step)
         timed = times[plan.train_warmup - 1 :]  # times[0] is step 2's
+        first = sink.data.get("first_steps", {}).get(name, {})
         if not timed:
-            rows[name] = {"status": "timeout", "reason": "no step after the warmup in its time"}
-        else:
-            row = _median_row(timed)
-            row["tokens_per_s"] = tokens / row["median_s"]
-            row["model_tflops_per_s"] = flops / row["median_s"] / 1e12
-            rows[name] = row
-        sink.put("arms", rows)
-    sink.put("arms", rows)
+            reason = "no step after the warmup in its time"
+            sink.put("rows", {name: {"status": "timeout", "reason": reason, **first}})
+            return
+        row = _median_row(timed)
+        row["tokens_per_s"] = tokens / row["median_s"]
+        row["model_tflops_per_s"] = flops / row["median_s"] / 1e12
+        row |= first
+        if _compiles(fields):
+            row["graphs_while_timed"] = _graphs() - graphs[0]
+        sink.put("rows", {name: row})
+
+    return part
+
+
+def run_training(plan: Plan, limit_s: float, workdir: Path) -> dict[str, Any]:
+    """Each arm of ``TRAINING_ARMS`` in a part of its own."""
+    started = time.monotonic()
+    parts = [
+        Part(name, _training_part(name, fields), COMPILE_WEIGHT if _compiles(fields) else 1.0)
+        for name, fields in TRAINING_ARMS.items()
+        if not (_compiles(fields) and plan.compile_skipped)
+    ]
+    results = run_parts("training", parts, plan, limit_s, workdir)
+    # from the parts: this process builds no model (one might initialise CUDA)
+    flops = next(
+        (r["model_flops_per_step"] for r in results.values() if r.get("model_flops_per_step")), None
+    )
+    compile_what = f"train() through its first {plan.train_warmup} steps"
+    arms: dict[str, Any] = {}
+    for name, fields in TRAINING_ARMS.items():
+        settings = {"compile": bool(fields.get("compile")), "fused_step": fields.get("fused_step")}
+        if name not in results:
+            arms[name] = {"status": "skipped", "reason": plan.compile_skipped, **settings}
+            continue
+        row = _part_row(results[name], name, compile_what if _compiles(fields) else None)
+        arms[name] = {**row, **settings}
+    return {
+        **_parts_section(results, started, limit_s),
+        "model": plan.model,
+        "batch": f"{plan.batch_size} x {plan.seq_len}",
+        "autocast": "bf16" if plan.device == "cuda" else "none (fp32)",
+        "model_flops_per_step": flops,
+        "tokens_per_step": plan.batch_size * (plan.seq_len - 1),
+        "arms": arms,
+    }
 
 
 def data(plan: Plan, deadline: float, sink: Sink) -> None:
@@ -519,13 +746,22 @@ def data(plan: Plan, deadline: float, sink: Sink) -> None:
     sink.put("serving", row)
 
 
+#: the loss curve's arms: Magma's eager step, so no compile can cut a curve short (the
+#: training section times the compiled step)
+CURVE_ARMS: dict[str, dict[str, Any]] = {
+    "dense": {"variant": "dense"},
+    "magma": {"variant": "magma", "fused_step": False},
+}
+
+
 def loss_curve(plan: Plan, deadline: float, sink: Sink) -> None:
     sink.put("model", plan.model)
     sink.put("steps", plan.curve_steps)
+    sink.put("magma_step", "eager (fused_step=False)")
     arms: dict[str, Any] = {}
-    for index, variant in enumerate(("dense", "magma")):
-        arm_deadline = _arm_deadline(deadline, 1.0, 2.0 - index)
-        config = _trial(plan, steps=plan.curve_steps, variant=variant)
+    for index, (variant, fields) in enumerate(CURVE_ARMS.items()):
+        arm_deadline = time.monotonic() + (deadline - time.monotonic()) / (2.0 - index)
+        config = _trial(plan, steps=plan.curve_steps, **fields)
         try:
             _, losses = run_trainer(config, arm_deadline)
         except Exception as exc:
@@ -545,11 +781,19 @@ def loss_curve(plan: Plan, deadline: float, sink: Sink) -> None:
         sink.put("arms", arms)
 
 
-SECTION_FUNCTIONS: dict[str, Section] = {
-    "data": data,
-    "optimizer_step": optimizer_step,
-    "training": training,
-    "loss_curve": loss_curve,
+def _one_process(section: Section) -> Callable[[Plan, float, Path], dict[str, Any]]:
+    def run(plan: Plan, limit_s: float, workdir: Path) -> dict[str, Any]:
+        return run_section(section.__name__, section, plan, limit_s, workdir)
+
+    return run
+
+
+#: each section's runner, in the suite's process: (plan, limit_s, workdir) -> result
+SECTION_RUNNERS: dict[str, Callable[[Plan, float, Path], dict[str, Any]]] = {
+    "data": _one_process(data),
+    "loss_curve": _one_process(loss_curve),
+    "optimizer_step": run_optimizer_step,
+    "training": run_training,
 }
 
 
@@ -571,10 +815,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--budget-s",
         type=float,
         default=None,
-        help="total seconds of the sections (GPU 430, CPU smoke 100)",
+        help=f"total seconds of the compile probe and the sections (GPU {GPU_PLAN.budget_s:.0f}, "
+        f"CPU smoke {CPU_PLAN.budget_s:.0f}, with --cpu-compile {CPU_COMPILE_BUDGET_S:.0f})",
     )
     parser.add_argument(
-        "--cpu-compile", action="store_true", help="run the torch.compile arms on CPU too"
+        "--cpu-compile", action="store_true", help="run the compiling arms on CPU too"
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="token cache (default: MAGMA_CACHE_DIR's)"
@@ -591,16 +836,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_plan(args: argparse.Namespace, cuda: bool) -> Plan:
     plan = CPU_PLAN if args.cpu_smoke or not cuda else GPU_PLAN
     changes: dict[str, Any] = {"cache_dir": str(args.cache_dir) if args.cache_dir else None}
-    if args.budget_s is not None:
-        changes["budget_s"] = args.budget_s
     if args.cpu_compile:
         changes["compile_skipped"] = None
+        if plan is CPU_PLAN:
+            changes["budget_s"] = CPU_COMPILE_BUDGET_S
+    if args.budget_s is not None:
+        changes["budget_s"] = args.budget_s
     return replace(plan, **changes)
 
 
-def run_suite(plan: Plan, device: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def probe_compile(plan: Plan, workdir: Path) -> tuple[Plan, dict[str, Any]]:
+    """The compile probe (where the plan compiles), and the plan it leaves: on a failed
+    probe the compiling arms are skipped with its reason, rather than failing one by one."""
+    if plan.compile_skipped:
+        return plan, {"status": "skipped", "reason": plan.compile_skipped}
+    limit = min(COMPILE_PROBE_LIMIT_S, plan.budget_s / 2)
+    result = run_section("compile_probe", _compile_probe, plan, limit, workdir)
+    probe = {k: result[k] for k in ("status", "wall_s", "seconds", "reason") if k in result}
+    probe["device"] = plan.device
+    if result["status"] == "ok":
+        return plan, probe
+    if result["status"] == "timeout":
+        probe["reason"] = f"torch.compile of a tiny function took over {limit:.0f} s"
+    why = f"the compile probe failed ({probe['status']}: {probe.get('reason')})"
+    return replace(plan, compile_skipped=why), probe
+
+
+def run_suite(
+    plan: Plan, device: dict[str, Any], args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
     started = time.monotonic()
     peak, source = resolve_peak(plan.device, device["name"], args.peak_tflops)
+    plan, compile_probe = probe_compile(plan, workdir)
+    budget = plan.budget_s - (time.monotonic() - started)  # the compile probe's is spent
     report: dict[str, Any] = {
         "suite": "benchmarks/gpu_suite.py",
         "mode": plan.mode,
@@ -610,18 +878,18 @@ def run_suite(plan: Plan, device: dict[str, Any], args: argparse.Namespace) -> d
         "peak_bf16_tflops": peak,
         "peak_source": source,
         "flops_formula": FLOPS_FORMULA,
+        "compile_probe": compile_probe,
         "plan": {k: v for k, v in asdict(plan).items() if k != "shares"},
         "sections": {},
     }
-    shares = {name: plan.shares[name] for name in args.only}
+    names = [name for name in SECTIONS if name in args.only]
     spare = 0.0
-    with tempfile.TemporaryDirectory(prefix="gpu_suite-") as workdir:
-        for name in args.only:
-            limit = plan.budget_s * shares[name] / sum(plan.shares.values()) + spare
-            print(f"# {name}: up to {limit:.0f} s", file=sys.stderr, flush=True)
-            result = run_section(name, SECTION_FUNCTIONS[name], plan, limit, Path(workdir))
-            spare = max(0.0, limit - result["wall_s"])
-            report["sections"][name] = result
+    for name in names:
+        limit = budget * plan.shares[name] / sum(plan.shares[n] for n in names) + spare
+        print(f"# {name}: up to {limit:.0f} s", file=sys.stderr, flush=True)
+        result = SECTION_RUNNERS[name](plan, limit, workdir)
+        spare = max(0.0, limit - result["wall_s"])
+        report["sections"][name] = result
     _derive(report, peak)
     report["wall_s"] = round(time.monotonic() - started, 1)
     return report
@@ -655,12 +923,33 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _first_steps(row: dict[str, Any]) -> str:
+    """The compile column: a compiling row's compile_s, an eager training arm's startup_s
+    in parentheses (the same span without a compile), else "-"."""
+    if "compile_s" in row:
+        return f"{row['compile_s']:.1f}"
+    if "startup_s" in row:
+        return f"({row['startup_s']:.1f})"
+    return "-"
+
+
+def _recompiled(row: dict[str, Any]) -> str:
+    graphs = row.get("graphs_while_timed")
+    return f"  {graphs} graph(s) compiled while timed" if graphs else ""
+
+
 def format_report(report: dict[str, Any]) -> list[str]:
     sections = report["sections"]
+    probe = report["compile_probe"]
+    if probe["status"] == "ok":
+        probe_line = f"ok, {probe['seconds']:.1f} s on {probe['device']}"
+    else:
+        probe_line = f"{probe['status']}: {probe.get('reason')}"
     lines = [
         f"# gpu_suite ({report['mode']}) on {report['device']}, torch {report['torch']}, "
         f"peak bf16 {_fmt(report['peak_bf16_tflops'], '.0f')} TFLOP/s "
-        f"({report['peak_source'] or 'none'}), {report['wall_s']} s"
+        f"({report['peak_source'] or 'none'}), {report['wall_s']} s",
+        f"compile probe (torch.compile of a tiny function): {probe_line}",
     ]
     for name, section in sections.items():
         lines.append(f"\n## {name}: {section['status']} in {section['wall_s']} s")
@@ -668,18 +957,25 @@ def format_report(report: dict[str, Any]) -> list[str]:
             lines.append(section["error"].strip().splitlines()[-1])
     opt = sections.get("optimizer_step", {})
     for model, entry in opt.get("parameter_sets", {}).items():
+        size = "size n/a (no part built it)"
+        if entry["params"] is not None:
+            size = f"{entry['params'] / 1e6:.1f}M params, {entry['masked_share']:.1%} masked"
         lines.append(
-            f"\noptimizer step, {model} parameter set: {entry['params'] / 1e6:.1f}M params, "
-            f"{entry['masked_share']:.1%} masked; ratio vs {BASELINE} in the same round"
+            f"\noptimizer step, {model} parameter set: {size}; "
+            f"ratio vs {BASELINE} in the same round"
         )
-        lines.append(f"{'optimizer':32} {'median ms':>10} {'ratio':>7} {'rounds':>7}")
+        lines.append(
+            f"{'optimizer':30} {'base':20} {'compile s':>9} {'median ms':>10} {'ratio':>7} "
+            f"{'rounds':>7}"
+        )
         for row_name, row in entry["rows"].items():
+            head = f"{row_name:30} {row['base']:20} {_first_steps(row):>9}"
             if row["status"] != "ok":
-                lines.append(f"{row_name:32} {row['reason']}")
+                lines.append(f"{head} {row['status']}: {row['reason']}")
                 continue
             lines.append(
-                f"{row_name:32} {row['median_s'] * 1e3:10.2f} {row['ratio']:7.3f} "
-                f"{row['timed_steps']:7d}"
+                f"{head} {row['median_s'] * 1e3:10.2f} {row['ratio']:7.3f} "
+                f"{row['timed_steps']:7d}{_recompiled(row)}"
             )
     trained = sections.get("training", {})
     if trained.get("arms"):
@@ -687,14 +983,19 @@ def format_report(report: dict[str, Any]) -> list[str]:
             f"\ntraining {trained['model']}, batch {trained['batch']}, "
             f"autocast {trained['autocast']} (worker.trainer.train)"
         )
-        lines.append(f"{'arm':18} {'step ms':>9} {'tokens/s':>11} {'TFLOP/s':>8} {'MFU':>6}")
+        lines.append(
+            f"{'arm':22} {'compile s':>9} {'step ms':>9} {'tokens/s':>11} {'TFLOP/s':>8} "
+            f"{'MFU':>6} {'steps':>6}"
+        )
         for arm, row in trained["arms"].items():
+            head = f"{arm:22} {_first_steps(row):>9}"
             if row["status"] != "ok":
-                lines.append(f"{arm:18} {row['status']}: {row['reason']}")
+                lines.append(f"{head} {row['status']}: {row['reason']}")
                 continue
             lines.append(
-                f"{arm:18} {row['median_s'] * 1e3:9.1f} {row['tokens_per_s']:11.0f} "
-                f"{row['model_tflops_per_s']:8.2f} {_fmt(row.get('mfu'), '.1%'):>6}"
+                f"{head} {row['median_s'] * 1e3:9.1f} {row['tokens_per_s']:11.0f} "
+                f"{row['model_tflops_per_s']:8.2f} {_fmt(row.get('mfu'), '.1%'):>6} "
+                f"{row['timed_steps']:6d}{_recompiled(row)}"
             )
     serving = sections.get("data", {}).get("serving")
     if serving:
@@ -721,12 +1022,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # CUDA is initialised only in the forked sections: a parent that had initialised it
     # could not fork them.
-    with tempfile.TemporaryDirectory(prefix="gpu_suite-") as workdir:
-        probe = run_section("probe", _probe, CPU_PLAN, 120.0, Path(workdir))
-    if probe["status"] != "ok":
-        raise SystemExit(f"device probe failed: {probe}")
-    plan = make_plan(args, probe["cuda"])
-    report = run_suite(plan, probe, args)
+    with tempfile.TemporaryDirectory(prefix="gpu_suite-") as tmp:
+        workdir = Path(tmp)
+        probe = run_section("probe", _probe, CPU_PLAN, PROBE_LIMIT_S, workdir)
+        if probe["status"] != "ok":
+            raise SystemExit(f"device probe failed: {probe}")
+        plan = make_plan(args, probe["cuda"])
+        report = run_suite(plan, probe, args, workdir)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
     print("\n".join(format_report(report)))
@@ -738,9 +1040,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def incomplete(report: dict[str, Any]) -> list[str]:
-    """Sections and rows that did not finish (timeout, error, truncated); skipped and
-    unavailable rows are reported as such, not counted."""
+    """A failed compile probe, and the sections and rows that did not finish (timeout,
+    error, truncated); skipped rows are reported as such, not counted."""
     found = []
+    if report["compile_probe"]["status"] not in ("ok", "skipped"):
+        found.append(f"compile probe {report['compile_probe']['status']}")
     for name, section in report["sections"].items():
         if section["status"] != "ok":
             found.append(f"{name} {section['status']}")
