@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -252,6 +253,9 @@ def _child(section: Section, plan: Plan, deadline: float, sink: Sink) -> None:
             config.fail_on_recompile_limit_hit = True
         else:  # torch before 2.6 named it for the cache
             config.fail_on_cache_limit_hit = True
+        # magma's compiled step runs a call it cannot compile eagerly, with a warning: here
+        # that is an error too, so no eagerly run row is timed as compiled
+        warnings.simplefilter("error", magma.fused.FusedFallbackWarning)
         section(plan, deadline, sink)
     except BaseException as exc:
         sink.put("reason", _short(exc))

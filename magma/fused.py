@@ -1,16 +1,21 @@
 """Compiled ("fused") masked step for the Adam family: ``fused=`` on Magma/SkipUpdate.
 
 The eager path (``magma.rules``) is a chain of foreach kernels, each a full pass over
-memory. Here the same math is two ``torch.compile``'d kernels: ``moments``, one dense graph
-per bucket (the moments and Magma's score in one pass), and ``update``, one launch per
-surviving block. Which bases and settings qualify (``FUSED_BASES``), and how it is tested,
-is in the README ("Fused step").
+memory. Here one masked tensor's whole step is one compiled call, ``tensor_step``: the
+dense moment update and Magma's score in one pass, then (for a survivor) the parameter
+update in a second. Which bases and settings qualify (``FUSED_BASES``), and how it is
+tested, is in the README ("Fused step").
+
+The graph is compiled with dynamic shapes from plain tensors (a parameter is passed
+detached: dynamo pins a ``Parameter``'s shape), so a process compiles one graph per tensor
+rank and setting (base kind, flags, survivor or not), whatever the model's shapes. Where
+the compiler backend fails (no C compiler or Triton) or dynamo's recompile limit is hit,
+that call runs the same function eagerly and the optimizer warns once
+(``FusedFallbackWarning``) and counts it in its telemetry: never a silent slow path.
 
 Masks are known on the host, so a masked-out block's parameter is not read or written at
-all (its gradient, moments and score still are: Algorithm 1 keeps them dense). A single
-where-masked kernel per bucket would launch once but rewrite every masked-out parameter,
-so it is not used. Hyperparameters are Python floats (a changing lr becomes a graph input
-after one recompile); structural flags are constants of the graph.
+all (its gradient, moments and score still are: Algorithm 1 keeps them dense).
+Hyperparameters are Python floats, which dynamo traces as symbols (not constants).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -37,6 +41,13 @@ _TINY = torch.finfo(torch.float32).tiny
 #: the rules of the bases whose masked step the kernels compile (``FUSED_BASES``, named in
 #: ``magma.bases``): what ``magma.rules.rule_for`` gives for those exact types
 _FUSED_RULES = (AdamRule, CautiousAdamWRule, LaPropRule)
+#: the update each fused rule applies, the ``kind`` of ``tensor_step``
+KINDS = ("adam", "cautious", "laprop")
+
+
+class FusedFallbackWarning(RuntimeWarning):
+    """The compiled masked step could not compile a call and ran it eagerly: the same
+    math, several times slower."""
 
 
 def _seen(
@@ -47,15 +58,26 @@ def _seen(
     return g + weight_decay * param if coupled_decay else g
 
 
+def _alignment(mu: Tensor, g: Tensor, tau: float, *, replicated: bool) -> Tensor:
+    """sigmoid(cos(mu, g) / tau) in float32: one value, or one per replica (dim 0)."""
+    mu, g = mu.float(), g.float()
+    if replicated:
+        mu, g = mu.reshape(mu.shape[0], -1), g.reshape(g.shape[0], -1)
+        norms = mu.square().sum(1).sqrt() * g.square().sum(1).sqrt()
+        return torch.sigmoid((mu * g).sum(1) / norms.clamp_min(_TINY) / tau)
+    norms = mu.square().sum().sqrt() * g.square().sum().sqrt()
+    return torch.sigmoid((mu * g).sum() / norms.clamp_min(_TINY) / tau)
+
+
 def _moments(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    own_moments: list[Tensor],
-    bias_corrections2_sqrt: list[float],
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    max_exp_avg_sq: Tensor | None,
+    own_moment: Tensor | None,
     previous: Tensor | None,
+    bc2_sqrt: float | Tensor,
     beta1: float,
     beta2: float,
     eps: float,
@@ -64,152 +86,179 @@ def _moments(
     tau: float,
     ema: float,
     *,
+    kind: str,
     maximize: bool,
     coupled_decay: bool,
-    amsgrad: bool,
-    normalised: bool,
     replicated: bool,
 ) -> Tensor | None:
-    """Dense moment update of a bucket; the new float32 scores when ``previous`` is given.
-
-    ``normalised`` (LaProp): ``exp_avg`` averages g / (sqrt(v / bc2) + eps), written as
-    its rule does, with ``bias_corrections2_sqrt`` the host's sqrt(bc2) per tensor.
-    ``own_moments``: the wrapper's EMAs of g (factor ``own_beta``) to score with, or empty
-    when ``exp_avg`` is mu. ``replicated``: one score per replica (dim 0), each over its
-    slice; ``previous`` then has a column per replica.
-    """
-    new_scores = []
-    for i, (param, grad, exp_avg, exp_avg_sq) in enumerate(
-        zip(params, grads, exp_avgs, exp_avg_sqs, strict=True)
-    ):
-        g = _seen(param, grad, weight_decay, maximize=maximize, coupled_decay=coupled_decay)
-        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        if normalised:
-            bc2_sqrt = bias_corrections2_sqrt[i]
-            exp_avg.lerp_(g / ((exp_avg_sq.sqrt() + eps * bc2_sqrt) / bc2_sqrt), 1 - beta1)
-        else:
-            exp_avg.lerp_(g, 1 - beta1)
-        if amsgrad:
-            max_exp_avg_sqs[i].copy_(torch.maximum(max_exp_avg_sqs[i], exp_avg_sq))
-        if previous is not None:
-            mu = own_moments[i].lerp_(g, 1 - own_beta) if own_moments else exp_avg
-            mu, gf = mu.float(), g.float()
-            if replicated:  # one row per replica, each reduced on its own
-                mu, gf = mu.reshape(mu.shape[0], -1), gf.reshape(gf.shape[0], -1)
-                norms = mu.square().sum(1).sqrt() * gf.square().sum(1).sqrt()
-                fresh = torch.sigmoid((mu * gf).sum(1) / norms.clamp_min(_TINY) / tau)
-            else:
-                norms = mu.square().sum().sqrt() * gf.square().sum().sqrt()
-                fresh = torch.sigmoid((mu * gf).sum() / norms.clamp_min(_TINY) / tau)
-            new_scores.append(fresh)
+    """The dense part: the base's moments from g (as the base sees it), and s_t from
+    ``own_moment`` (the wrapper's EMA of g, factor ``own_beta``) or else ``exp_avg``."""
+    g = _seen(param, grad, weight_decay, maximize=maximize, coupled_decay=coupled_decay)
+    exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    if kind == "laprop":
+        exp_avg.lerp_(g / ((exp_avg_sq.sqrt() + eps * bc2_sqrt) / bc2_sqrt), 1 - beta1)
+    else:
+        exp_avg.lerp_(g, 1 - beta1)
+    if max_exp_avg_sq is not None:
+        max_exp_avg_sq.copy_(torch.maximum(max_exp_avg_sq, exp_avg_sq))
     if previous is None:
         return None
-    fresh = torch.stack(new_scores)
+    mu = own_moment.lerp_(g, 1 - own_beta) if own_moment is not None else exp_avg
+    fresh = _alignment(mu, g, tau, replicated=replicated)
     return torch.where(previous.isnan(), fresh, previous * ema + fresh * (1 - ema))
 
 
-def _adam_direction(
-    exp_avg: Tensor,
-    second: Tensor,
-    step: float | Tensor,
-    beta1: float,
-    beta2: float,
-    lr: float,
-    eps: float,
-    scale: float | Tensor,
-) -> Tensor:
-    """scale * lr * m_hat / (sqrt(v_hat) + eps) in float32.
-
-    ``step`` is a host number, or the base's on-device counter (capturable or fused
-    bases), whose bias corrections are then computed here rather than by extra launches.
-    """
-    bias_correction1 = 1 - beta1**step
-    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-    denom = second.float().sqrt() / bias_correction2_sqrt + eps
-    return (scale * lr / bias_correction1) * exp_avg.float() / denom
-
-
-def _update(
+def survivor_update(
     param: Tensor,
-    exp_avg: Tensor,
-    second: Tensor,
-    step: float | Tensor,
-    beta1: float,
-    beta2: float,
-    lr: float,
-    eps: float,
-    decay: float,
-    scale: float | Tensor,
-) -> None:
-    """Adam/AdamW: theta <- theta - scale * Delta for one surviving block (``decay`` =
-    lr * wd when decoupled, else 0)."""
-    update = _adam_direction(exp_avg, second, step, beta1, beta2, lr, eps, scale)
-    param.copy_(param.float() * (1 - scale * decay) - update)
-
-
-def _cautious_update(
-    param: Tensor,
-    exp_avg: Tensor,
-    second: Tensor,
     grad: Tensor,
-    step: float | Tensor,
-    beta1: float,
-    beta2: float,
-    lr: float,
+    exp_avg: Tensor,
+    second: Tensor,
+    kept: Tensor | None,
+    step_size: float | Tensor,
+    bc2_sqrt: float | Tensor,
+    scale: float | Tensor,
     eps: float,
     weight_decay: float,
     decay: float,
-    scale: float | Tensor,
     *,
+    kind: str,
     maximize: bool,
     coupled_decay: bool,
-    replicated: bool = False,
+    replicated: bool,
 ) -> None:
-    """C-AdamW: Adam's update kept where it agrees in sign with g (as the moments saw it),
-    rescaled by 1 / max(fraction kept, CAUTION_FLOOR) (of each replica's slice when
-    ``replicated``); ``decay`` = lr * wd."""
-    update = _adam_direction(exp_avg, second, step, beta1, beta2, lr, eps, scale)
-    g = _seen(param, grad, weight_decay, maximize=maximize, coupled_decay=coupled_decay)
-    agree = (exp_avg * g > 0).float()
-    kept = slice_mean(agree) if replicated else agree.mean()
-    update = update * (agree / kept.clamp_min(CAUTION_FLOOR))
-    param.copy_(param.float() * (1 - scale * decay) - update)
+    """theta <- theta * (1 - c * decay) - c * Delta from the updated moments (``second``:
+    v, or its running max under amsgrad); ``kept`` (replicas) multiplies c per replica,
+    0 for a dropped one. C-AdamW keeps Delta where it agrees in sign with g (as the
+    moments saw it), rescaled by 1 / max(share kept, CAUTION_FLOOR) per replica's slice."""
+    c = scale if kept is None else broadcastable(kept * scale, param.dim())
+    if kind == "laprop":
+        update = (c * step_size) * exp_avg.float()
+    else:
+        update = (c * step_size) * exp_avg.float() / (second.float().sqrt() / bc2_sqrt + eps)
+    if kind == "cautious":
+        g = _seen(param, grad, weight_decay, maximize=maximize, coupled_decay=coupled_decay)
+        agree = (exp_avg * g > 0).float()
+        share = slice_mean(agree) if replicated else agree.mean()
+        update = update * (agree / share.clamp_min(CAUTION_FLOOR))
+    param.copy_(param.float() * (1 - c * decay) - update)
 
 
-def _laprop_update(
+def tensor_step(
     param: Tensor,
+    grad: Tensor,
     exp_avg: Tensor,
-    step: float,
+    exp_avg_sq: Tensor,
+    max_exp_avg_sq: Tensor | None,
+    own_moment: Tensor | None,
+    previous: Tensor | None,
+    step_size: float | Tensor,
+    bc2_sqrt: float | Tensor,
+    scale: float | None,
     beta1: float,
-    lr: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
     decay: float,
-    scale: float | Tensor,
-) -> None:
-    """LaProp: Delta = lr * m / bc1 (``exp_avg`` is already normalised); ``decay`` = lr * wd."""
-    update = (scale * lr / (1 - beta1**step)) * exp_avg.float()
-    param.copy_(param.float() * (1 - scale * decay) - update)
+    own_beta: float,
+    tau: float,
+    ema: float,
+    *,
+    kind: str,
+    maximize: bool,
+    coupled_decay: bool,
+    apply: bool,
+    replicated: bool,
+) -> Tensor | None:
+    """One masked tensor's step of Algorithm 1 for an Adam-family base; the new float32
+    score s_t when ``previous`` (s_{t-1}, NaN where there is none yet) is given.
 
-
-class _Kernels(NamedTuple):
-    moments: Callable[..., Tensor | None]
-    update: Callable[..., None]
-    cautious_update: Callable[..., None]
-    laprop_update: Callable[..., None]
+    The moments and score, then with ``apply`` (a survivor) the update with c = ``scale``
+    or, when None, s_t (Magma's damping). ``decay`` = lr * wd where the base decouples it;
+    ``step_size`` = lr / bc1 and ``bc2_sqrt`` = sqrt(bc2) come from ``bias_corrections``
+    (not computed here: a scalar power in the graph is evaluated per vector of elements).
+    ``kind``: one of ``KINDS``; LaProp's ``exp_avg`` averages g / (sqrt(v / bc2) + eps).
+    ``replicated``: scores per replica (dim 0); the update is then a second call,
+    ``survivor_update`` (inductor's CPU code generator fails on a moment written and
+    reduced per replica in one graph), so ``apply`` must be False.
+    """
+    score = _moments(
+        param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, own_moment, previous, bc2_sqrt,
+        beta1, beta2, eps, weight_decay, own_beta, tau, ema,
+        kind=kind, maximize=maximize, coupled_decay=coupled_decay, replicated=replicated,
+    )  # fmt: skip
+    if apply:
+        survivor_update(
+            param, grad, exp_avg, exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq,
+            None, step_size, bc2_sqrt, score if scale is None else scale,
+            eps, weight_decay, decay,
+            kind=kind, maximize=maximize, coupled_decay=coupled_decay, replicated=False,
+        )  # fmt: skip
+    return score
 
 
 @functools.cache
-def _kernels() -> _Kernels:
+def _compiled(kernel: Callable[..., Tensor | None]) -> Callable[..., Tensor | None]:
     """Compiled on first use, so importing magma does not load the compiler stack.
-
-    The updates are separate functions because dynamo's recompile limit (8 graphs by
-    default) counts per function: tensor ranks x scale kinds can fill it for one base.
-    """
-    return _Kernels(
-        torch.compile(_moments),
-        torch.compile(_update, dynamic=True),
-        torch.compile(_cautious_update, dynamic=True),
-        torch.compile(_laprop_update, dynamic=True),
+    ``fullgraph``: a recompile-limit hit raises (``FailOnRecompileLimitHit``) instead of
+    silently running the frame eagerly. ``cpp.dynamic_threads``: on CPU every shape runs
+    multi-threaded, however small the tensor the graph was first compiled for."""
+    return torch.compile(
+        kernel, dynamic=True, fullgraph=True, options={"cpp.dynamic_threads": True}
     )
+
+
+#: why the compiler backend cannot compile in this process, once it has failed
+_backend_failure: list[str] = []
+
+
+def run_compiled(
+    kernel: Callable[..., Tensor | None], *args: object, **kwargs: object
+) -> tuple[Tensor | None, str | None]:
+    """``kernel`` (one of this module's) compiled; eager where it cannot be. Returns its
+    result and, for an eager call, why (a failed backend stays failed for the process; a
+    recompile-limit hit is per graph, so other tensors' calls stay compiled)."""
+    from torch._dynamo.exc import BackendCompilerFailed, FailOnRecompileLimitHit
+
+    if not _backend_failure:
+        try:
+            return _compiled(kernel)(*args, **kwargs), None
+        except BackendCompilerFailed as exc:
+            first_line = (str(exc).strip() or repr(exc)).splitlines()[0]
+            _backend_failure.append(f"the compiler backend failed ({first_line[:300]})")
+        except FailOnRecompileLimitHit:
+            limit = torch._dynamo.config.recompile_limit
+            return kernel(*args, **kwargs), f"dynamo's recompile_limit ({limit}) was hit"
+    return kernel(*args, **kwargs), _backend_failure[0]
+
+
+def bias_corrections(
+    group: ParamGroup, steps: list[Tensor]
+) -> tuple[list[float] | list[Tensor], list[float] | list[Tensor]]:
+    """Increment the step counters; lr / bc1 and sqrt(bc2) per tensor: host numbers from
+    host counters, else (capturable or fused bases keep them on the device)
+    ``counted_on_device``."""
+    beta1, beta2 = group["betas"]
+    lr = group["lr"]
+    torch._foreach_add_(steps, 1)
+    if all(t.device.type == "cpu" for t in steps):
+        counts = [float(step_value(t)) for t in steps]
+        return [lr / (1 - beta1**t) for t in counts], [math.sqrt(1 - beta2**t) for t in counts]
+    return counted_on_device(steps, beta1, beta2, lr)
+
+
+def counted_on_device(
+    steps: list[Tensor], beta1: float, beta2: float, lr: float
+) -> tuple[list[Tensor], list[Tensor]]:
+    """lr / bc1 and sqrt(bc2) from on-device counters, in a few foreach launches for the
+    whole bucket (as torch's capturable Adam computes them), with no host sync."""
+    bc1 = torch._foreach_pow(beta1, steps)  # beta1^t - 1, then lr / (1 - beta1^t)
+    bc2 = torch._foreach_pow(beta2, steps)
+    torch._foreach_sub_(bc1, 1)
+    torch._foreach_sub_(bc2, 1)
+    torch._foreach_neg_(bc2)
+    torch._foreach_reciprocal_(bc1)
+    torch._foreach_mul_(bc1, -lr)
+    return bc1, torch._foreach_sqrt(bc2)
 
 
 def supports(optimizer: Optimizer, group: ParamGroup) -> bool:
@@ -223,7 +272,7 @@ def masked_step(
     params: list[Tensor],
     states: list[dict[str, Tensor]],
     keep: list[bool] | list[tuple[bool, ...]],
-    previous: Tensor | None,
+    previous: list[Tensor] | None,
     own_moments: list[Tensor],
     own_beta: float,
     scale: float | None,
@@ -231,87 +280,61 @@ def masked_step(
     ema: float,
     *,
     replicated: bool = False,
-) -> Tensor | None:
+) -> tuple[list[Tensor] | None, list[str | None]]:
     """One masked step of a bucket whose states exist, for a base ``supports`` accepts
     (``rule``: its rule).
 
-    ``keep``: the host mask per tensor. ``previous``: s_{t-1} of each tensor as one float32
-    vector (NaN where there is none yet) when scores are needed, else None.
-    ``own_moments``: the wrapper's first moments (EMA factor ``own_beta``) to score with,
-    for a rule without ``first_moment_key``, else empty. ``scale``: the survivors' constant
-    scale, or None for Magma's damping (each survivor's new s_t). Returns the new scores
-    (the vector) or None.
+    ``keep``: the host mask per tensor. ``previous``: s_{t-1} per tensor (float32, NaN
+    where there is none yet) when scores are needed, else None. ``own_moments``: the
+    wrapper's first moments (EMA factor ``own_beta``) to score with, for a rule without
+    ``first_moment_key``, else empty. ``scale``: the survivors' constant scale, or None
+    for Magma's damping (each survivor's new s_t). Returns the new scores (or None) and,
+    per tensor, why its call ran eagerly (None where it ran compiled).
 
     ``replicated``: dim 0 of each tensor indexes replicas; ``keep`` holds a bool per
-    replica, scores are per replica (``previous`` and the result a (tensors, S) matrix),
-    and a tensor with any replica kept is written whole, the others' slices scaled by 0.
+    replica, scores are per replica, and a tensor with any replica kept is written whole,
+    the others' slices scaled by 0.
     """
-    normalised = isinstance(rule, LaPropRule)
-    cautious = isinstance(rule, CautiousAdamWRule)
+    kind = KINDS[_FUSED_RULES.index(type(rule))]
     beta1, beta2 = group["betas"]
     lr, eps, maximize = group["lr"], group["eps"], bool(group["maximize"])
-    amsgrad = not normalised and bool(group["amsgrad"])
+    amsgrad = kind != "laprop" and bool(group["amsgrad"])
     weight_decay = float(group["weight_decay"])
     # LaProp's decay is always decoupled; C-AdamW adds lr * wd * theta to Delta whatever
     # the group's flag (its rule's direction); Adam only when decoupled (AdamW).
-    coupled_decay = not normalised and weight_decay != 0 and not _decoupled(group)
-    decay = lr * weight_decay if normalised or cautious or _decoupled(group) else 0.0
-    exp_avgs = [s["exp_avg"] for s in states]
-    torch._foreach_add_([s["step"] for s in states], 1)
-    steps = [step_value(s["step"]) for s in states]
-    kernels = _kernels()
-    new_scores = kernels.moments(
-        params,
-        [q.grad for q in params],
-        exp_avgs,
-        [s["exp_avg_sq"] for s in states],
-        [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
-        own_moments,
-        [math.sqrt(1 - beta2**t) for t in steps] if normalised else [],
-        previous,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-        own_beta,
-        tau,
-        ema,
-        maximize=maximize,
-        coupled_decay=coupled_decay,
-        amsgrad=amsgrad,
-        normalised=normalised,
-        replicated=replicated,
-    )
-    if not any(map(any, keep) if replicated else keep):
-        return new_scores
-    seconds = [] if normalised else AdamRule()._second_moments(group, states)
-    for i, q in enumerate(params):
-        if not (any(keep[i]) if replicated else keep[i]):
-            continue
-        s = new_scores[i] if scale is None else scale
-        if replicated:  # the survivors' scale per replica, 0 for the masked-out slices
-            kept = torch.tensor(keep[i], dtype=torch.float32).to(q.device)
-            s = broadcastable(kept * s, q.dim())
-        if normalised:
-            kernels.laprop_update(q, exp_avgs[i], steps[i], beta1, lr, decay, s)
-        elif cautious:
-            kernels.cautious_update(
-                q,
-                exp_avgs[i],
-                seconds[i],
-                q.grad,
-                steps[i],
-                beta1,
-                beta2,
-                lr,
-                eps,
-                weight_decay,
-                decay,
-                s,
-                maximize=maximize,
-                coupled_decay=coupled_decay,
-                replicated=replicated,
-            )
-        else:
-            kernels.update(q, exp_avgs[i], seconds[i], steps[i], beta1, beta2, lr, eps, decay, s)
-    return new_scores
+    coupled_decay = kind != "laprop" and weight_decay != 0 and not _decoupled(group)
+    decay = lr * weight_decay if kind != "adam" or _decoupled(group) else 0.0
+    step_sizes, bc2_sqrts = bias_corrections(group, [s["step"] for s in states])
+    scores: list[Tensor] = []
+    fallbacks: list[str | None] = []
+    # no "duck" sizes: a graph first compiled for a square matrix serves every matrix
+    with torch.fx.experimental._config.patch(use_duck_shape=False):
+        for i, (q, state) in enumerate(zip(params, states, strict=True)):
+            param, step_size, bc2_sqrt = q.detach(), step_sizes[i], bc2_sqrts[i]
+            second = state["max_exp_avg_sq"] if amsgrad else None
+            apply = any(keep[i]) if replicated else bool(keep[i])
+            score, fallback = run_compiled(
+                tensor_step,
+                param, q.grad, state["exp_avg"], state["exp_avg_sq"], second,
+                own_moments[i] if own_moments else None,
+                previous[i] if previous is not None else None,
+                step_size, bc2_sqrt, scale, beta1, beta2, eps, weight_decay, decay,
+                own_beta, tau, ema,
+                kind=kind, maximize=maximize, coupled_decay=coupled_decay,
+                apply=apply and not replicated, replicated=replicated,
+            )  # fmt: skip
+            if replicated and apply:
+                kept = torch.tensor(keep[i], dtype=torch.float32).to(q.device)
+                _, update_fallback = run_compiled(
+                    survivor_update,
+                    param, q.grad, state["exp_avg"],
+                    state["exp_avg_sq"] if second is None else second, kept,
+                    step_size, bc2_sqrt, score if scale is None else scale,
+                    eps, weight_decay, decay,
+                    kind=kind, maximize=maximize, coupled_decay=coupled_decay, replicated=True,
+                )  # fmt: skip
+                fallback = fallback or update_fallback
+            fallbacks.append(fallback)
+            if score is not None:
+                scores.append(score)
+    return (scores if previous is not None else None), fallbacks

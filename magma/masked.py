@@ -24,6 +24,7 @@ rule's ``direction`` times a per-replica multiplier (0 for a dropped replica).
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
@@ -138,6 +139,10 @@ class MaskedOptimizer(Optimizer):
         self._cpu_generators = [torch.Generator().manual_seed(s) for s in seeds]
         self._device_generators: dict[str, list[torch.Generator]] = {}
         self._survival: dict[str, list[Any]] = {}
+        self._no_scores: dict[str, Tensor] = {}
+        #: per component, [eager fallbacks, fused calls] since the last telemetry read
+        self._fallbacks: dict[str, list[int]] = {}
+        self._fallback_reasons: list[str] = []
         self.fused = fused
         for group in optimizer.param_groups:
             self._check_group(group)
@@ -261,13 +266,12 @@ class MaskedOptimizer(Optimizer):
         previous = None
         own_moments: list[Tensor] = []
         if self._needs_scores:
-            shape = () if self.replicas is None else (self.replicas,)
-            none_yet = torch.full(shape, float("nan"), device=params[0].device)
-            previous = torch.stack([self._scores.get(q, none_yet) for q in params])
+            none_yet = self._no_score(params[0].device)
+            previous = [self._scores.get(q, none_yet) for q in params]
             if rule.first_moment_key is None:
                 own_moments = [self._own_moment(q) for q in params]
         scale = None if self.damping else self._undamped_scale
-        scores = F.masked_step(
+        scores, fallbacks = F.masked_step(
             rule,
             group,
             params,
@@ -282,7 +286,39 @@ class MaskedOptimizer(Optimizer):
             replicated=self.replicas is not None,
         )
         if scores is not None:
-            self._scores.update(zip(params, scores.unbind(0), strict=True))
+            self._scores.update(zip(params, scores, strict=True))
+        for q, fallback in zip(params, fallbacks, strict=True):
+            self._count_fallback(q, fallback)
+
+    def _no_score(self, device: torch.device) -> Tensor:
+        """s_{t-1} of a block that has none yet (NaN): one per device, reused."""
+        key = str(device)
+        if key not in self._no_scores:
+            shape = () if self.replicas is None else (self.replicas,)
+            self._no_scores[key] = torch.full(shape, float("nan"), device=device)
+        return self._no_scores[key]
+
+    def _count_fallback(self, param: Tensor, reason: str | None) -> None:
+        """Tally a fused call per component, and warn once per reason when it ran eagerly."""
+        tally = self._fallbacks.setdefault(self._labels[param], [0, 0])
+        tally[1] += 1
+        if reason is None:
+            return
+        tally[0] += 1
+        if reason not in self._fallback_reasons:
+            self._fallback_reasons.append(reason)
+            warnings.warn(
+                f"{type(self).__name__}(fused=...): the compiled masked step ran eagerly "
+                f"(the same math, slower) because {reason}",
+                F.FusedFallbackWarning,
+                stacklevel=4,
+            )
+
+    @property
+    def fused_fallbacks(self) -> list[str]:
+        """Why compiled masked steps ran eagerly so far (each reason once); empty when
+        every one ran compiled."""
+        return list(self._fallback_reasons)
 
     # --- the step -----------------------------------------------------------------
 
@@ -345,7 +381,8 @@ class MaskedOptimizer(Optimizer):
             return {}
         ordered = [q for group in self.param_groups for q in group["params"] if q in self._labels]
         draws = [
-            (torch.rand(len(ordered), generator=g) < self.p).tolist() for g in self._cpu_generators
+            (torch.rand(len(ordered), generator=g, device="cpu") < self.p).tolist()
+            for g in self._cpu_generators
         ]
         if self.replicas is None:
             return dict(zip(ordered, draws[0], strict=True))
@@ -508,8 +545,9 @@ class MaskedOptimizer(Optimizer):
     # --- telemetry ------------------------------------------------------------------
 
     def telemetry(self, reset: bool = True) -> dict[str, dict[str, float | None]]:
-        """Per component: mean alignment score s_t over its blocks, and the fraction of
-        blocks (or rows, columns, elements) that survived since the last read.
+        """Per component: mean alignment score s_t over its blocks, the fraction of
+        blocks (or rows, columns, elements) that survived since the last read, and the
+        share of its compiled (``fused``) steps that ran eagerly (None when not fused).
 
         Reading syncs with the device; ``step()`` never does. With replicas, the mean
         over replicas of ``replica_telemetry()``.
@@ -537,10 +575,21 @@ class MaskedOptimizer(Optimizer):
             )
             total, count = self._survival.get(label, (0.0, 0))
             survival = float(total) / count if count else None
-            report[label] = {"alignment": alignment, "survival": survival}
+            report[label] = {
+                "alignment": alignment,
+                "survival": survival,
+                "eager_fallback": self._fallback_share(label),
+            }
         if reset:
             self._survival.clear()
+            self._fallbacks.clear()
         return report
+
+    def _fallback_share(self, label: str) -> float | None:
+        """The share of the component's compiled-step calls since the last read that ran
+        eagerly (``fused_fallbacks`` says why); None where none was made."""
+        eager, calls = self._fallbacks.get(label, (0, 0))
+        return eager / calls if calls else None
 
     def replica_telemetry(self, reset: bool = True) -> list[dict[str, dict[str, float | None]]]:
         """``telemetry()`` per replica: replica r's report is what a separate optimizer
@@ -559,10 +608,16 @@ class MaskedOptimizer(Optimizer):
             alignments = torch.stack(blocks).mean(0).tolist() if blocks else [None] * n
             total, count = self._survival.get(label, (0.0, 0))
             survivals = (total.double() / count).tolist() if count else [None] * n
+            fallback = self._fallback_share(label)
             for report, alignment, survival in zip(reports, alignments, survivals, strict=True):
-                report[label] = {"alignment": alignment, "survival": survival}
+                report[label] = {
+                    "alignment": alignment,
+                    "survival": survival,
+                    "eager_fallback": fallback,
+                }
         if reset:
             self._survival.clear()
+            self._fallbacks.clear()
         return reports
 
     # --- checkpointing ----------------------------------------------------------------

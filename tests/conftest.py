@@ -14,12 +14,14 @@ PostgreSQL tests fail, never skip.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+import magma.fused
 from worker.settings import get_settings
 
 # Their asserts get pytest's messages, as a test module's do. Registered before anything
@@ -124,8 +126,11 @@ def token_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def every_graph_compiled() -> Iterator[None]:
-    """One test process compiles the kernels for many bases, flags, buckets and ranks;
-    past dynamo's recompile limit (8 graphs per function) the rest would silently run
-    eagerly, untested. A training run compiles a few graphs per function."""
-    with torch._dynamo.config.patch(recompile_limit=64):
+    """Every compiled masked step of the test runs compiled, at dynamo's default limits:
+    the test starts from an empty compile cache, as a fresh process does (one test process
+    steps many bases and flags, each a graph of its own), and an eager fallback
+    (``FusedFallbackWarning``, e.g. a recompile-limit hit) is an error."""
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", magma.fused.FusedFallbackWarning)
         yield

@@ -97,3 +97,17 @@ def test_quadratic_instance_and_batches() -> None:
 
     expected = build()
     _assert_same_tensors(_under_meta_default(build), expected)
+
+
+def test_host_mask_draws() -> None:
+    """SkipUpdate's block masks are drawn on the host from its CPU generators, with or
+    without replicas: the same draws under a meta default device."""
+
+    def draws(replicas: int | None) -> list[torch.Tensor]:
+        shape = (3, 4, 2) if replicas else (4, 2)
+        params = [torch.zeros(shape, device="cpu") for _ in range(6)]
+        opt = magma.SkipUpdate(torch.optim.SGD(params, lr=0.1), seed=5, replicas=replicas)
+        return [torch.tensor(list(opt._draw_host_masks().values()), device="cpu") for _ in range(3)]
+
+    for replicas in (None, 3):
+        _assert_same_tensors(_under_meta_default(lambda r=replicas: draws(r)), draws(replicas))

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 import magma
+from benchmarks.optimizer_step import llama60m_parameters
 from magma import Magma, SkipUpdate
 from tests.optimizer_infos import FUSED, GENERIC, INFOS, OPTIMIZERS, UNFUSED, OptimizerInfo
 from tests.reference import expected_block_keeps
@@ -196,60 +197,191 @@ def test_trial_config_fused_step_reaches_the_wrapper(variant: str, fused_step: b
     assert opt.fused is fused_step
 
 
-# --- the update kernel's step counter -------------------------------------------------------
+# --- the kernel: tensor_step ----------------------------------------------------------------
+
+
+def _kernel_step(
+    param: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    grad: Tensor,
+    step_size: float | Tensor,
+    bc2_sqrt: float | Tensor,
+    *,
+    kind: str = "adam",
+    scale: float = 1.0,
+    beta1: float = 0.0,
+    beta2: float = 0.0,
+    eps: float = 0.0,
+    decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    """One survivor's compiled step (the kernel the wrapper calls), no scores."""
+    _, fallback = magma.fused.run_compiled(
+        magma.fused.tensor_step,
+        param, grad, exp_avg, exp_avg_sq, None, None, None, step_size, bc2_sqrt, scale,
+        beta1, beta2, eps, 0.0, decay, 0.9, 2.0, 0.9,
+        kind=kind, maximize=maximize, coupled_decay=False, apply=True, replicated=False,
+    )  # fmt: skip
+    assert fallback is None
 
 
 @pytest.mark.usefixtures("every_graph_compiled")
-def test_update_kernel_takes_an_on_device_step_counter() -> None:
+def test_kernel_takes_on_device_bias_corrections() -> None:
     """Capturable and fused bases keep ``step`` as a tensor on the parameter's device (CUDA
-    here, so not reachable on CPU through the wrapper): the kernel computes the bias
-    corrections from it in-graph, to the same result as from the host number, and both
-    match Adam's update written out in float64."""
+    there, so not reachable on CPU through the wrapper): ``counted_on_device`` gives
+    lr / bc1 and sqrt(bc2) as tensors, equal to the host numbers, and the kernel's update
+    from either matches Adam's (moments first, then the step) written out in float64."""
     gen = torch.Generator().manual_seed(3)
     param, exp_avg = torch.randn(5, 3, generator=gen), torch.randn(5, 3, generator=gen)
-    second = torch.rand(5, 3, generator=gen)
+    exp_avg_sq, grad = torch.rand(5, 3, generator=gen), torch.randn(5, 3, generator=gen)
     beta1, beta2, lr, eps, decay, scale, t = 0.9, 0.99, 0.1, 1e-8, 0.01, 0.7, 4.0
+    m = beta1 * exp_avg.double() + (1 - beta1) * grad.double()
+    v = beta2 * exp_avg_sq.double() + (1 - beta2) * grad.double() ** 2
     bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-    expected = param.double() * (1 - scale * decay) - scale * lr * (exp_avg.double() / bc1) / (
-        (second.double() / bc2).sqrt() + eps
+    expected = param.double() * (1 - scale * decay) - scale * lr * (m / bc1) / (
+        (v / bc2).sqrt() + eps
     )
-    update = magma.fused._kernels()[1]
-    for step in (t, torch.tensor(t)):
-        moved = param.clone()
-        update(moved, exp_avg, second, step, beta1, beta2, lr, eps, decay, scale)
+    host = magma.fused.bias_corrections({"betas": (beta1, beta2), "lr": lr}, [torch.tensor(t - 1)])
+    device = magma.fused.counted_on_device([torch.tensor(t)], beta1, beta2, lr)
+    assert host[0][0] == pytest.approx(lr / bc1) and host[1][0] == pytest.approx(bc2**0.5)
+    torch.testing.assert_close(device[0][0].double(), torch.tensor(lr / bc1).double())
+    torch.testing.assert_close(device[1][0].double(), torch.tensor(bc2**0.5).double())
+    for step_size, bc2_sqrt in ((host[0][0], host[1][0]), (device[0][0], device[1][0])):
+        moved, m_state, v_state = param.clone(), exp_avg.clone(), exp_avg_sq.clone()
+        _kernel_step(
+            moved, m_state, v_state, grad, step_size, bc2_sqrt,
+            scale=scale, beta1=beta1, beta2=beta2, eps=eps, decay=decay,
+        )  # fmt: skip
         torch.testing.assert_close(moved.double(), expected, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(m_state.double(), m, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(v_state.double(), v, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.usefixtures("every_graph_compiled")
 @pytest.mark.parametrize(
     "grad, maximize, moved",
     [
-        ([1.0, 1.0, -1.0, -1.0], False, [-0.2, 0.0, 0.0, 0.2]),  # 2 of 4 agree: c = 2 there
-        ([1.0, 1.0, -1.0, -1.0], True, [0.0, 0.2, -0.2, 0.0]),  # maximize: g = -grad
+        ([1.0, 1.0, -1.0, -1.0], False, [-0.8, 0.0, 0.0, 0.8]),  # 2 of 4 agree: c = 2 there
+        ([1.0, 1.0, -1.0, -1.0], True, [0.0, 0.8, -0.8, 0.0]),  # maximize: g = -grad
         ([-1.0, 1.0, -1.0, 1.0], False, [0.0, 0.0, 0.0, 0.0]),  # none agrees: c = 0
     ],
 )
 def test_cautious_update_keeps_agreeing_coordinates_rescaled(
     grad: list[float], maximize: bool, moved: list[float]
 ) -> None:
-    """C-AdamW's kernel with beta1 = beta2 = 0, eps = 0 and v = 1, so u = m = exp_avg:
-    theta = -lr * u * c, c = 1[m * g > 0] / max(mean, 1e-3), lr = 0.1."""
-    param, exp_avg = torch.zeros(4), torch.tensor([1.0, -1.0, 1.0, -1.0])
-    update = magma.fused._kernels().cautious_update
-    update(
-        param,
-        exp_avg,
-        second=torch.ones(4),
-        grad=torch.tensor(grad),
-        step=1.0,
-        beta1=0.0,
-        beta2=0.0,
-        lr=0.1,
-        eps=0.0,
-        weight_decay=0.0,
-        decay=0.0,
-        scale=1.0,
-        maximize=maximize,
-        coupled_decay=False,
-    )
+    """C-AdamW's kernel at step 1 with beta1 = 0.5, beta2 = 0 and eps = 0 from
+    m = (3, -3, 3, -3): m <- (m + g) / 2, v = g^2 = 1, so theta = -lr * (m / 0.5) * c with
+    c = 1[m * g > 0] / max(mean, 1e-3), lr = 0.1; g = -grad under maximize."""
+    param, exp_avg = torch.zeros(4), torch.tensor([3.0, -3.0, 3.0, -3.0])
+    _kernel_step(
+        param, exp_avg, torch.ones(4), torch.tensor(grad), 0.1 / 0.5, 1.0,
+        kind="cautious", beta1=0.5, beta2=0.0, maximize=maximize,
+    )  # fmt: skip
     torch.testing.assert_close(param, torch.tensor(moved))
+
+
+# --- staying compiled, and falling back visibly ---------------------------------------------
+
+
+def _llama_step(size: str, wrapper: type[magma.MaskedOptimizer]) -> magma.MaskedOptimizer:
+    """``wrapper`` over AdamW(fused=True) on the ``size`` Llama parameter set of
+    benchmarks/optimizer_step.py, attention+MLP masked, stepped three times."""
+    parts = llama60m_parameters("cpu", torch.float32, size)
+    every = parts["attention"] + parts["mlp"] + parts["rest"]
+    base = torch.optim.AdamW(every, lr=1e-3, weight_decay=0.1, fused=True)
+    opt = wrapper(base, params=parts["attention"] + parts["mlp"], seed=0, fused=True)
+    for _ in range(3):
+        opt.step()
+    return opt
+
+
+@pytest.mark.usefixtures("every_graph_compiled")
+def test_llama_60m_stays_compiled_at_the_default_recompile_limit() -> None:
+    """The paper's 60M parameter set, then a model of other shapes, under Magma and
+    SkipUpdate, at dynamo's default limits: every call compiled (a fallback warning is an
+    error here), one graph per setting (survivor or not, damped or not; every masked tensor
+    is a matrix), and the second model's new shapes compile nothing."""
+    assert torch._dynamo.config.recompile_limit == 8  # torch's default, not raised
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    for wrapper in (Magma, SkipUpdate):
+        opt = _llama_step("60m", wrapper)
+        assert opt.fused_fallbacks == []
+        assert all(entry["eager_fallback"] == 0.0 for entry in opt.telemetry().values())
+    graphs = counters["stats"]["unique_graphs"]
+    assert 0 < graphs <= 4
+    for wrapper in (Magma, SkipUpdate):
+        _llama_step("small", wrapper)
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def _twins(variant: str) -> tuple[Optimizer, Optimizer, list[Tensor], list[Tensor]]:
+    """A fused=True wrapper and a fused=False one over equal copies of SHAPES' tensors."""
+    first, second = _params(), _params()
+    gen = torch.Generator().manual_seed(1)
+    for a, b in zip(first, second, strict=True):
+        a.grad = torch.randn(a.shape, generator=gen)
+        b.grad = a.grad.clone()
+    wrap = WRAPPERS[variant]
+    return (
+        wrap(_adamw(first, lr=0.1), seed=0, fused=True),
+        wrap(_adamw(second, lr=0.1), seed=0, fused=False),
+        first,
+        second,
+    )
+
+
+#: inductor's CPU backend without a working C++ compiler (and no cached kernels to reuse)
+NO_CXX_COMPILER = {"cpp.cxx": (None, "/nonexistent/c++"), "fx_graph_cache": False}
+
+
+@pytest.mark.parametrize("variant", list(WRAPPERS))
+def test_a_failing_compiler_backend_falls_back_to_eager_with_one_warning(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No working C++ compiler (inductor's CPU backend): the masked step runs the same math
+    eagerly, warns once naming the cause, and says so in ``fused_fallbacks`` and in the
+    telemetry; its parameters stay those of the eager (fused=False) path."""
+    torch._dynamo.reset()
+    monkeypatch.setattr(magma.fused, "_backend_failure", [])
+    fused, eager, first, second = _twins(variant)
+    with (
+        torch._inductor.config.patch(
+            {"cpp.cxx": (None, "/nonexistent/c++"), "fx_graph_cache": False}
+        ),
+        torch._functorch.config.patch(enable_autograd_cache=False),
+        pytest.warns(magma.fused.FusedFallbackWarning, match="compiler backend failed") as caught,
+    ):
+        for _ in range(3):
+            fused.step()
+            eager.step()
+    assert len([w for w in caught if w.category is magma.fused.FusedFallbackWarning]) == 1
+    assert len(fused.fused_fallbacks) == 1 and "C++ compiler" in fused.fused_fallbacks[0]
+    assert fused.telemetry()["masked"]["eager_fallback"] == 1.0
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    torch._dynamo.reset()
+
+
+def test_a_recompile_limit_hit_falls_back_to_eager_visibly() -> None:
+    """With the limit at 1 graph (lowered, to reach it with a few shapes), the tensors of a
+    second rank cannot compile: they run eagerly with one warning naming the limit, the
+    first rank's stay compiled, and the parameters are the eager path's."""
+    torch._dynamo.reset()
+    fused, eager, first, second = _twins("skip")
+    fused.p = eager.p = 1.0  # every block survives: one graph per rank
+    with (
+        torch._dynamo.config.patch(recompile_limit=1),
+        pytest.warns(magma.fused.FusedFallbackWarning, match="recompile_limit") as caught,
+    ):
+        for _ in range(2):
+            fused.step()
+            eager.step()
+    assert len([w for w in caught if w.category is magma.fused.FusedFallbackWarning]) == 1
+    share = fused.telemetry()["masked"]["eager_fallback"]
+    assert 0.0 < share < 1.0  # some tensors ran compiled, the others' rank fell back
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    torch._dynamo.reset()

@@ -180,10 +180,15 @@ def run_twins(
                 if granularity == "block" and not bool(mine):
                     assert torch.equal(twins.stacked[i][r], before[i][r]), f"step {t} r{r} i{i}"
         assert len(batched_seen) == masked * (t + 1)
+    fused = bool(twins.batched.fused)  # the twins step eagerly: no fallback share to report
     for r, report in enumerate(twins.batched.replica_telemetry()):
         expected = twins.separate[r].telemetry()
         for label, entry in expected.items():
+            assert report[label]["eager_fallback"] == (0.0 if fused else None)
             for key, value in entry.items():
+                if key == "eager_fallback":
+                    assert value is None
+                    continue
                 assert (report[label][key] is None) is (value is None)
                 if value is not None:
                     assert report[label][key] == pytest.approx(value, rel=1e-5), (r, key)
@@ -227,6 +232,9 @@ def test_telemetry_is_the_mean_over_replicas_and_one_read_resets_all() -> None:
     for label, entry in mean.items():
         for key, value in entry.items():
             per_replica = [report[label][key] for report in reports]
+            if key == "eager_fallback":  # eager here: nothing compiled to fall back from
+                assert value is None and per_replica == [None] * REPLICAS
+                continue
             assert value == pytest.approx(sum(per_replica) / REPLICAS)
     assert len({report["a"]["survival"] for report in reports}) > 1  # replicas differ
     twins.batched.replica_telemetry()  # resets every replica's counts

@@ -241,7 +241,9 @@ def check_metric(workload: str, metric: str) -> str:
     return metric
 
 
-#: the telemetry a masked optimizer reports per component, and its metric-key prefix
+#: the telemetry a masked optimizer reports per component that the mechanism dashboard
+#: plots, and its metric-key prefix (the rest, e.g. ``eager_fallback/<component>``, the
+#: share of compiled steps that ran eagerly, is recorded as the optimizer reports it)
 TELEMETRY_QUANTITIES: tuple[str, ...] = ("alignment", "survival")
 
 
