@@ -10,8 +10,9 @@ The graph is compiled with dynamic shapes from plain tensors (a parameter is pas
 detached: dynamo pins a ``Parameter``'s shape), so a process compiles one graph per tensor
 rank and setting (base kind, flags, survivor or not), whatever the model's shapes. Where
 the compiler backend fails (no C compiler or Triton) or dynamo's recompile limit is hit,
-that call runs the same function eagerly and the optimizer warns once
-(``FusedFallbackWarning``) and counts it in its telemetry: never a silent slow path.
+that call runs the same function eagerly (after a backend failure, every later step takes
+the eager foreach path), and the optimizer warns once per cause (``FusedFallbackWarning``)
+and counts it in its telemetry (``eager_fallback``): never a silent slow path.
 
 Masks are known on the host, so a masked-out block's parameter is not read or written at
 all (its gradient, moments and score still are: Algorithm 1 keeps them dense).
@@ -211,21 +212,28 @@ def _compiled(kernel: Callable[..., Tensor | None]) -> Callable[..., Tensor | No
 _backend_failure: list[str] = []
 
 
+def backend_failure() -> str | None:
+    """Why the compiler backend failed in this process, or None: once it has, wrappers
+    step their buckets on the eager foreach path instead (the same math, fewer launches
+    than this module's kernels run one by one)."""
+    return _backend_failure[0] if _backend_failure else None
+
+
 def run_compiled(
     kernel: Callable[..., Tensor | None], *args: object, **kwargs: object
 ) -> tuple[Tensor | None, str | None]:
     """``kernel`` (one of this module's) compiled; eager where it cannot be. Returns its
     result and, for an eager call, why (a failed backend stays failed for the process; a
     recompile-limit hit is per graph, so other tensors' calls stay compiled)."""
-    from torch._dynamo.exc import BackendCompilerFailed, FailOnRecompileLimitHit
+    from torch._dynamo import exc as dynamo_exc  # (not at import: it loads the compiler)
 
     if not _backend_failure:
         try:
             return _compiled(kernel)(*args, **kwargs), None
-        except BackendCompilerFailed as exc:
+        except dynamo_exc.BackendCompilerFailed as exc:
             first_line = (str(exc).strip() or repr(exc)).splitlines()[0]
             _backend_failure.append(f"the compiler backend failed ({first_line[:300]})")
-        except FailOnRecompileLimitHit:
+        except dynamo_exc.FailOnRecompileLimitHit:
             limit = torch._dynamo.config.recompile_limit
             return kernel(*args, **kwargs), f"dynamo's recompile_limit ({limit}) was hit"
     return kernel(*args, **kwargs), _backend_failure[0]

@@ -495,8 +495,12 @@ class MaskedOptimizer(Optimizer):
                 self.state[q].update(rule.init_state(group, q))
             states.append(self.state[q])
         if self._uses_fused(group, params[0].device):
-            self._step_fused(group, rule, params, states, host_draws)
-            return
+            failure = F.backend_failure()
+            if failure is None:
+                self._step_fused(group, rule, params, states, host_draws)
+                return
+            for q in params:  # the compiler is gone for this process: the foreach path
+                self._count_fallback(q, failure)
         grads = rule.update_moments(group, params, [q.grad for q in params], states)
         if self._needs_scores:
             self._update_scores(params, self._first_moments(rule, params, grads, states), grads)
