@@ -22,7 +22,6 @@ Hyperparameters are Python floats, which dynamo traces as symbols (not constants
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 
 import torch
@@ -33,7 +32,7 @@ from magma.bases import FUSED_BASES as FUSED_BASES  # re-exported: magma.fused.F
 from magma.replicas import broadcastable, slice_mean
 from magma.rules import rule_for
 from magma.rules.adam import AdamRule, _decoupled
-from magma.rules.base import ParamGroup, UpdateRule, step_value
+from magma.rules.base import ParamGroup, UpdateRule, bias_corrections, step_sizes
 from magma.rules.cautious_adamw import CAUTION_FLOOR, CautiousAdamWRule
 from magma.rules.laprop import LaPropRule
 
@@ -175,7 +174,7 @@ def tensor_step(
 
     The moments and score, then with ``apply`` (a survivor) the update with c = ``scale``
     or, when None, s_t (Magma's damping). ``decay`` = lr * wd where the base decouples it;
-    ``step_size`` = lr / bc1 and ``bc2_sqrt`` = sqrt(bc2) come from ``bias_corrections``
+    ``step_size`` = lr / bc1 and ``bc2_sqrt`` = sqrt(bc2) come from the host or foreach
     (not computed here: a scalar power in the graph is evaluated per vector of elements).
     ``kind``: one of ``KINDS``; LaProp's ``exp_avg`` averages g / (sqrt(v / bc2) + eps).
     ``replicated``: scores per replica (dim 0); the update is then a second call,
@@ -239,36 +238,6 @@ def run_compiled(
     return kernel(*args, **kwargs), _backend_failure[0]
 
 
-def bias_corrections(
-    group: ParamGroup, steps: list[Tensor]
-) -> tuple[list[float] | list[Tensor], list[float] | list[Tensor]]:
-    """Increment the step counters; lr / bc1 and sqrt(bc2) per tensor: host numbers from
-    host counters, else (capturable or fused bases keep them on the device)
-    ``counted_on_device``."""
-    beta1, beta2 = group["betas"]
-    lr = group["lr"]
-    torch._foreach_add_(steps, 1)
-    if all(t.device.type == "cpu" for t in steps):
-        counts = [float(step_value(t)) for t in steps]
-        return [lr / (1 - beta1**t) for t in counts], [math.sqrt(1 - beta2**t) for t in counts]
-    return counted_on_device(steps, beta1, beta2, lr)
-
-
-def counted_on_device(
-    steps: list[Tensor], beta1: float, beta2: float, lr: float
-) -> tuple[list[Tensor], list[Tensor]]:
-    """lr / bc1 and sqrt(bc2) from on-device counters, in a few foreach launches for the
-    whole bucket (as torch's capturable Adam computes them), with no host sync."""
-    bc1 = torch._foreach_pow(beta1, steps)  # beta1^t - 1, then lr / (1 - beta1^t)
-    bc2 = torch._foreach_pow(beta2, steps)
-    torch._foreach_sub_(bc1, 1)
-    torch._foreach_sub_(bc2, 1)
-    torch._foreach_neg_(bc2)
-    torch._foreach_reciprocal_(bc1)
-    torch._foreach_mul_(bc1, -lr)
-    return bc1, torch._foreach_sqrt(bc2)
-
-
 def supports(optimizer: Optimizer, group: ParamGroup) -> bool:
     """Whether the fused kernels reproduce the base's math for this group."""
     return type(rule_for(optimizer, group)) in _FUSED_RULES
@@ -312,13 +281,16 @@ def masked_step(
     # the group's flag (its rule's direction); Adam only when decoupled (AdamW).
     coupled_decay = kind != "laprop" and weight_decay != 0 and not _decoupled(group)
     decay = lr * weight_decay if kind != "adam" or _decoupled(group) else 0.0
-    step_sizes, bc2_sqrts = bias_corrections(group, [s["step"] for s in states])
+    steps = [s["step"] for s in states]
+    torch._foreach_add_(steps, 1)
+    bc1s, bc2_sqrts = bias_corrections(steps, beta1, beta2)
+    sizes = step_sizes(lr, bc1s)
     scores: list[Tensor] = []
     fallbacks: list[str | None] = []
     # no "duck" sizes: a graph first compiled for a square matrix serves every matrix
     with torch.fx.experimental._config.patch(use_duck_shape=False):
         for i, (q, state) in enumerate(zip(params, states, strict=True)):
-            param, step_size, bc2_sqrt = q.detach(), step_sizes[i], bc2_sqrts[i]
+            param, step_size, bc2_sqrt = q.detach(), sizes[i], bc2_sqrts[i]
             second = state["max_exp_avg_sq"] if amsgrad else None
             apply = any(keep[i]) if replicated else bool(keep[i])
             score, fallback = run_compiled(

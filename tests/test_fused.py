@@ -18,6 +18,7 @@ from torch.optim import Optimizer
 import magma
 from benchmarks.optimizer_step import llama60m_parameters
 from magma import Magma, SkipUpdate
+from magma.rules.base import bias_corrections, on_device_bias_corrections, step_sizes
 from tests.optimizer_infos import FUSED, GENERIC, INFOS, OPTIMIZERS, UNFUSED, OptimizerInfo
 from tests.reference import expected_block_keeps
 from worker.config import TrialConfig
@@ -229,8 +230,9 @@ def _kernel_step(
 @pytest.mark.usefixtures("every_graph_compiled")
 def test_kernel_takes_on_device_bias_corrections() -> None:
     """Capturable and fused bases keep ``step`` as a tensor on the parameter's device (CUDA
-    there, so not reachable on CPU through the wrapper): ``counted_on_device`` gives
-    lr / bc1 and sqrt(bc2) as tensors, equal to the host numbers, and the kernel's update
+    there, so not reachable on CPU through the wrapper): ``on_device_bias_corrections`` and
+    ``step_sizes`` give lr / bc1 and sqrt(bc2) as tensors, equal to the host numbers, and
+    the kernel's update
     from either matches Adam's (moments first, then the step) written out in float64."""
     gen = torch.Generator().manual_seed(3)
     param, exp_avg = torch.randn(5, 3, generator=gen), torch.randn(5, 3, generator=gen)
@@ -242,8 +244,11 @@ def test_kernel_takes_on_device_bias_corrections() -> None:
     expected = param.double() * (1 - scale * decay) - scale * lr * (m / bc1) / (
         (v / bc2).sqrt() + eps
     )
-    host = magma.fused.bias_corrections({"betas": (beta1, beta2), "lr": lr}, [torch.tensor(t - 1)])
-    device = magma.fused.counted_on_device([torch.tensor(t)], beta1, beta2, lr)
+    steps = [torch.tensor(t)]
+    bc1_host, bc2_host = bias_corrections(steps, beta1, beta2)
+    bc1_device, bc2_device = on_device_bias_corrections(steps, beta1, beta2)
+    host = step_sizes(lr, bc1_host), bc2_host
+    device = step_sizes(lr, bc1_device), bc2_device
     assert host[0][0] == pytest.approx(lr / bc1) and host[1][0] == pytest.approx(bc2**0.5)
     torch.testing.assert_close(device[0][0].double(), torch.tensor(lr / bc1).double())
     torch.testing.assert_close(device[1][0].double(), torch.tensor(bc2**0.5).double())
@@ -385,3 +390,21 @@ def test_a_recompile_limit_hit_falls_back_to_eager_visibly() -> None:
     for a, b in zip(first, second, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("variant", list(WRAPPERS))
+def test_eager_rule_with_on_device_counters_matches_host_numbers(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The eager Adam rule (``direction`` and ``apply``) from device-tensor corrections, as
+    a fused or capturable base's counters give them on CUDA (forced here on CPU), moves
+    the parameters as from host numbers."""
+    _, host, _, host_params = _twins(variant)
+    _, on_device, _, device_params = _twins(variant)
+    for _ in range(3):
+        host.step()
+        with monkeypatch.context() as patch:
+            patch.setattr(magma.rules.adam, "bias_corrections", on_device_bias_corrections)
+            on_device.step()
+    for a, b in zip(device_params, host_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -8,13 +8,19 @@ before the moments, exactly as torch does.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-from magma.rules.base import ParamGroup, Scales, UpdateRule, decoupled_decay_, step_value
+from magma.rules.base import (
+    Corrections,
+    ParamGroup,
+    Scales,
+    UpdateRule,
+    bias_corrections,
+    decoupled_decay_,
+    step_sizes,
+)
 
 
 def _decoupled(group: ParamGroup) -> bool:
@@ -64,15 +70,9 @@ class AdamRule(UpdateRule):
 
     def _bias_corrections(
         self, group: ParamGroup, states: list[dict[str, Tensor]]
-    ) -> tuple[list[float | Tensor], list[float | Tensor]]:
+    ) -> tuple[Corrections, Corrections]:
         beta1, beta2 = group["betas"]
-        steps = [step_value(s["step"]) for s in states]
-        bc1 = [1 - beta1**t for t in steps]
-        bc2_sqrt = [
-            math.sqrt(1 - beta2**t) if isinstance(t, float) else (1 - beta2**t).sqrt()
-            for t in steps
-        ]
-        return bc1, bc2_sqrt
+        return bias_corrections([s["step"] for s in states], beta1, beta2)
 
     def direction(self, group, params, grads, states):
         lr, eps = group["lr"], group["eps"]
@@ -81,7 +81,7 @@ class AdamRule(UpdateRule):
         torch._foreach_div_(denom, bc2_sqrt)
         torch._foreach_add_(denom, eps)
         deltas = torch._foreach_div([s["exp_avg"] for s in states], denom)
-        torch._foreach_mul_(deltas, [lr / b for b in bc1])
+        torch._foreach_mul_(deltas, step_sizes(lr, bc1))
         if _decoupled(group) and group["weight_decay"] != 0:
             torch._foreach_add_(deltas, params, alpha=lr * group["weight_decay"])
         return deltas
@@ -96,15 +96,22 @@ class AdamRule(UpdateRule):
             decoupled_decay_(params, lr, group["weight_decay"], scales)
         bc1, bc2_sqrt = self._bias_corrections(group, states)
         denom = torch._foreach_sqrt(self._second_moments(group, states))
-        torch._foreach_add_(denom, [eps * b for b in bc2_sqrt])
         # m_hat / (sqrt(v_hat) + eps) * lr * s  ==  m / (denom * bc1 / (lr * s * bc2_sqrt))
-        factors = [b1 / (lr * b2) for b1, b2 in zip(bc1, bc2_sqrt, strict=True)]
+        if bc1 and isinstance(bc1[0], Tensor):  # on-device counters: foreach, no scalar kernels
+            torch._foreach_add_(denom, torch._foreach_mul(bc2_sqrt, eps))
+            factors = torch._foreach_div(bc1, bc2_sqrt)
+            torch._foreach_div_(factors, lr)
+        else:
+            torch._foreach_add_(denom, [eps * b for b in bc2_sqrt])
+            factors = [b1 / (lr * b2) for b1, b2 in zip(bc1, bc2_sqrt, strict=True)]
         if isinstance(scales, Tensor):
             inverse = scales.reciprocal()
             if all(isinstance(f, float) for f in factors) and len(set(factors)) == 1:
                 multipliers = list((inverse * factors[0]).unbind(0))
             else:
                 multipliers = torch._foreach_mul(list(inverse.unbind(0)), factors)
+        elif factors and isinstance(factors[0], Tensor):
+            multipliers = torch._foreach_div(factors, list(scales))
         else:
             multipliers = [f / s for f, s in zip(factors, scales, strict=True)]
         torch._foreach_mul_(denom, multipliers)

@@ -9,6 +9,7 @@ create itself, so `base.state_dict()` stays loadable by the plain base.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -21,6 +22,47 @@ Scales = list[float] | Tensor
 def step_value(step: Tensor) -> float | Tensor:
     """A step counter as a Python number when that costs no device sync."""
     return step.item() if step.device.type == "cpu" else step
+
+
+#: per-tensor host numbers, or per-tensor device tensors (from on-device step counters)
+Corrections = list[float] | list[Tensor]
+
+
+def bias_corrections(
+    steps: list[Tensor], beta1: float, beta2: float
+) -> tuple[Corrections, Corrections]:
+    """1 - beta1^t and sqrt(1 - beta2^t) per step counter: host numbers from host counters
+    (no sync), else ``on_device_bias_corrections``."""
+    if all(t.device.type == "cpu" for t in steps):
+        counts = [float(t.item()) for t in steps]
+        return [1 - beta1**t for t in counts], [math.sqrt(1 - beta2**t) for t in counts]
+    return on_device_bias_corrections(steps, beta1, beta2)
+
+
+def on_device_bias_corrections(
+    steps: list[Tensor], beta1: float, beta2: float
+) -> tuple[list[Tensor], list[Tensor]]:
+    """From on-device counters (capturable and fused bases): a few foreach launches for a
+    whole bucket, as torch's capturable Adam computes them, not scalar kernels per tensor."""
+    # 1 - beta^t as -expm1(t ln beta): accurate in the counters' float32 where
+    # 1 - pow(beta, t) loses most digits to cancellation for beta near 1 and small t
+    bc1 = torch._foreach_mul(steps, math.log(beta1))
+    torch._foreach_expm1_(bc1)
+    torch._foreach_neg_(bc1)
+    bc2_sqrt = torch._foreach_mul(steps, math.log(beta2))
+    torch._foreach_expm1_(bc2_sqrt)
+    torch._foreach_neg_(bc2_sqrt)
+    torch._foreach_sqrt_(bc2_sqrt)
+    return bc1, bc2_sqrt
+
+
+def step_sizes(lr: float, bc1: Corrections) -> Corrections:
+    """lr / (1 - beta1^t) per tensor, in one foreach pass for device tensors."""
+    if bc1 and isinstance(bc1[0], Tensor):
+        sizes = torch._foreach_reciprocal(bc1)
+        torch._foreach_mul_(sizes, lr)
+        return sizes
+    return [lr / b for b in bc1]
 
 
 def scale_list(scales: Scales, n: int) -> list[float] | list[Tensor]:
