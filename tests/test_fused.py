@@ -408,3 +408,27 @@ def test_eager_rule_with_on_device_counters_matches_host_numbers(
             on_device.step()
     for a, b in zip(device_params, host_params, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.usefixtures("every_graph_compiled")
+@pytest.mark.parametrize("base_name", KERNEL_BASES)
+@pytest.mark.parametrize("variant", list(WRAPPERS))
+def test_a_schedule_and_new_steps_compile_nothing_new(base_name: str, variant: str) -> None:
+    """20 steps with the learning rate changing every step (so every step size, bias
+    correction and decay is new) over matrices and vectors: one graph per rank and
+    survivor-or-not, none per value of a number."""
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(6, 4, generator=gen) for _ in range(5)]
+    params += [torch.randn(5, generator=gen) for _ in range(4)]
+    for q in params:
+        q.grad = torch.randn(q.shape, generator=gen)
+    base = INFOS[base_name].build(params, lr=1e-3, weight_decay=0.1)
+    opt = WRAPPERS[variant](base, seed=0, fused=True)
+    schedule = torch.optim.lr_scheduler.LambdaLR(base, lambda t: 1 / (t + 1))
+    for _ in range(20):
+        opt.step()
+        schedule.step()
+    assert counters["stats"]["unique_graphs"] == 4  # 2 ranks x survivor or not
+    assert opt.fused_fallbacks == []
