@@ -44,8 +44,9 @@ def test_labels_follow_components_keys():
     report = opt.telemetry()
     assert list(report) == ["mlp", "router", "attention"]
     for entry in report.values():
-        assert set(entry) == {"alignment", "survival"}
+        assert set(entry) == {"alignment", "survival", "eager_fallback"}
         assert isinstance(entry["alignment"], float) and isinstance(entry["survival"], float)
+        assert entry["eager_fallback"] is None  # the eager step: nothing compiled
 
 
 def test_labels_for_plain_and_custom_params():
@@ -61,8 +62,8 @@ def test_telemetry_before_any_step_is_empty():
     model = seeded(TinyLlama, n_layers=1)
     opt = Magma(torch.optim.AdamW(model.parameters()), params=magma.components(model), seed=0)
     assert opt.telemetry() == {
-        "attention": {"alignment": None, "survival": None},
-        "mlp": {"alignment": None, "survival": None},
+        "attention": {"alignment": None, "survival": None, "eager_fallback": None},
+        "mlp": {"alignment": None, "survival": None, "eager_fallback": None},
     }
 
 
