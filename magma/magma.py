@@ -23,6 +23,8 @@ class Magma(MaskedOptimizer):
     the eager foreach path). ``replicas``: S when every masked tensor stacks S independent
     replicas along dim 0; each is masked, scored and drawn as a separate Magma with its own
     seed (``seed``: S ints, or an int ``seed + r``) would (``magma.replicas``).
+    ``score_init``: s_0, which Algorithm 1 leaves undefined: "first" (s_1 = s~_1, the
+    default) or a number in [0, 1] (0.5 and 1.0 are what other implementations use).
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class Magma(MaskedOptimizer):
         damping: bool = True,
         fused: bool | None = None,
         replicas: int | None = None,
+        score_init: str | float = "first",
     ) -> None:
         super().__init__(
             optimizer,
@@ -52,9 +55,11 @@ class Magma(MaskedOptimizer):
             ema=ema,
             fused=fused,
             replicas=replicas,
+            score_init=score_init,
         )
 
     def _describe(self) -> str:
         return (
             f"tau={self.tau}, ema={self.ema}, sampling={self.sampling!r}, damping={self.damping}, "
+            f"score_init={self.score_init!r}, "
         )

@@ -55,6 +55,12 @@ def _check_unit_interval(name: str, value: object, *, closed_low: bool) -> None:
         raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
 
 
+def _check_score_init(value: object) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (value == "first" or (number and 0.0 <= value <= 1.0)):
+        raise ValueError(f"score_init must be 'first' or a number in [0, 1], got {value!r}")
+
+
 def _labelled(params: Iterable[Tensor] | Mapping[str, Iterable[Tensor]]) -> dict[Tensor, str]:
     if isinstance(params, Tensor):
         raise TypeError("params must be an iterable of tensors or a mapping of them, got a Tensor")
@@ -85,6 +91,7 @@ class MaskedOptimizer(Optimizer):
         ema: float,
         fused: bool | None = None,
         replicas: int | None = None,
+        score_init: str | float = "first",
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
@@ -101,6 +108,7 @@ class MaskedOptimizer(Optimizer):
         if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not tau > 0:
             raise ValueError(f"tau must be a number > 0, got {tau!r}")
         _check_unit_interval("ema", ema, closed_low=True)
+        _check_score_init(score_init)
         replicas = check_replicas(replicas)
         seeds = replica_seeds(seed, replicas)
         if fused is not None and not isinstance(fused, bool):
@@ -126,6 +134,8 @@ class MaskedOptimizer(Optimizer):
         self.granularity = granularity
         self.sampling = sampling
         self.damping = bool(damping)
+        #: s_{t-1} of a block's first step: "first" (s_1 = s~_1) or a number in [0, 1]
+        self.score_init: str | float = score_init if score_init == "first" else float(score_init)
         #: dim 0 of every masked tensor indexes this many independent replicas, or None
         self.replicas = replicas
         #: the mask seed, or with replicas each replica's (a tuple)
@@ -295,7 +305,8 @@ class MaskedOptimizer(Optimizer):
         key = str(device)
         if key not in self._no_scores:
             shape = () if self.replicas is None else (self.replicas,)
-            self._no_scores[key] = torch.full(shape, float("nan"), device=device)
+            first = float("nan") if self.score_init == "first" else self.score_init
+            self._no_scores[key] = torch.full(shape, first, device=device)
         return self._no_scores[key]
 
     def _count_fallback(self, param: Tensor, reason: str | None) -> None:
@@ -413,21 +424,34 @@ class MaskedOptimizer(Optimizer):
             self._own_moments[param] = torch.zeros_like(param, memory_format=torch.preserve_format)
         return self._own_moments[param]
 
+    def _previous_score(self, param: Tensor, fresh: Tensor) -> Tensor | None:
+        """s_{t-1} of ``param``; at its first step, per ``score_init``: None (s_1 = s~_1)
+        or the number, shaped as ``fresh``."""
+        if param in self._scores:
+            return self._scores[param]
+        if self.score_init == "first":
+            return None
+        return torch.full_like(fresh, self.score_init)
+
     def _update_scores(self, params: list[Tensor], mus: list[Tensor], grads: list[Tensor]) -> None:
         if self.replicas is not None:
             for q, mu, g in zip(params, mus, grads, strict=True):
                 cosine = S.sliced_cosine(mu, g, self.granularity, replicated=True)
-                self._scores[q] = S.smoothed(
-                    self._scores.get(q), S.alignment(cosine, self.tau), self.ema
-                )
+                fresh = S.alignment(cosine, self.tau)
+                self._scores[q] = S.smoothed(self._previous_score(q, fresh), fresh, self.ema)
             return
         if self.granularity == "block":
             fresh = S.alignment(S.block_cosines(mus, grads), self.tau)
             if all(q in self._scores for q in params):
                 previous: Tensor | None = torch.stack([self._scores[q] for q in params])
-            elif any(q in self._scores for q in params):
+            elif any(q in self._scores for q in params) or self.score_init != "first":
                 previous = torch.stack(
-                    [self._scores.get(q, fresh[i]) for i, q in enumerate(params)]
+                    [
+                        fresh[i]
+                        if (previous_i := self._previous_score(q, fresh[i])) is None
+                        else previous_i
+                        for i, q in enumerate(params)
+                    ]
                 )
             else:
                 previous = None
@@ -436,7 +460,7 @@ class MaskedOptimizer(Optimizer):
             return
         for q, mu, g in zip(params, mus, grads, strict=True):
             fresh = S.alignment(S.sliced_cosine(mu, g, self.granularity), self.tau)
-            self._scores[q] = S.smoothed(self._scores.get(q), fresh, self.ema)
+            self._scores[q] = S.smoothed(self._previous_score(q, fresh), fresh, self.ema)
 
     def _multipliers(self, params: list[Tensor], host_draws: dict[Tensor, Keep]) -> list[Tensor]:
         """scale * m per tensor, shaped to broadcast (0-dim for blocks, (S, 1, ..., 1)
@@ -646,6 +670,7 @@ class MaskedOptimizer(Optimizer):
                 "devices": {d: rng(g) for d, g in self._device_generators.items()},
             },
         }
+        masking["score_init"] = self.score_init
         if self.replicas is not None:  # per-replica generators: a list of states each
             masking["replicas"] = self.replicas
         state_dict = {"base": self.optimizer.state_dict(), "masking": masking}
@@ -668,6 +693,12 @@ class MaskedOptimizer(Optimizer):
             raise ValueError(
                 f"state_dict is of an optimizer with replicas={masking.get('replicas')}, "
                 f"this one has replicas={self.replicas}"
+            )
+        recorded = masking.get("score_init", "first")  # older state dicts: the default
+        if recorded != self.score_init:
+            raise ValueError(
+                f"state_dict is of an optimizer with score_init={recorded!r}, "
+                f"this one has score_init={self.score_init!r}"
             )
         self.optimizer.load_state_dict(state_dict["base"])
         params = self._ordered_params()
