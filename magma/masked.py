@@ -301,7 +301,8 @@ class MaskedOptimizer(Optimizer):
             self._count_fallback(q, fallback)
 
     def _no_score(self, device: torch.device) -> Tensor:
-        """s_{t-1} of a block that has none yet (NaN): one per device, reused."""
+        """s_{t-1} for the compiled step of a block that has none yet, one per device,
+        reused: NaN (the kernel then starts s_1 = s~_1) or ``score_init``'s number."""
         key = str(device)
         if key not in self._no_scores:
             shape = () if self.replicas is None else (self.replicas,)
