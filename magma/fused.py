@@ -90,10 +90,17 @@ def _moments(
     maximize: bool,
     coupled_decay: bool,
     replicated: bool,
+    previous_momentum: bool,
 ) -> Tensor | None:
     """The dense part: the base's moments from g (as the base sees it), and s_t from
-    ``own_moment`` (the wrapper's EMA of g, factor ``own_beta``) or else ``exp_avg``."""
+    ``own_moment`` (the wrapper's EMA of g, factor ``own_beta``) or else ``exp_avg``: as
+    updated with g, or with ``previous_momentum`` as it was before (mu_{t-1})."""
     g = _seen(param, grad, weight_decay, maximize=maximize, coupled_decay=coupled_decay)
+    fresh = None
+    if previous is not None and previous_momentum:
+        fresh = _alignment(
+            exp_avg if own_moment is None else own_moment, g, tau, replicated=replicated
+        )
     exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     if kind == "laprop":
         exp_avg.lerp_(g / ((exp_avg_sq.sqrt() + eps * bc2_sqrt) / bc2_sqrt), 1 - beta1)
@@ -104,7 +111,8 @@ def _moments(
     if previous is None:
         return None
     mu = own_moment.lerp_(g, 1 - own_beta) if own_moment is not None else exp_avg
-    fresh = _alignment(mu, g, tau, replicated=replicated)
+    if fresh is None:
+        fresh = _alignment(mu, g, tau, replicated=replicated)
     return torch.where(previous.isnan(), fresh, previous * ema + fresh * (1 - ema))
 
 
@@ -120,6 +128,7 @@ def survivor_update(
     eps: float,
     weight_decay: float,
     decay: float,
+    skip_decay: float,
     *,
     kind: str,
     maximize: bool,
@@ -128,8 +137,9 @@ def survivor_update(
 ) -> None:
     """theta <- theta * (1 - c * decay) - c * Delta from the updated moments (``second``:
     v, or its running max under amsgrad); ``kept`` (replicas) multiplies c per replica,
-    0 for a dropped one. C-AdamW keeps Delta where it agrees in sign with g (as the
-    moments saw it), rescaled by 1 / max(share kept, CAUTION_FLOOR) per replica's slice."""
+    0 for a dropped one, whose slice decays by ``skip_decay`` (``decay_on_skip``) instead. C-AdamW
+    keeps Delta where it agrees in sign with g (as the moments saw it), rescaled by
+    1 / max(share kept, CAUTION_FLOOR) per replica's slice."""
     c = scale if kept is None else broadcastable(kept * scale, param.dim())
     if kind == "laprop":
         update = (c * step_size) * exp_avg.float()
@@ -140,7 +150,10 @@ def survivor_update(
         agree = (exp_avg * g > 0).float()
         share = slice_mean(agree) if replicated else agree.mean()
         update = update * (agree / share.clamp_min(CAUTION_FLOOR))
-    param.copy_(param.float() * (1 - c * decay) - update)
+    factor = 1 - c * decay
+    if kept is not None:
+        factor = factor - broadcastable(1 - kept, param.dim()) * skip_decay
+    param.copy_(param.float() * factor - update)
 
 
 def tensor_step(
@@ -168,6 +181,7 @@ def tensor_step(
     coupled_decay: bool,
     apply: bool,
     replicated: bool,
+    previous_momentum: bool,
 ) -> Tensor | None:
     """One masked tensor's step of Algorithm 1 for an Adam-family base; the new float32
     score s_t when ``previous`` (s_{t-1}, NaN where there is none yet) is given.
@@ -179,18 +193,20 @@ def tensor_step(
     ``kind``: one of ``KINDS``; LaProp's ``exp_avg`` averages g / (sqrt(v / bc2) + eps).
     ``replicated``: scores per replica (dim 0); the update is then a second call,
     ``survivor_update`` (inductor's CPU code generator fails on a moment written and
-    reduced per replica in one graph), so ``apply`` must be False.
+    reduced per replica in one graph), so ``apply`` must be False. ``previous_momentum``:
+    the cosine reads the first moment before this step's update (``momentum="previous"``).
     """
     score = _moments(
         param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, own_moment, previous, bc2_sqrt,
         beta1, beta2, eps, weight_decay, own_beta, tau, ema,
         kind=kind, maximize=maximize, coupled_decay=coupled_decay, replicated=replicated,
+        previous_momentum=previous_momentum,
     )  # fmt: skip
     if apply:
         survivor_update(
             param, grad, exp_avg, exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq,
             None, step_size, bc2_sqrt, score if scale is None else scale,
-            eps, weight_decay, decay,
+            eps, weight_decay, decay, 0.0,
             kind=kind, maximize=maximize, coupled_decay=coupled_decay, replicated=False,
         )  # fmt: skip
     return score
@@ -257,6 +273,8 @@ def masked_step(
     ema: float,
     *,
     replicated: bool = False,
+    previous_momentum: bool = False,
+    decay_on_skip: bool = False,
 ) -> tuple[list[Tensor] | None, list[str | None]]:
     """One masked step of a bucket whose states exist, for a base ``supports`` accepts
     (``rule``: its rule).
@@ -270,7 +288,9 @@ def masked_step(
 
     ``replicated``: dim 0 of each tensor indexes replicas; ``keep`` holds a bool per
     replica, scores are per replica, and a tensor with any replica kept is written whole,
-    the others' slices scaled by 0.
+    the others' slices scaled by 0. ``previous_momentum``: score with mu_{t-1}
+    (``momentum="previous"``); ``decay_on_skip``: a dropped block (or replica's slice)
+    still takes the decoupled decay, theta <- theta (1 - lr * wd).
     """
     kind = KINDS[_FUSED_RULES.index(type(rule))]
     beta1, beta2 = group["betas"]
@@ -285,6 +305,8 @@ def masked_step(
     torch._foreach_add_(steps, 1)
     bc1s, bc2_sqrts = bias_corrections(steps, beta1, beta2)
     sizes = step_sizes(lr, bc1s)
+    skip_decay = decay if decay_on_skip else 0.0
+    dropped: list[Tensor] = []
     scores: list[Tensor] = []
     fallbacks: list[str | None] = []
     # no "duck" sizes: a graph first compiled for a square matrix serves every matrix
@@ -302,7 +324,10 @@ def masked_step(
                 own_beta, tau, ema,
                 kind=kind, maximize=maximize, coupled_decay=coupled_decay,
                 apply=apply and not replicated, replicated=replicated,
+                previous_momentum=previous_momentum,
             )  # fmt: skip
+            if not apply:
+                dropped.append(param)
             if replicated and apply:
                 kept = torch.tensor(keep[i], dtype=torch.float32).to(q.device)
                 _, update_fallback = run_compiled(
@@ -310,11 +335,13 @@ def masked_step(
                     param, q.grad, state["exp_avg"],
                     state["exp_avg_sq"] if second is None else second, kept,
                     step_size, bc2_sqrt, score if scale is None else scale,
-                    eps, weight_decay, decay,
+                    eps, weight_decay, decay, skip_decay,
                     kind=kind, maximize=maximize, coupled_decay=coupled_decay, replicated=True,
                 )  # fmt: skip
                 fallback = fallback or update_fallback
             fallbacks.append(fallback)
             if score is not None:
                 scores.append(score)
+    if skip_decay != 0 and dropped:
+        torch._foreach_mul_(dropped, 1 - skip_decay)
     return (scores if previous is not None else None), fallbacks

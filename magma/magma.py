@@ -25,6 +25,11 @@ class Magma(MaskedOptimizer):
     seed (``seed``: S ints, or an int ``seed + r``) would (``magma.replicas``).
     ``score_init``: s_0, which Algorithm 1 leaves undefined: "first" (s_1 = s~_1, the
     default) or a number in [0, 1] (0.5 and 1.0 are what other implementations use).
+    ``momentum``: which first moment the cosine uses: "updated" (mu_t, Algorithm 1) or
+    "previous" (mu_{t-1}, before this step's update, as the NorMuon pull requests do).
+    ``decay_on_skip``: a masked-out block still takes the base's decoupled weight decay,
+    theta <- theta (1 - lr * wd), as the base alone would (False: the decay is part of the
+    masked update, Algorithm 1's Delta); ValueError for a base that couples its decay.
     """
 
     def __init__(
@@ -42,6 +47,8 @@ class Magma(MaskedOptimizer):
         fused: bool | None = None,
         replicas: int | None = None,
         score_init: str | float = "first",
+        momentum: str = "updated",
+        decay_on_skip: bool = False,
     ) -> None:
         super().__init__(
             optimizer,
@@ -56,10 +63,13 @@ class Magma(MaskedOptimizer):
             fused=fused,
             replicas=replicas,
             score_init=score_init,
+            momentum=momentum,
+            decay_on_skip=decay_on_skip,
         )
 
     def _describe(self) -> str:
         return (
             f"tau={self.tau}, ema={self.ema}, sampling={self.sampling!r}, damping={self.damping}, "
-            f"score_init={self.score_init!r}, "
+            f"score_init={self.score_init!r}, momentum={self.momentum!r}, "
+            f"decay_on_skip={self.decay_on_skip}, "
         )

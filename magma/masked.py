@@ -41,6 +41,11 @@ from magma.rules import rule_for
 from magma.rules.base import ParamGroup, UpdateRule, buckets
 
 SAMPLINGS = ("uniform", "alignment", "none")
+#: which first moment Magma's cosine uses: mu_t, updated with g_t (Algorithm 1), or
+#: mu_{t-1}, the estimate before this step's update (the NorMuon pull requests)
+MOMENTA = ("updated", "previous")
+#: the options a state_dict records, with what an older one (before the option) means
+RECORDED_OPTIONS = {"score_init": "first", "momentum": "updated", "decay_on_skip": False}
 OWN_MOMENT_BETA = 0.9
 DEFAULT_LABEL = "masked"
 
@@ -59,6 +64,14 @@ def _check_score_init(value: object) -> None:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not (value == "first" or (number and 0.0 <= value <= 1.0)):
         raise ValueError(f"score_init must be 'first' or a number in [0, 1], got {value!r}")
+
+
+def _decay_dropped(params: list[Tensor], keeps: list[Tensor], skip_decay: float | Tensor) -> None:
+    """theta <- theta (1 - lr * wd) where the mask dropped it (``decay_on_skip``), before
+    the survivors' update is subtracted; nothing when ``skip_decay`` is 0."""
+    if isinstance(skip_decay, float) and skip_decay == 0:
+        return
+    torch._foreach_mul_(params, [1 - (1 - keep) * skip_decay for keep in keeps])
 
 
 def _labelled(params: Iterable[Tensor] | Mapping[str, Iterable[Tensor]]) -> dict[Tensor, str]:
@@ -92,6 +105,8 @@ class MaskedOptimizer(Optimizer):
         fused: bool | None = None,
         replicas: int | None = None,
         score_init: str | float = "first",
+        momentum: str = "updated",
+        decay_on_skip: bool = False,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
@@ -109,6 +124,10 @@ class MaskedOptimizer(Optimizer):
             raise ValueError(f"tau must be a number > 0, got {tau!r}")
         _check_unit_interval("ema", ema, closed_low=True)
         _check_score_init(score_init)
+        if momentum not in MOMENTA:
+            raise ValueError(f"momentum must be one of {MOMENTA}, got {momentum!r}")
+        if not isinstance(decay_on_skip, bool):
+            raise ValueError(f"decay_on_skip must be True or False, got {decay_on_skip!r}")
         replicas = check_replicas(replicas)
         seeds = replica_seeds(seed, replicas)
         if fused is not None and not isinstance(fused, bool):
@@ -136,6 +155,10 @@ class MaskedOptimizer(Optimizer):
         self.damping = bool(damping)
         #: s_{t-1} of a block's first step: "first" (s_1 = s~_1) or a number in [0, 1]
         self.score_init: str | float = score_init if score_init == "first" else float(score_init)
+        #: whether the cosine uses mu_t ("updated") or mu_{t-1} ("previous")
+        self.momentum = momentum
+        #: whether a masked-out block still takes the base's decoupled weight decay
+        self.decay_on_skip = decay_on_skip
         #: dim 0 of every masked tensor indexes this many independent replicas, or None
         self.replicas = replicas
         #: the mask seed, or with replicas each replica's (a tuple)
@@ -243,6 +266,8 @@ class MaskedOptimizer(Optimizer):
             obstacle = self._fused_obstacle(group)
             if obstacle is not None:
                 raise ValueError(f"fused=True is impossible: {obstacle} (or pass fused=None)")
+        if self.decay_on_skip:
+            self._skip_decay(group)  # raises where the base has no decoupled decay
         if "replicas" in group and group["replicas"] != self.replicas:
             raise ValueError(
                 f"replicas={self.replicas}, but the base {type(self.optimizer).__name__} "
@@ -255,6 +280,26 @@ class MaskedOptimizer(Optimizer):
         obstacle = rule.replicas_obstacle(masked) if rule is not None else None
         if obstacle is not None:
             raise ValueError(f"replicas={self.replicas} is impossible: {obstacle}")
+
+    def _skip_decay(self, group: ParamGroup) -> float | Tensor:
+        """lr * wd, the decoupled decay a masked-out block takes (``decay_on_skip``); 0
+        without it. ValueError where the base has no decoupled decay to apply."""
+        if not self.decay_on_skip:
+            return 0.0
+        rule = rule_for(self.optimizer, group)
+        decay = rule.decoupled_decay(group) if rule is not None else None
+        if decay is None:
+            why = (
+                f"couples its weight_decay={group.get('weight_decay')} into the gradient"
+                if rule is not None
+                else "has no rule in magma.rules, so its weight decay is unknown"
+            )
+            raise ValueError(
+                f"decay_on_skip=True applies the base's decoupled weight decay to masked-out "
+                f"blocks, but {type(self.optimizer).__name__} {why}: use a base that decouples "
+                f"it (AdamW, C-AdamW, LaProp, Muon), weight_decay=0, or decay_on_skip=False"
+            )
+        return decay
 
     def _uses_fused(self, group: ParamGroup, device: torch.device) -> bool:
         """True forces it (validated in __init__); None: on CUDA when it applies."""
@@ -294,6 +339,8 @@ class MaskedOptimizer(Optimizer):
             self.tau,
             self.ema,
             replicated=self.replicas is not None,
+            previous_momentum=self.momentum == "previous",
+            decay_on_skip=self.decay_on_skip,
         )
         if scores is not None:
             self._scores.update(zip(params, scores, strict=True))
@@ -370,7 +417,7 @@ class MaskedOptimizer(Optimizer):
             for index in buckets(masked):
                 self._step_bucket(group, rule, [masked[i] for i in index], host_draws)
 
-        snapshots = [self._prepare_generic(masked, host_draws) for _, masked in generic]
+        snapshots = [self._prepare_generic(group, masked, host_draws) for group, masked in generic]
         hidden = [q for _, _, masked in fast for q in masked]
         grads = [q.grad for q in hidden]
         for q in hidden:
@@ -410,14 +457,26 @@ class MaskedOptimizer(Optimizer):
             ]
         return self._device_generators[key]
 
-    def _first_moments(
-        self, rule: UpdateRule | None, params: list[Tensor], grads: list[Tensor], states: list
+    def _current_moments(
+        self, rule: UpdateRule | None, params: list[Tensor], states: list
     ) -> list[Tensor]:
+        """The first moments the cosine reads, as they are now: the base's (zeros where it
+        has none yet, as SGD's first step) or the wrapper's own."""
         if rule is not None and rule.first_moment_key is not None:
-            return [s[rule.first_moment_key] for s in states]
-        mus = [self._own_moment(q) for q in params]
-        torch._foreach_lerp_(mus, grads, 1 - OWN_MOMENT_BETA)
-        return mus
+            key = rule.first_moment_key
+            return [
+                s[key] if s.get(key) is not None else torch.zeros_like(q)
+                for q, s in zip(params, states, strict=True)
+            ]
+        return [self._own_moment(q) for q in params]
+
+    def _advance_own_moments(
+        self, rule: UpdateRule | None, params: list[Tensor], grads: list[Tensor]
+    ) -> None:
+        """mu <- EMA with g of the wrapper's own moments, for a base that keeps none."""
+        if rule is None or rule.first_moment_key is None:
+            mus = [self._own_moment(q) for q in params]
+            torch._foreach_lerp_(mus, grads, 1 - OWN_MOMENT_BETA)
 
     def _own_moment(self, param: Tensor) -> Tensor:
         """The wrapper's own first moment of ``param`` (EMA of g), created at zero."""
@@ -463,11 +522,13 @@ class MaskedOptimizer(Optimizer):
             fresh = S.alignment(S.sliced_cosine(mu, g, self.granularity), self.tau)
             self._scores[q] = S.smoothed(self._previous_score(q, fresh), fresh, self.ema)
 
-    def _multipliers(self, params: list[Tensor], host_draws: dict[Tensor, Keep]) -> list[Tensor]:
-        """scale * m per tensor, shaped to broadcast (0-dim for blocks, (S, 1, ..., 1)
+    def _multipliers(
+        self, params: list[Tensor], host_draws: dict[Tensor, Keep]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """scale * m and m per tensor, shaped to broadcast (0-dim for blocks, (S, 1, ..., 1)
         for a block per replica), on device."""
         replicated = self.replicas is not None
-        mults = []
+        mults, keeps = [], []
         for q in params:
             score = self._scores.get(q)
             shape = S.score_shape(q, self.granularity, replicated)
@@ -496,7 +557,8 @@ class MaskedOptimizer(Optimizer):
             mult = keep * scale
             self._count_survival(q, keep)
             mults.append(broadcastable(mult, q.dim()) if replicated else mult)
-        return mults
+            keeps.append(broadcastable(keep, q.dim()) if replicated else keep)
+        return mults, keeps
 
     def _count_survival(self, param: Tensor, keep: Tensor | Keep) -> None:
         tally = self._survival.setdefault(self._labels[param], [0.0, 0])
@@ -526,9 +588,16 @@ class MaskedOptimizer(Optimizer):
                 return
             for q in params:  # the compiler is gone for this process: the foreach path
                 self._count_fallback(q, failure)
-        grads = rule.update_moments(group, params, [q.grad for q in params], states)
+        raw = [q.grad for q in params]
+        if self._needs_scores and self.momentum == "previous":
+            seen = rule.seen_gradients(group, params, raw)
+            self._update_scores(params, self._current_moments(rule, params, states), seen)
+        grads = rule.update_moments(group, params, raw, states)
         if self._needs_scores:
-            self._update_scores(params, self._first_moments(rule, params, grads, states), grads)
+            self._advance_own_moments(rule, params, grads)
+        if self._needs_scores and self.momentum == "updated":
+            self._update_scores(params, self._current_moments(rule, params, states), grads)
+        skip_decay = self._skip_decay(group)
 
         if self.replicas is None and self.granularity == "block" and self.sampling != "alignment":
             # Survivors are known on the host: only they do parameter work. (With
@@ -536,6 +605,10 @@ class MaskedOptimizer(Optimizer):
             keep = [i for i, q in enumerate(params) if host_draws.get(q, True)]
             for q in params:
                 self._count_survival(q, host_draws.get(q, True))
+            if not isinstance(skip_decay, float) or skip_decay != 0:
+                dropped = [q for q in params if not host_draws.get(q, True)]
+                if dropped:
+                    torch._foreach_mul_(dropped, 1 - skip_decay)
             if not keep:
                 return
             if self.damping:
@@ -551,25 +624,40 @@ class MaskedOptimizer(Optimizer):
             )
             return
         deltas = rule.direction(group, params, grads, states)
-        torch._foreach_mul_(deltas, self._multipliers(params, host_draws))
+        mults, keeps = self._multipliers(params, host_draws)
+        torch._foreach_mul_(deltas, mults)
+        _decay_dropped(params, keeps, skip_decay)
         torch._foreach_sub_(params, deltas)
 
     def _prepare_generic(
-        self, params: list[Tensor], host_draws: dict[Tensor, Keep]
-    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        self, group: ParamGroup, params: list[Tensor], host_draws: dict[Tensor, Keep]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], float | Tensor]:
         grads = [q.grad.to_dense() if q.grad.is_sparse else q.grad for q in params]
         if self._needs_scores:
             for index in buckets(params):
                 ps, gs = [params[i] for i in index], [grads[i] for i in index]
-                self._update_scores(ps, self._first_moments(None, ps, gs, []), gs)
-        mults = self._multipliers(params, host_draws)
-        return params, [q.detach().clone() for q in params], mults
+                previous = self.momentum == "previous"
+                if previous:
+                    self._update_scores(ps, self._current_moments(None, ps, []), gs)
+                self._advance_own_moments(None, ps, gs)
+                if not previous:
+                    self._update_scores(ps, self._current_moments(None, ps, []), gs)
+        mults, keeps = self._multipliers(params, host_draws)
+        before = [q.detach().clone() for q in params]
+        return params, before, mults, keeps, self._skip_decay(group)
 
     @staticmethod
-    def _finish_generic(params: list[Tensor], before: list[Tensor], mults: list[Tensor]) -> None:
+    def _finish_generic(
+        params: list[Tensor],
+        before: list[Tensor],
+        mults: list[Tensor],
+        keeps: list[Tensor],
+        skip_decay: float | Tensor,
+    ) -> None:
         # theta <- theta_before + mult * (theta_after - theta_before); exact at mult 0 and 1.
         for q, old, mult in zip(params, before, mults, strict=True):
             q.copy_(old.lerp_(q, mult.to(q.dtype)))
+        _decay_dropped(params, keeps, skip_decay)
 
     # --- telemetry ------------------------------------------------------------------
 
@@ -671,7 +759,7 @@ class MaskedOptimizer(Optimizer):
                 "devices": {d: rng(g) for d, g in self._device_generators.items()},
             },
         }
-        masking["score_init"] = self.score_init
+        masking.update({name: getattr(self, name) for name in RECORDED_OPTIONS})
         if self.replicas is not None:  # per-replica generators: a list of states each
             masking["replicas"] = self.replicas
         state_dict = {"base": self.optimizer.state_dict(), "masking": masking}
@@ -695,12 +783,13 @@ class MaskedOptimizer(Optimizer):
                 f"state_dict is of an optimizer with replicas={masking.get('replicas')}, "
                 f"this one has replicas={self.replicas}"
             )
-        recorded = masking.get("score_init", "first")  # older state dicts: the default
-        if recorded != self.score_init:
-            raise ValueError(
-                f"state_dict is of an optimizer with score_init={recorded!r}, "
-                f"this one has score_init={self.score_init!r}"
-            )
+        for name, default in RECORDED_OPTIONS.items():
+            recorded = masking.get(name, default)  # older state dicts: the default
+            if recorded != getattr(self, name):
+                raise ValueError(
+                    f"state_dict is of an optimizer with {name}={recorded!r}, "
+                    f"this one has {name}={getattr(self, name)!r}"
+                )
         self.optimizer.load_state_dict(state_dict["base"])
         params = self._ordered_params()
         self._scores = {

@@ -14,7 +14,8 @@ class SkipUpdate(MaskedOptimizer):
     """Each masked block survives a step with probability ``p`` and is scaled by 1/p,
     so the expected update equals the base optimizer's; moments stay dense. ``fused`` as
     for Magma: the compiled step of the Adam family (None: on CUDA where it applies).
-    ``replicas`` as for Magma: dim 0 indexes S replicas, each masked as by its own seed."""
+    ``replicas`` as for Magma: dim 0 indexes S replicas, each masked as by its own seed.
+    ``decay_on_skip`` as for Magma: a masked-out block still takes the decoupled decay."""
 
     def __init__(
         self,
@@ -26,6 +27,7 @@ class SkipUpdate(MaskedOptimizer):
         *,
         fused: bool | None = None,
         replicas: int | None = None,
+        decay_on_skip: bool = False,
     ) -> None:
         super().__init__(
             optimizer,
@@ -39,4 +41,5 @@ class SkipUpdate(MaskedOptimizer):
             ema=0.0,
             fused=fused,
             replicas=replicas,
+            decay_on_skip=decay_on_skip,
         )

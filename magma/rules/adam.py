@@ -19,6 +19,7 @@ from magma.rules.base import (
     UpdateRule,
     bias_corrections,
     decoupled_decay_,
+    maximized_with_decay,
     step_sizes,
 )
 
@@ -47,12 +48,18 @@ class AdamRule(UpdateRule):
             state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         return state
 
+    def seen_gradients(self, group, params, grads):
+        coupled = 0.0 if _decoupled(group) else group["weight_decay"]
+        return maximized_with_decay(group, params, grads, coupled)
+
+    def decoupled_decay(self, group: ParamGroup) -> float | Tensor | None:
+        if _decoupled(group):
+            return group["lr"] * group["weight_decay"]
+        return super().decoupled_decay(group)
+
     def update_moments(self, group, params, grads, states):
         beta1, beta2 = group["betas"]
-        if group["maximize"]:
-            grads = torch._foreach_neg(grads)
-        if group["weight_decay"] != 0 and not _decoupled(group):
-            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        grads = self.seen_gradients(group, params, grads)
         torch._foreach_add_([s["step"] for s in states], 1)
         exp_avgs = [s["exp_avg"] for s in states]
         exp_avg_sqs = [s["exp_avg_sq"] for s in states]

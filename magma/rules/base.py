@@ -95,6 +95,19 @@ class UpdateRule:
         """State in the base optimizer's own format, created lazily."""
         raise NotImplementedError
 
+    def seen_gradients(
+        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor]
+    ) -> list[Tensor]:
+        """The gradients as the base's moments see them (negated under ``maximize``, plus
+        a coupled L2 decay): what ``update_moments`` feeds its moments."""
+        return grads
+
+    def decoupled_decay(self, group: ParamGroup) -> float | Tensor | None:
+        """lr * wd of the base's decoupled weight decay, theta <- theta (1 - lr * wd): what
+        ``decay_on_skip`` applies to a masked-out block. 0 without weight decay; None where
+        the base couples its decay into the gradient (there is none to apply apart)."""
+        return None if group.get("weight_decay", 0) != 0 else 0.0
+
     def update_moments(
         self,
         group: ParamGroup,
@@ -127,6 +140,18 @@ class UpdateRule:
         deltas = self.direction(group, params, grads, states)
         torch._foreach_mul_(deltas, scale_list(scales, len(params)))
         torch._foreach_sub_(params, deltas)
+
+
+def maximized_with_decay(
+    group: ParamGroup, params: list[Tensor], grads: list[Tensor], coupled_decay: float
+) -> list[Tensor]:
+    """g negated under ``maximize``, plus ``coupled_decay`` * theta (L2 decay folded into
+    the gradient): new tensors only where either applies."""
+    if group["maximize"]:
+        grads = torch._foreach_neg(grads)
+    if coupled_decay != 0:
+        grads = torch._foreach_add(grads, params, alpha=coupled_decay)
+    return grads
 
 
 def decoupled_decay_(

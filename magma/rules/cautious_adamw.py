@@ -14,6 +14,7 @@ stacks independent replicas) takes mean(c) over each replica's slice.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from magma.replicas import slice_mean
 from magma.rules.adam import AdamRule
@@ -26,6 +27,9 @@ CAUTION_FLOOR = 1e-3
 class CautiousAdamWRule(AdamRule):
     def supports(self, group: ParamGroup) -> bool:
         return True
+
+    def decoupled_decay(self, group: ParamGroup) -> float | Tensor | None:
+        return group["lr"] * group["weight_decay"]  # decoupled whatever the group's flag
 
     def direction(self, group, params, grads, states):
         lr, wd = group["lr"], group["weight_decay"]

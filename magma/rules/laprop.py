@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from magma.rules.base import ParamGroup, UpdateRule, step_value
+from magma.rules.base import ParamGroup, UpdateRule, maximized_with_decay, step_value
 
 
 class LaPropRule(UpdateRule):
@@ -28,10 +28,15 @@ class LaPropRule(UpdateRule):
             "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
         }
 
+    def seen_gradients(self, group, params, grads):
+        return maximized_with_decay(group, params, grads, 0.0)
+
+    def decoupled_decay(self, group: ParamGroup) -> float | Tensor | None:
+        return group["lr"] * group["weight_decay"]
+
     def update_moments(self, group, params, grads, states):
         beta1, beta2 = group["betas"]
-        if group["maximize"]:
-            grads = torch._foreach_neg(grads)
+        grads = self.seen_gradients(group, params, grads)
         torch._foreach_add_([s["step"] for s in states], 1)
         exp_avg_sqs = [s["exp_avg_sq"] for s in states]
         torch._foreach_mul_(exp_avg_sqs, beta2)

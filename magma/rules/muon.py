@@ -56,6 +56,9 @@ class MuonRule(UpdateRule):
     def init_state(self, group: ParamGroup, param: Tensor) -> dict[str, Tensor]:
         return {"momentum_buffer": torch.zeros_like(param, memory_format=torch.preserve_format)}
 
+    def decoupled_decay(self, group: ParamGroup) -> float | Tensor | None:
+        return group["lr"] * group["weight_decay"]
+
     def update_moments(self, group, params, grads, states):
         bufs = [s["momentum_buffer"] for s in states]
         torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-from magma.rules.base import ParamGroup, UpdateRule
+from magma.rules.base import ParamGroup, UpdateRule, maximized_with_decay
 
 
 class RMSpropRule(UpdateRule):
@@ -45,12 +45,12 @@ class RMSpropRule(UpdateRule):
         torch._foreach_add_(avg, group["eps"])
         return avg
 
+    def seen_gradients(self, group, params, grads):
+        return maximized_with_decay(group, params, grads, group["weight_decay"])
+
     def update_moments(self, group, params, grads, states):
         alpha = group["alpha"]
-        if group["maximize"]:
-            grads = torch._foreach_neg(grads)
-        if group["weight_decay"] != 0:
-            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        grads = self.seen_gradients(group, params, grads)
         torch._foreach_add_([s["step"] for s in states], 1)
         square_avgs = [s["square_avg"] for s in states]
         torch._foreach_mul_(square_avgs, alpha)

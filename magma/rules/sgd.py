@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from magma.rules.base import ParamGroup, UpdateRule
+from magma.rules.base import ParamGroup, UpdateRule, maximized_with_decay
 
 
 class SGDRule(UpdateRule):
@@ -25,11 +25,11 @@ class SGDRule(UpdateRule):
         # torch creates the buffer from the first gradient; see update_moments.
         return {}
 
+    def seen_gradients(self, group, params, grads):
+        return maximized_with_decay(group, params, grads, group["weight_decay"])
+
     def update_moments(self, group, params, grads, states):
-        if group["maximize"]:
-            grads = torch._foreach_neg(grads)
-        if group["weight_decay"] != 0:
-            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        grads = self.seen_gradients(group, params, grads)
         momentum = group["momentum"]
         if momentum == 0:
             return grads
