@@ -132,3 +132,14 @@ def test_run_key_ignores_the_masking_settings_of_a_dense_run_only() -> None:
     muon = TrialConfig(workload="quadratic", variant="dense", base="muon")  # splits by components
     assert muon.run_key() != muon.model_copy(update={"components": "all"}).run_key()
     assert muon.run_key() == muon.model_copy(update={"tau": 4.0}).run_key()
+
+
+def test_run_key_ignores_algorithm_1_choices_of_a_dense_run_only() -> None:
+    """score_init, momentum and decay_on_skip are masking settings: a dense arm searched
+    over them is one run, a masked one is not."""
+    choices = {"score_init": 0.5, "momentum": "previous", "decay_on_skip": True}
+    dense = TrialConfig(workload="quadratic", variant="dense", weight_decay=0.1)
+    assert dense.run_key() == dense.model_copy(update=choices).run_key()
+    magma_run = dense.model_copy(update={"variant": "magma"})
+    for name, value in choices.items():
+        assert magma_run.run_key() != magma_run.model_copy(update={name: value}).run_key()

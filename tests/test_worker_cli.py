@@ -87,6 +87,33 @@ def test_instance_and_objective_window_reach_the_trial():
     assert bad.returncode == 2 and "--instance" in bad.stderr
 
 
+def test_algorithm_1_choices_reach_the_trial_and_bad_ones_name_the_option():
+    """--score-init (a word or a number), --momentum and --decay-on-skip are TrialConfig's
+    fields: set, the magma run's trajectory changes; refused, the option is named."""
+
+    def final(*options: str) -> dict:
+        result = run_cli(
+            "--workload", "quadratic", "--variant", "magma", "--lr", "0.05",
+            "--weight-decay", "0.1", "--steps", "20", "--eval-interval", "20", "--quiet",
+            *options,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return json_objects(result.stdout)[-1]
+
+    default = final()["val_loss"]
+    assert final("--score-init", "first", "--momentum", "updated")["val_loss"] == default
+    chosen = final("--score-init", "0.5", "--momentum", "previous", "--decay-on-skip")
+    assert chosen["val_loss"] != default
+    refused = {
+        "--score-init": ["--score-init", "2"],
+        "--momentum": ["--variant", "skipupdate", "--momentum", "previous"],
+        "--decay-on-skip": ["--base", "rmsprop", "--weight-decay", "0.1", "--decay-on-skip"],
+    }
+    for option, args in refused.items():
+        bad = run_cli("--workload", "quadratic", "--quiet", *args)
+        assert bad.returncode == 2 and f"error: {option}:" in bad.stderr, bad.stderr
+
+
 def test_progress_in_a_pipe_is_one_line_per_evaluation_not_per_step():
     """Off a terminal a bar's redraws would each be a line of the log: 200 steps must give
     4 progress lines (one per evaluation), not 200."""

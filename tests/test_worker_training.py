@@ -34,6 +34,8 @@ from worker.workloads.quadratic import QuadraticWorkload
 
 LLAMA_STEPS = 16
 LLAMA_LR = 1e-2
+#: (score_init, momentum, decay_on_skip) of a config that sets decay_on_skip alone
+_SKIP = ("first", "updated", True)
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +163,78 @@ def test_muon_builds_two_optimizers_and_trains(token_cache_dir):
     assert recorder.losses[-1] < recorder.losses[0] - 0.3, recorder.losses
     assert final["val_loss"] < UNIFORM_LOSS - 0.3
     assert {"survival/attention", "survival/mlp", "alignment/attention"} <= set(final)
+
+
+# --- Algorithm 1's open choices ------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["skipupdate", "magma"])
+def test_the_optimizer_factory_passes_algorithm_1_choices(variant):
+    """Magma gets all three; SkipUpdate, which has no score, decay_on_skip alone."""
+    magma_only = {"score_init": 0.5, "momentum": "previous"} if variant == "magma" else {}
+    config = TrialConfig(
+        workload="quadratic", variant=variant, weight_decay=0.1, decay_on_skip=True, **magma_only
+    )
+    workload = build_workload(config, torch.device("cpu"))
+    (optimizer,) = build_optimizers(config, workload.model, workload.masked_params())
+    assert optimizer.decay_on_skip is True
+    if variant == "magma":
+        assert isinstance(optimizer, magma.Magma)
+        assert (optimizer.score_init, optimizer.momentum) == (0.5, "previous")
+    else:
+        assert isinstance(optimizer, magma.SkipUpdate)
+    default = TrialConfig(workload="quadratic", variant=variant)
+    (plain,) = build_optimizers(default, workload.model, workload.masked_params())
+    assert plain.decay_on_skip is False
+
+
+@pytest.fixture(scope="module")
+def short_losses(token_cache_dir):
+    """The training losses of a short llama-nano run per set of fields, each run once."""
+    runs: dict[tuple, list[float]] = {}
+
+    def get(**fields) -> list[float]:
+        key = tuple(sorted(fields.items()))
+        if key not in runs:
+            recorder = Recorder()
+            config = llama_config(token_cache_dir, lr=LLAMA_LR, steps=6, eval_interval=6, **fields)
+            assert recorder.run(config)["status"] == "complete"
+            runs[key] = recorder.losses
+        return runs[key]
+
+    return get
+
+
+@pytest.mark.parametrize(
+    ("choice", "baseline"),
+    [
+        ({"variant": "magma", "momentum": "previous"}, {"variant": "magma"}),
+        ({"variant": "magma", "score_init": 0.5}, {"variant": "magma"}),
+        (
+            {
+                "variant": "magma",
+                "momentum": "previous",
+                "decay_on_skip": True,
+                "weight_decay": 0.1,
+            },
+            {"variant": "magma", "weight_decay": 0.1},
+        ),
+        (
+            {"variant": "magma", "decay_on_skip": True, "weight_decay": 0.1},
+            {"variant": "magma", "weight_decay": 0.1},
+        ),
+        (
+            {"variant": "skipupdate", "decay_on_skip": True, "weight_decay": 0.1},
+            {"variant": "skipupdate", "weight_decay": 0.1},
+        ),
+    ],
+)
+def test_algorithm_1_choices_change_the_training(short_losses, choice, baseline):
+    """Each choice reaches the trial's optimizer: from one start (the same first loss) the
+    trajectory leaves the default's."""
+    losses, default = short_losses(**choice), short_losses(**baseline)
+    assert losses[0] == default[0]
+    assert losses[1:] != default[1:], losses
 
 
 # --- the byte-vocabulary CPU model ----------------------------------------------------
@@ -425,6 +499,32 @@ def test_a_bad_target_loss_fraction_names_the_field_and_range(fraction):
         ({"steps": 0}, "steps", "greater than or equal to 1"),
         ({"learning_rate": 1e-3}, "learning_rate", "Extra inputs"),
         ({"target_loss_fraction": 1.0}, "target_loss_fraction", "must be in (0, 1)"),
+        ({"score_init": "last"}, "score_init", "'first' or a number in [0, 1]"),
+        ({"score_init": 1.5}, "score_init", "'first' or a number in [0, 1]"),
+        ({"score_init": -0.1}, "score_init", "'first' or a number in [0, 1]"),
+        ({"score_init": True}, "score_init", "'first' or a number in [0, 1]"),
+        ({"score_init": "nan"}, "score_init", "'first' or a number in [0, 1]"),
+        ({"momentum": "current"}, "momentum", "'updated' or 'previous'"),
+        ({"decay_on_skip": "sometimes"}, "decay_on_skip", "valid boolean"),
+        (
+            {"variant": "skipupdate", "momentum": "previous"},
+            "momentum",
+            "variant 'skipupdate' does not have",
+        ),
+        (
+            {"variant": "skipupdate", "score_init": 0.5},
+            "score_init",
+            "variant 'skipupdate' does not have",
+        ),
+        *(
+            (
+                {"base": base, "variant": variant, "weight_decay": 0.1, "decay_on_skip": True},
+                "decay_on_skip",
+                f"base '{base}' folds its weight_decay (0.1) into the gradient",
+            )
+            for base in ("adam", "rmsprop", "sgd")
+            for variant in ("skipupdate", "magma")
+        ),
     ],
 )
 def test_bad_config_names_the_field(fields, field, message):
@@ -434,6 +534,31 @@ def test_bad_config_names_the_field(fields, field, message):
     assert len(errors) == 1
     assert errors[0]["loc"][0] == field
     assert message in errors[0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "stored"),
+    [
+        ({}, ("first", "updated", False)),  # Algorithm 1 as read: today's behaviour
+        ({"score_init": 0.5, "momentum": "previous"}, (0.5, "previous", False)),
+        ({"score_init": "0.25"}, (0.25, "updated", False)),  # as the CLI and YAML give it
+        ({"score_init": 0}, (0.0, "updated", False)),
+        ({"score_init": 1}, (1.0, "updated", False)),
+        # decay_on_skip is both masked variants'; with a decoupled base, or no decay to apply
+        ({"variant": "skipupdate", "decay_on_skip": True, "weight_decay": 0.1}, _SKIP),
+        ({"base": "rmsprop", "decay_on_skip": True}, _SKIP),
+        ({"base": "laprop", "decay_on_skip": True, "weight_decay": 0.1}, _SKIP),
+        # a dense run reads no masking field (``run_key``): nothing to refuse
+        ({"variant": "dense", "base": "sgd", "decay_on_skip": True, "weight_decay": 0.1}, _SKIP),
+        ({"variant": "dense", "momentum": "previous"}, ("first", "previous", False)),
+    ],
+)
+def test_algorithm_1_choices_are_stored_in_the_complete_config(fields, stored):
+    config = TrialConfig(workload="quadratic", **fields)
+    assert (config.score_init, config.momentum, config.decay_on_skip) == stored
+    dumped = config.model_dump(mode="json")
+    assert (dumped["score_init"], dumped["momentum"], dumped["decay_on_skip"]) == stored
+    assert TrialConfig(**dumped) == config
 
 
 def test_batch_size_must_be_a_multiple_of_grad_accum():

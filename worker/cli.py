@@ -18,10 +18,12 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from worker.contract import (
+    SCORE_INIT_FIRST,
     STATUS_KEY,
     Base,
     Components,
     Granularity,
+    Momentum,
     Names,
     TrialStatus,
     Variant,
@@ -55,6 +57,15 @@ def train_command(
     tau: Annotated[float | None, _option("Magma temperature")] = None,
     components: Annotated[str | None, _option(_choices(Components))] = None,
     granularity: Annotated[str | None, _option(_choices(Granularity))] = None,
+    score_init: Annotated[
+        str | None, _option(f"Magma's s_0: {SCORE_INIT_FIRST} | a number in [0, 1]")
+    ] = None,
+    momentum: Annotated[
+        str | None, _option(f"first moment of Magma's cosine: {_choices(Momentum)}")
+    ] = None,
+    decay_on_skip: Annotated[
+        bool | None, _option("masked-out blocks still take the decoupled weight decay")
+    ] = None,
     batch_size: Annotated[int | None, _option("sequences per step")] = None,
     grad_accum: Annotated[int | None, _option("micro-batches per step")] = None,
     seq_len: Annotated[int | None, _option("tokens per sequence")] = None,

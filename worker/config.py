@@ -7,6 +7,7 @@ engine all build trials through it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -22,13 +23,18 @@ from pydantic import (
 )
 
 from worker.contract import (
+    COUPLED_DECAY_BASES,
     DEFAULT_METRIC,
     FUSED_STEP_BASES,
+    SCORE_INIT_FIRST,
     Base,
     BaseName,
     ComponentsName,
     Granularity,
     GranularityName,
+    Momentum,
+    MomentumName,
+    ScoreInitName,
     Variant,
     VariantName,
     WorkloadName,
@@ -41,7 +47,23 @@ from worker.models import model_fields, model_names, model_sha256, model_tokeniz
 #: validation tokens per evaluation when none are given: GaLore's harness evaluates 10M
 DEFAULT_EVAL_TOKENS = 10_000_000
 #: the settings only a masked variant reads (``TrialConfig.run_key``)
-MASKING_FIELDS = ("p", "tau", "components", "granularity", "mask_seed", "fused_step")
+MASKING_FIELDS = (
+    "p",
+    "tau",
+    "components",
+    "granularity",
+    "score_init",
+    "momentum",
+    "decay_on_skip",
+    "mask_seed",
+    "fused_step",
+)
+#: Magma's own settings (its alignment score): SkipUpdate has no score, so it refuses them
+MAGMA_FIELDS = ("score_init", "momentum")
+#: the searchable fields that TrialConfig's validators check against one another (the Magma
+#: fields against variant; decay_on_skip against base, variant and weight_decay): a study
+#: checks every combination of their searched values (``studies.spec``)
+JOINT_FIELDS = ("base", "variant", "weight_decay", *MAGMA_FIELDS, "decay_on_skip")
 
 
 class TrialConfig(BaseModel):
@@ -111,6 +133,23 @@ class TrialConfig(BaseModel):
     components: ComponentsName = "attention+mlp"
     granularity: GranularityName = "block"
     weight_decay: float = Field(0.0, ge=0)
+    # --- Algorithm 1's open choices (after base, variant and weight_decay: checked with them)
+    score_init: ScoreInitName | float = Field(
+        SCORE_INIT_FIRST,
+        description=f"Magma's s_0: {SCORE_INIT_FIRST!r} (s_1 is the first step's own score) or "
+        "a number in [0, 1]",
+    )
+    momentum: MomentumName = Field(
+        Momentum.updated.value,
+        description="the first moment Magma's cosine uses: 'updated' (mu_t, after this step's "
+        "update) or 'previous' (mu_{t-1})",
+    )
+    decay_on_skip: bool = Field(
+        False,
+        description="a masked-out block still takes the base's decoupled weight decay, "
+        "unscaled (both masked variants); refused with weight_decay > 0 and base one of "
+        f"{[b.value for b in COUPLED_DECAY_BASES]}, whose decay is L2 in the gradient",
+    )
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = Field(None, gt=0)
     # --- seeds: data order and init are shared across arms; masks have their own ---
@@ -217,6 +256,52 @@ class TrialConfig(BaseModel):
     def _fraction_in_range(cls, value: float) -> float:
         if not 0 < value < 1:  # NaN too
             raise ValueError(f"target_loss_fraction must be in (0, 1), got {value!r}")
+        return value
+
+    @field_validator("score_init", mode="before")
+    @classmethod
+    def _score_init_in_range(cls, value: Any) -> Any:
+        """One message naming both allowed kinds, where the union would give one per member;
+        a number given as text (the CLI's, YAML's ``1e-1``) is read as the number."""
+        number = value
+        if isinstance(value, str) and value != SCORE_INIT_FIRST:
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number == SCORE_INIT_FIRST:
+            return number
+        if isinstance(number, int | float) and not isinstance(number, bool) and 0 <= number <= 1:
+            return float(number)
+        raise ValueError(
+            f"score_init must be {SCORE_INIT_FIRST!r} or a number in [0, 1], got {value!r}"
+        )
+
+    @field_validator(*MAGMA_FIELDS)
+    @classmethod
+    def _magma_only(cls, value: Any, info: ValidationInfo) -> Any:
+        """An option SkipUpdate would accept and ignore is refused instead."""
+        default = cls.model_fields[str(info.field_name)].default
+        if info.data.get("variant") == Variant.skipupdate and value != default:
+            raise ValueError(
+                f"{info.field_name} {value!r} sets Magma's alignment score, which variant "
+                f"'skipupdate' does not have: use variant 'magma', or {info.field_name} "
+                f"{default!r} (the default)"
+            )
+        return value
+
+    @field_validator("decay_on_skip")
+    @classmethod
+    def _decay_decoupled(cls, value: bool, info: ValidationInfo) -> bool:
+        """Coupled decay is part of the gradient a skipped block never applies: there is no
+        separate decay term to keep (magma raises the same)."""
+        base, wd = info.data.get("base"), info.data.get("weight_decay")
+        masked = info.data.get("variant") not in (None, Variant.dense)
+        if value and masked and base in COUPLED_DECAY_BASES and wd:
+            decoupled = [b.value for b in Base if b not in COUPLED_DECAY_BASES]
+            raise ValueError(
+                f"decay_on_skip needs decoupled weight decay, but base {base!r} folds its "
+                f"weight_decay ({wd}) into the gradient (L2): use a base in {decoupled}, "
+                "weight_decay 0, or decay_on_skip false"
+            )
         return value
 
     @field_validator("betas")

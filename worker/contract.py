@@ -129,6 +129,23 @@ class Granularity(Names):
     element = "element"
 
 
+class Momentum(Names):
+    """The first moment Magma's alignment score compares with g_t, which Algorithm 1 leaves
+    open: mu_t after this step's update (the default), or mu_{t-1} before it."""
+
+    updated = "updated"
+    previous = "previous"
+
+
+#: ``score_init``'s one non-numeric value: s_1 = s~_1, the first step's own score (the
+#: default); the alternative is a number in [0, 1] taken as s_0
+SCORE_INIT_FIRST = "first"
+#: bases whose ``weight_decay`` is coupled L2, folded into the gradient before the moments
+#: (``magma/rules``: adam, rmsprop, sgd); the rest decay decoupled (lr * wd * theta), so only
+#: they can still decay a masked-out block (``decay_on_skip``)
+COUPLED_DECAY_BASES: tuple[Base, ...] = (Base.adam, Base.rmsprop, Base.sgd)
+
+
 #: the ``magma.components`` labels each ``components`` setting masks; None: every label
 COMPONENT_LABELS: dict[str, tuple[str, ...] | None] = {
     Components.attention.value: ("attention",),
@@ -146,6 +163,8 @@ VariantName = Literal[Variant.values()]  # type: ignore[valid-type]
 WorkloadName = Literal[WorkloadKind.values()]  # type: ignore[valid-type]
 ComponentsName = Literal[Components.values()]  # type: ignore[valid-type]
 GranularityName = Literal[Granularity.values()]  # type: ignore[valid-type]
+MomentumName = Literal[Momentum.values()]  # type: ignore[valid-type]
+ScoreInitName = Literal[SCORE_INIT_FIRST]  # type: ignore[valid-type]
 Mode = Literal["min", "max"]
 MODES: tuple[str, ...] = ("min", "max")
 

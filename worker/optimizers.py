@@ -121,6 +121,7 @@ def _masked(
             seed=seed,
             fused=config.fused_step,
             replicas=replicas,
+            decay_on_skip=config.decay_on_skip,
         )
     return magma.Magma(
         base,
@@ -131,6 +132,9 @@ def _masked(
         seed=seed,
         fused=config.fused_step,
         replicas=replicas,
+        score_init=config.score_init,
+        momentum=config.momentum,
+        decay_on_skip=config.decay_on_skip,
     )
 
 
