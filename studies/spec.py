@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from studies.analysis.sequential import SequentialDesign, Spending
-from worker.config import TrialConfig
+from worker.config import JOINT_FIELDS, TrialConfig
 from worker.contract import (
     DEFAULT_METRIC,
     DEFAULT_SEED_BATCH,
@@ -26,7 +26,19 @@ from worker.contract import (
     metrics_of,
 )
 
-SEARCHABLE = ("base", "variant", "lr", "p", "tau", "components", "granularity", "weight_decay")
+SEARCHABLE = (
+    "base",
+    "variant",
+    "lr",
+    "p",
+    "tau",
+    "components",
+    "granularity",
+    "weight_decay",
+    "score_init",
+    "momentum",
+    "decay_on_skip",
+)
 WORKLOAD_FIELDS = (
     "model",
     "steps",
@@ -40,7 +52,9 @@ WORKLOAD_FIELDS = (
     "covariates",
     "condition_number",
 )
-NUMERIC = ("lr", "p", "tau", "weight_decay")
+#: parameters searched as numbers (a range allowed); score_init's one word, 'first', may
+#: stand among its numbers
+NUMERIC = ("lr", "p", "tau", "weight_decay", "score_init")
 
 
 class Range(BaseModel):
@@ -297,6 +311,12 @@ class StudySpec(BaseModel):
         for name, value in self.search.items():
             for choice in _choices(value):
                 self._check(self.trial_config({name: choice}))
+        # Fields that TrialConfig checks against one another: every combination searched.
+        joint = [name for name in self.search if name in JOINT_FIELDS]
+        if len(joint) > 1:
+            for values in itertools.product(*(_choices(self.search[n]) for n in joint)):
+                combination = dict(zip(joint, values, strict=True))
+                self._check(self.trial_config(combination), combination)
         return self
 
     def _check_bracket(self) -> None:
@@ -323,7 +343,9 @@ class StudySpec(BaseModel):
             )
         self._check(self.trial_config({"lr": self.protocol.lr_start}))
 
-    def _check(self, config: dict[str, Any]) -> None:
+    def _check(self, config: dict[str, Any], combination: dict[str, Any] | None = None) -> None:
+        """ValueError ``where: message`` if ``config`` is no valid TrialConfig; naming
+        ``combination``, the searched values that are only invalid together."""
         try:
             TrialConfig(**config)
         except ValidationError as exc:
@@ -338,6 +360,9 @@ class StudySpec(BaseModel):
             else:
                 where = field or "spec"
             message = str(first["msg"]).removeprefix("Value error, ")
+            if combination:
+                together = ", ".join(f"{k}={v!r}" for k, v in combination.items())
+                message += f" (the search combines {together}: search them in separate studies)"
             raise ValueError(f"{where}: {message}") from None
 
     @property
@@ -424,7 +449,7 @@ def _choices(value: SearchValue) -> list[Any]:
 
 def _numeric(name: str, value: Any) -> Any:
     """YAML 1.1 reads ``1e-5`` (no dot) as a string; numeric parameters become floats
-    here so that Optuna and the database store numbers."""
+    here so that Optuna and the database store numbers (a word, score_init's 'first', stays)."""
     if name not in NUMERIC:
         return value
 

@@ -374,6 +374,138 @@ def test_yaml_exponent_without_dot_is_a_number():
     assert s.search["lr"] == [1e-5]
 
 
+# --- Algorithm 1's open choices ---------------------------------------------------------
+
+#: score_init mixes its word and numbers; momentum and decay_on_skip are categorical
+OPEN_CHOICES = {
+    "score_init": ["first", 0.5, 1.0],
+    "momentum": ["updated", "previous"],
+    "decay_on_skip": [False, True],
+}
+
+
+def test_open_choices_are_searched_in_a_grid_and_stored_complete():
+    s = spec(search={"variant": ["dense", "magma"], **OPEN_CHOICES}, fixed={"weight_decay": 0.1})
+    assert s.grid_size == 2 * 3 * 2 * 2
+    points = s.grid_points()
+    assert points == [
+        {"variant": v, "score_init": i, "momentum": m, "decay_on_skip": d}
+        for v, i, m, d in itertools.product(["dense", "magma"], *OPEN_CHOICES.values())
+    ]
+    for point in points:
+        stored = s.complete_trial_config(point)
+        assert {name: stored[name] for name in OPEN_CHOICES} == {n: point[n] for n in OPEN_CHOICES}
+    # a study that searches none of them still stores them, at their defaults
+    stored = spec().complete_trial_config({"variant": "magma", "lr": 1e-3})
+    assert (stored["score_init"], stored["momentum"], stored["decay_on_skip"]) == (
+        "first",
+        "updated",
+        False,
+    )
+
+
+def test_score_init_in_yaml_keeps_its_word_and_reads_its_numbers():
+    text = "name: t\nsampler: grid\nsearch: {score_init: [first, 0.5, 1e-1, 1]}"
+    s = StudySpec.model_validate(yaml.safe_load(text))
+    assert s.search["score_init"] == ["first", 0.5, 0.1, 1]
+    assert [s.complete_trial_config(p)["score_init"] for p in s.grid_points()] == [
+        "first",
+        0.5,
+        0.1,
+        1.0,
+    ]
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_samplers_draw_the_open_choices(sampler):
+    """Optuna gets score_init's mixed list as one categorical: every draw is a choice, and
+    a range of numbers alone is a float distribution."""
+    s = spec(sampler=sampler, trials=8, search=OPEN_CHOICES)
+    searched = distributions(s)
+    for name, values in OPEN_CHOICES.items():
+        assert searched[name] == CategoricalDistribution(values)
+    study = optuna.create_study(sampler=make_sampler(s))
+    for index in range(8):
+        trial = study.ask(searched)
+        for name, values in OPEN_CHOICES.items():
+            assert trial.params[name] in values
+        TrialConfig(**s.trial_config(trial.params))
+        study.tell(trial, float(index))
+    ranged = spec(sampler="tpe", trials=4, search={"score_init": {"low": 0.0, "high": 1.0}})
+    assert distributions(ranged)["score_init"] == FloatDistribution(0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("search", "fixed", "where", "message"),
+    [
+        ({"score_init": ["first", 1.5]}, {}, "search.score_init", "'first' or a number in [0"),
+        ({"score_init": {"low": 0.5, "high": 2.0}}, {}, "search.score_init", "got 2.0"),
+        ({"momentum": ["sideways"]}, {}, "search.momentum", "'updated' or 'previous'"),
+        ({"decay_on_skip": ["maybe"]}, {}, "search.decay_on_skip", "valid boolean"),
+        ({"variant": ["skipupdate"], "momentum": "previous"}, {}, "search.momentum", "skipupdate"),
+        ({"momentum": ["previous"]}, {"variant": "skipupdate"}, "search.momentum", "skipupdate"),
+        ({"score_init": [0.5]}, {"variant": "skipupdate"}, "search.score_init", "skipupdate"),
+        (
+            {"decay_on_skip": [True]},
+            {"base": "rmsprop", "weight_decay": 0.1},
+            "search.decay_on_skip",
+            "base 'rmsprop' folds its weight_decay (0.1)",
+        ),
+        (
+            {"base": ["adamw", "sgd"]},
+            {"decay_on_skip": True, "weight_decay": 0.1},
+            "fixed.decay_on_skip",
+            "base 'sgd' folds its weight_decay (0.1)",
+        ),
+    ],
+)
+def test_a_bad_open_choice_names_its_field(search, fixed, where, message):
+    with pytest.raises(ValidationError) as excinfo:
+        spec(sampler="random", trials=4, search=search, fixed=fixed)
+    assert f"{where}: " in error_text(excinfo) and message in error_text(excinfo)
+
+
+@pytest.mark.parametrize(
+    ("search", "fixed", "combination"),
+    [
+        # each value is valid alone; only the pairs are not
+        (
+            {"variant": ["skipupdate", "magma"], "momentum": ["updated", "previous"]},
+            {},
+            "variant='skipupdate', momentum='previous'",
+        ),
+        (
+            {"variant": ["skipupdate", "magma"], "score_init": ["first", 0.5]},
+            {},
+            "variant='skipupdate', score_init=0.5",
+        ),
+        (
+            {"base": ["adamw", "rmsprop"], "weight_decay": [0.0, 0.1], "decay_on_skip": [True]},
+            {},
+            "base='rmsprop', weight_decay=0.1, decay_on_skip=True",
+        ),
+    ],
+)
+def test_a_search_is_checked_on_every_combination_of_the_joint_fields(search, fixed, combination):
+    """A search whose values are each valid, but not together, is refused when submitted,
+    naming the combination, not by a trial that fails mid-study."""
+    with pytest.raises(ValidationError) as excinfo:
+        spec(search=search, fixed=fixed)
+    assert f"the search combines {combination}" in error_text(excinfo)
+
+
+def test_open_choices_combine_with_dense_and_decoupled_bases():
+    """What is valid together passes: dense ignores the choices, and decay_on_skip goes
+    with AdamW on both masked variants."""
+    dense = spec(search={"variant": ["dense", "magma"], **OPEN_CHOICES})
+    assert dense.grid_size == 24
+    both = spec(
+        search={"variant": ["skipupdate", "magma"], "decay_on_skip": [False, True]},
+        fixed={"base": "adamw", "weight_decay": 0.1},
+    )
+    assert both.grid_size == 4
+
+
 # --- trial configurations --------------------------------------------------------------
 
 
