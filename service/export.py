@@ -165,9 +165,14 @@ def python_snippet(document: dict[str, Any]) -> str:
     masking = ""
     if config.variant != "dense":
         wrapper = "Magma" if config.variant == "magma" else "SkipUpdate"
-        tau = f", tau={config.tau!r}" if config.variant == "magma" else ""
+        magma_only = (
+            f", tau={config.tau!r}, score_init={config.score_init!r}, momentum={config.momentum!r}"
+            if config.variant == "magma"
+            else ""
+        )
         masking = (
-            f"p={config.p!r}{tau}, granularity={config.granularity!r}, seed={config.mask_seed}"
+            f"p={config.p!r}{magma_only}, granularity={config.granularity!r}, "
+            f"decay_on_skip={config.decay_on_skip!r}, seed={config.mask_seed}"
         )
     if config.base != "muon":
         base = BASE_CONSTRUCTORS[config.base].format(params="model.parameters()", **values)

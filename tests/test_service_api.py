@@ -519,18 +519,39 @@ def test_event_stream_content_resume_and_end(server: Server, db: Database) -> No
 # --- export ----------------------------------------------------------------------------------
 
 
+#: Algorithm 1's open choices, set away from their defaults for each masked variant
+MAGMA_CHOICES = {"score_init": 0.5, "momentum": "previous", "decay_on_skip": True}
+SKIPUPDATE_CHOICES = {"decay_on_skip": True}
+
+
 @pytest.mark.parametrize(
-    ("base", "variant"),
-    [("adamw", "magma"), ("sgd", "skipupdate"), ("muon", "magma"), ("rmsprop", "dense")],
+    ("base", "variant", "choices"),
+    [
+        ("adamw", "magma", {}),
+        ("sgd", "skipupdate", {}),
+        ("muon", "magma", {}),
+        ("rmsprop", "dense", {}),
+        ("adamw", "magma", MAGMA_CHOICES),
+        ("adamw", "skipupdate", SKIPUPDATE_CHOICES),
+        ("muon", "magma", MAGMA_CHOICES),
+    ],
 )
 def test_best_export_in_three_formats(
-    server: Server, db: Database, base: str, variant: str
+    server: Server, db: Database, base: str, variant: str, choices: dict[str, Any]
 ) -> None:
     data = spec_data(
-        name=f"export-{base}-{variant}",
+        name=f"export-{base}-{variant}-{len(choices)}",
         seeds=2,
         search={"lr": [0.1, 0.01]},
-        fixed={"threads": 1, "base": base, "variant": variant, "p": 0.25, "tau": 1.0},
+        fixed={
+            "threads": 1,
+            "base": base,
+            "variant": variant,
+            "p": 0.25,
+            "tau": 1.0,
+            "weight_decay": 0.1 if choices else 0.0,
+            **choices,
+        },
     )
     data["workload"] = {
         "kind": "llama-c4",
@@ -556,6 +577,8 @@ def test_best_export_in_three_formats(
     assert best["params"] == {"lr": 0.01} and best["trial_ids"] == ids[2:]
     assert best["objective"] == pytest.approx(2.25) and best["objectives"] == [2.0, 2.5]
     assert best["config"]["base"] == base and best["study"]["id"] == study_id
+    defaults = {"score_init": "first", "momentum": "updated", "decay_on_skip": False}
+    assert {name: best["config"][name] for name in defaults} == {**defaults, **choices}
     provenance = best["provenance"]
     assert provenance["packages"]["magma-optim"] and provenance["packages"]["torch"]
     # each bundled file's SHA-256, exactly as sha256sum prints it
@@ -582,6 +605,9 @@ def test_best_export_in_three_formats(
     else:
         assert isinstance(optimizers[0], expected)
         assert optimizers[0].defaults["lr"] == pytest.approx(0.01)
+        # the snippet builds the trial's optimizer: its open choices included
+        ran = {**defaults, **choices} if variant == "magma" else {"decay_on_skip": False, **choices}
+        assert {name: getattr(optimizers[0], name) for name in ran} == ran
     # it trains: one step moves the weights
     before = [p.detach().clone() for p in model.parameters()]
     ids_in = torch.randint(0, 100, (2, 8))
