@@ -278,7 +278,7 @@ def test_slice_figure_uses_a_log_axis_for_lr(lr_sweep: Rows):
     configs = configurations(lr_sweep.trials())
     fig = slice_figure(configs, ["lr", "variant"], "val_ppl")
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == "lr"
-    assert fig.layout.xaxis2.type is None  # the categorical panel keeps its own axis
+    assert fig.layout.xaxis2.type == "category"  # the categorical panel has its own axis
     assert fig.layout.yaxis.type == fig.layout.yaxis2.type == "linear"  # 19 to 22
     assert all(min(bar_bottoms(trace)) > 0 for trace in fig.data)
     lr_traces = [trace for trace in fig.data if trace.xaxis == "x"]
@@ -289,6 +289,28 @@ def test_slice_figure_uses_a_log_axis_for_lr(lr_sweep: Rows):
     assert [trace.showlegend for trace in fig.data] == [True, True, False, False]
     with pytest.raises(ValueError, match="at least one parameter"):
         slice_figure(configs, [], "val_ppl")
+
+
+def test_slice_figure_keeps_score_inits_word_among_its_numbers():
+    """score_init searched over ['first', 0.5, 1.0]: a categorical panel in sort_key order
+    (plotly would read the mix as numbers and drop 'first'), as is decay_on_skip's."""
+    rows = Rows()
+    for value, objective in (("first", 3.0), (1.0, 2.0), (0.5, 1.0)):
+        for decay in (False, True):
+            rows.add(objective + decay, variant="magma", score_init=value, decay_on_skip=decay)
+    fig = slice_figure(configurations(rows.trials()), ["score_init", "decay_on_skip"], "val_loss")
+    assert fig.layout.xaxis.type == fig.layout.xaxis2.type == "category"
+    assert list(fig.layout.xaxis.categoryarray) == ["0.5", "1", "first"]
+    assert list(fig.layout.xaxis2.categoryarray) == ["False", "True"]
+    (score_init,) = (trace for trace in fig.data if trace.xaxis == "x")  # one arm
+    assert sorted(zip(score_init.x, score_init.y, strict=True)) == [
+        ("0.5", 1.0),
+        ("0.5", 2.0),
+        ("1", 2.0),
+        ("1", 3.0),
+        ("first", 3.0),
+        ("first", 4.0),
+    ]
 
 
 def test_intervals_figure_sorts_configurations_and_shows_seeds(lr_sweep: Rows):

@@ -105,8 +105,9 @@ def slice_figure(configs: Sequence[Configuration], params: Sequence[str], metric
     """The mean objective of every configuration against each parameter in ``params``,
     one panel each, coloured by arm; error bars are 95% seed intervals in the metric's
     range (``range_interval``), configurations with a diverged seed are drawn with the
-    diverged marker, the LR axis is logarithmic, and so is the shared objective axis where
-    its values span more than a decade (``value_axis_type``)."""
+    diverged marker, the LR axis is logarithmic, a parameter with any non-numeric value
+    categorical, and the shared objective axis logarithmic where its values span more than a
+    decade (``value_axis_type``)."""
     if not params:
         raise ValueError("slice_figure needs at least one parameter")
     fig = make_subplots(rows=1, cols=len(params), shared_yaxes=True, subplot_titles=params)
@@ -115,6 +116,10 @@ def slice_figure(configs: Sequence[Configuration], params: Sequence[str], metric
     shown = set()
     plotted: list[float | None] = []
     for column, name in enumerate(params, start=1):
+        values = sorted({c.params[name] for c in configs if name in c.params}, key=sort_key)
+        # Plotly reads a mix of words and numbers (score_init: 'first', 0.5) as numbers and
+        # drops the words: any word makes the panel categorical, its values in sort_key order.
+        categorical = any(isinstance(v, str | bool) for v in values)
         for arm in colors:
             drawn = [
                 c
@@ -125,8 +130,9 @@ def slice_figure(configs: Sequence[Configuration], params: Sequence[str], metric
                 continue
             intervals = [c.interval for c in drawn]
             plotted += interval_values(intervals)
+            xs = [c.params[name] for c in drawn]
             fig.add_scatter(
-                x=[c.params[name] for c in drawn],
+                x=[format_value(x) for x in xs] if categorical else xs,
                 y=[c.summary.mean for c in drawn],
                 error_y=error_bars(intervals),
                 mode="markers",
@@ -143,7 +149,12 @@ def slice_figure(configs: Sequence[Configuration], params: Sequence[str], metric
             )
             shown.add(arm)
         fig.update_xaxes(title=name, row=1, col=column)
-        if name in LOG_SCALE:
+        if categorical:
+            order = [format_value(v) for v in values]
+            fig.update_xaxes(
+                type="category", categoryorder="array", categoryarray=order, row=1, col=column
+            )
+        elif name in LOG_SCALE:
             fig.update_xaxes(type="log", row=1, col=column)
     fig.update_yaxes(type=value_axis_type(plotted))
     fig.update_yaxes(title=objective_title(metric), row=1, col=1)
