@@ -207,3 +207,41 @@ def test_export_scores_every_outcome_and_keeps_configuration_numbers(tmp_path: P
         {} if n == 6 else {"lr": 0.01 * (n + 1)} for n in range(8)
     ]
     assert study.best_trial.number == 7
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+def test_export_keeps_the_open_choices_mixed_values(tmp_path: Path, storage: str) -> None:
+    """score_init's list mixes a word and numbers, decay_on_skip's is booleans: each is one
+    categorical in Optuna, and every configuration keeps the value it ran."""
+    search = {
+        "score_init": ["first", 0.5, 1.0],
+        "momentum": ["updated", "previous"],
+        "decay_on_skip": [False, True],
+    }
+    spec = quadratic_spec(name="open-choices", sampler="grid", search=search)
+    points = spec.grid_points()
+    trials = [
+        {
+            "number": c,
+            "configuration": c,
+            "params": params,
+            "status": "complete",
+            "objective": float(c),
+        }
+        for c, params in enumerate(points)
+    ]
+    detail = {"id": 7, "name": "open-choices", "spec": spec.model_dump(mode="json")}
+    target = (
+        f"sqlite:///{tmp_path / 'open.db'}" if storage == "sqlite" else str(tmp_path / "open.log")
+    )
+    export_study(detail, trials, target)
+
+    opened = target if storage == "sqlite" else JournalStorage(JournalFileBackend(target))
+    study = optuna.load_study(study_name="magma-bench-study-7", storage=opened)
+    assert [t.params for t in study.trials] == points
+    assert study.trials[0].distributions["score_init"].choices == ("first", 0.5, 1.0)
+    assert study.best_trial.params == {
+        "score_init": "first",
+        "momentum": "updated",
+        "decay_on_skip": False,
+    }
