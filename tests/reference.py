@@ -17,12 +17,17 @@ Per masked tensor ("block") b with a gradient, at every step t:
                ``exp_avg`` for Adam, AdamW and C-AdamW; ``momentum_buffer`` for SGD with
                momentum and Muon); for RMSprop, LaProp, SGD without momentum and the
                generic path, our own mu_t = 0.9 mu_{t-1} + 0.1 g_t from mu_0 = 0.
+               With ``momentum="previous"`` the cosine reads mu_{t-1} instead: the
+               moment before the base's step (0 where it has none yet).
     s~_t       sigmoid(cos(mu_t, g_t) / tau), cos = 0 if either vector is zero; per row /
                column at those granularities, sign(mu_t * g_t) per element at "element".
-    s_t        ema * s_{t-1} + (1 - ema) * s~_t, with s_1 = s~_1, stored as float32.
+    s_t        ema * s_{t-1} + (1 - ema) * s~_t, with s_1 = s~_1 (``score_init`` "first")
+               or s_1 = ema * c + (1 - ema) * s~_1 (``score_init`` c), stored as float32.
     m_t        the mask (see ``_draw_masks`` for the exact RNG protocol).
     scale      1/p (uniform sampling without damping), s_t (damping), 1/s_t (alignment
                sampling without damping), 1 (no sampling, no damping: the plain base).
+    decay      with ``decay_on_skip``, a masked-out block (m = 0) is theta (1 - lr * wd),
+               the base's decoupled decay, instead of theta.
 
 Scores are computed in float64 and stored in float32, and the parameter update is
 formed in float64, so the library only has to agree up to float32 reordering error.
@@ -124,6 +129,9 @@ class ReferenceMasking:
         sampling: str = "uniform",
         damping: bool = True,
         seed: int = 0,
+        score_init: str | float = "first",
+        momentum: str = "updated",
+        decay_on_skip: bool = False,
     ) -> None:
         self.base = base
         wanted = {id(q) for q in params}
@@ -132,6 +140,7 @@ class ReferenceMasking:
         assert len(self.masked) == len(wanted), "every masked tensor must be in the base"
         self.p, self.tau, self.ema = p, tau, ema
         self.granularity, self.sampling, self.damping = granularity, sampling, damping
+        self.score_init, self.momentum, self.decay_on_skip = score_init, momentum, decay_on_skip
         self.scores: dict[int, Tensor] = {}  # id(param) -> float32 s_t
         self.own_mu: dict[int, Tensor] = {}  # id(param) -> our own first moment
         self.cpu_gen = torch.Generator().manual_seed(seed)
@@ -155,13 +164,16 @@ class ReferenceMasking:
         active = [(i, q) for i, q in enumerate(self.masked) if q.grad is not None]
         before = [q.detach().clone() for _, q in active]
         grads = [moment_gradient(self.base, self._group_of(q), q) for _, q in active]
+        previous_mus = [self._moment_before(q) for _, q in active]
 
         # 3. The base's own dense step: moments and parameters of every tensor.
         self.base.step()
 
         # 4. Per masked tensor, in param order: mu, score, mask, masked update.
         self.last_masks = []
-        for (index, q), theta_before, g in zip(active, before, grads, strict=True):
+        for (index, q), theta_before, g, mu_before in zip(
+            active, before, grads, previous_mus, strict=True
+        ):
             group = self._group_of(q)
             key = _first_moment_key(self.base, group)
             if key is not None:
@@ -170,12 +182,16 @@ class ReferenceMasking:
                 mu = self.own_mu.get(id(q), torch.zeros_like(q))
                 mu = OWN_MOMENT_BETA * mu + (1 - OWN_MOMENT_BETA) * g
                 self.own_mu[id(q)] = mu
+            if self.momentum == "previous":
+                mu = mu_before
 
             fresh = torch.sigmoid(cosines(mu, g, self.granularity) / self.tau)
             if id(q) in self.scores:
                 s = self.ema * self.scores[id(q)].double() + (1 - self.ema) * fresh
-            else:
+            elif self.score_init == "first":
                 s = fresh
+            else:
+                s = self.ema * self.score_init + (1 - self.ema) * fresh
             self.scores[id(q)] = s.float()
             score = self.scores[id(q)]
 
@@ -199,7 +215,25 @@ class ReferenceMasking:
                 scale = torch.tensor(1.0, dtype=torch.float64)
 
             delta = theta_before.double() - q.double()
-            q.copy_(theta_before.double() - scale * m.double() * delta)
+            decay = self._decay(group) * (1 - m.double()) * theta_before.double()
+            q.copy_(theta_before.double() - scale * m.double() * delta - decay)
+
+    def _moment_before(self, param: Tensor) -> Tensor:
+        """mu_{t-1}: the first moment before this step (zeros where there is none yet)."""
+        key = _first_moment_key(self.base, self._group_of(param))
+        if key is not None:
+            mu = self.base.state.get(param, {}).get(key)
+        else:
+            mu = self.own_mu.get(id(param))
+        return torch.zeros_like(param) if mu is None else mu.detach().clone()
+
+    def _decay(self, group: dict) -> float:
+        """lr * wd where ``decay_on_skip`` applies the base's decoupled decay, else 0."""
+        info = info_for(self.base)
+        if not self.decay_on_skip or group.get("weight_decay", 0) == 0:
+            return 0.0
+        assert info is not None and not info.couples_decay(group), "no decoupled decay"
+        return group["lr"] * group["weight_decay"]
 
 
 def expected_block_keeps(seed: int, n_masked: int, p: float, steps: int) -> list[list[bool]]:

@@ -182,6 +182,14 @@ def run_side_by_side(
     return masks_seen
 
 
+#: Algorithm 1's open choices (Issue 23), passed alike to the wrapper and the reference
+CHOICES = ("score_init", "momentum", "decay_on_skip")
+
+
+def _choices(settings: dict, *names: str) -> dict:
+    return {name: settings[name] for name in names if name in settings}
+
+
 def skip_update(settings: dict, fused: bool | None = None) -> Callable[..., magma.MaskedOptimizer]:
     return lambda base, masked, seed: SkipUpdate(
         base,
@@ -190,6 +198,7 @@ def skip_update(settings: dict, fused: bool | None = None) -> Callable[..., magm
         granularity=settings["granularity"],
         seed=seed,
         fused=fused,
+        **_choices(settings, "decay_on_skip"),
     )
 
 
@@ -207,6 +216,7 @@ def magma_wrapper(
         sampling=settings["sampling"],
         damping=settings["damping"],
         fused=fused,
+        **_choices(settings, *CHOICES),
     )
 
 
@@ -250,6 +260,71 @@ def test_magma_matches_reference(base_name: str, granularity: str) -> None:
         "damping": True,
     }
     masks = run_side_by_side(base_name, magma_wrapper(settings), settings)
+    assert _mixed(masks)
+
+
+# --- Algorithm 1's open choices (Issue 23) ---------------------------------------------
+
+#: each choice flipped from the default alone; weight decay raised so that decay_on_skip
+#: moves something on every base that decouples it
+FLIPPED = {
+    "score-init-half": {"score_init": 0.5},
+    "score-init-one": {"score_init": 1.0},
+    "previous-momentum": {"momentum": "previous"},
+    "decay-on-skip": {"decay_on_skip": True},
+}
+
+
+def _couples_decay(base_name: str) -> bool:
+    """Whether the case's base adds a nonzero weight decay to the gradient (or is the
+    generic path): decay_on_skip has no decoupled decay to apply there."""
+    info, setup = BASES[base_name]
+    torch.manual_seed(0)
+    base, _, _ = setup(TinyMLP() if info.matrices_only else TinyNet())
+    return info is optimizer_infos.GENERIC or any(
+        group.get("weight_decay", 0) != 0 and info.couples_decay(group)
+        for group in base.param_groups
+    )
+
+
+#: (base, variant, granularity, flip): every base with each choice flipped at block
+#: granularity (SkipUpdate keeps no score: only decay_on_skip applies to it), and the
+#: choices the multipliers path branches on (momentum, decay) at row granularity
+OPEN_CHOICE_CASES = [
+    (base_name, variant, granularity, flip)
+    for base_name in BASES
+    for variant, granularity, flips in (
+        ("magma", "block", list(FLIPPED)),
+        ("skip", "block", ["decay-on-skip"]),
+        ("magma", "row", ["previous-momentum", "decay-on-skip"]),
+    )
+    for flip in flips
+]
+
+
+@pytest.mark.parametrize("base_name, variant, granularity, flip", OPEN_CHOICE_CASES)
+def test_open_choices_match_reference(
+    base_name: str, variant: str, granularity: str, flip: str
+) -> None:
+    """Each choice flipped alone matches the reference's reading of it; decay_on_skip on a
+    base that couples its decay (or has no rule) is a ValueError instead."""
+    settings = {**(SKIP if variant == "skip" else MAGMA), "granularity": granularity}
+    settings.update(FLIPPED[flip])
+    wrap = (skip_update if variant == "skip" else magma_wrapper)(settings)
+    if flip == "decay-on-skip" and _couples_decay(base_name):
+        with pytest.raises(ValueError, match="decay_on_skip=True"):
+            run_side_by_side(base_name, wrap, settings)
+        return
+    masks = run_side_by_side(base_name, wrap, settings)
+    assert _mixed(masks)
+
+
+@pytest.mark.usefixtures("every_graph_compiled")
+@pytest.mark.parametrize("flip", list(FLIPPED))
+@pytest.mark.parametrize("base_name", [info.name for info in optimizer_infos.FUSED])
+def test_open_choices_match_reference_fused(base_name: str, flip: str) -> None:
+    settings = {**MAGMA, "granularity": "block", **FLIPPED[flip]}
+    masks = run_side_by_side(base_name, magma_wrapper(settings, fused=True), settings)
     assert _mixed(masks)
 
 
