@@ -36,16 +36,13 @@ from torch.optim import Optimizer
 
 from magma import fused as F
 from magma import scores as S
+from magma.choices import DEFAULTS, MOMENTA, SCORE_INIT_FIRST
 from magma.replicas import broadcastable, check_replicas, check_stacked, replica_seeds
 from magma.rules import rule_for
 from magma.rules.base import ParamGroup, UpdateRule, buckets
 
 SAMPLINGS = ("uniform", "alignment", "none")
-#: which first moment Magma's cosine uses: mu_t, updated with g_t (Algorithm 1), or
-#: mu_{t-1}, the estimate before this step's update (the NorMuon pull requests)
-MOMENTA = ("updated", "previous")
-#: the options a state_dict records, with what an older one (before the option) means
-RECORDED_OPTIONS = {"score_init": "first", "momentum": "updated", "decay_on_skip": False}
+
 OWN_MOMENT_BETA = 0.9
 DEFAULT_LABEL = "masked"
 
@@ -62,8 +59,10 @@ def _check_unit_interval(name: str, value: object, *, closed_low: bool) -> None:
 
 def _check_score_init(value: object) -> None:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (value == "first" or (number and 0.0 <= value <= 1.0)):
-        raise ValueError(f"score_init must be 'first' or a number in [0, 1], got {value!r}")
+    if not (value == SCORE_INIT_FIRST or (number and 0.0 <= value <= 1.0)):
+        raise ValueError(
+            f"score_init must be {SCORE_INIT_FIRST!r} or a number in [0, 1], got {value!r}"
+        )
 
 
 def _decay_dropped(params: list[Tensor], keeps: list[Tensor], skip_decay: float | Tensor) -> None:
@@ -154,7 +153,9 @@ class MaskedOptimizer(Optimizer):
         self.sampling = sampling
         self.damping = bool(damping)
         #: s_{t-1} of a block's first step: "first" (s_1 = s~_1) or a number in [0, 1]
-        self.score_init: str | float = score_init if score_init == "first" else float(score_init)
+        self.score_init: str | float = (
+            score_init if score_init == SCORE_INIT_FIRST else float(score_init)
+        )
         #: whether the cosine uses mu_t ("updated") or mu_{t-1} ("previous")
         self.momentum = momentum
         #: whether a masked-out block still takes the base's decoupled weight decay
@@ -353,7 +354,7 @@ class MaskedOptimizer(Optimizer):
         key = str(device)
         if key not in self._no_scores:
             shape = () if self.replicas is None else (self.replicas,)
-            first = float("nan") if self.score_init == "first" else self.score_init
+            first = float("nan") if self.score_init == SCORE_INIT_FIRST else self.score_init
             self._no_scores[key] = torch.full(shape, first, device=device)
         return self._no_scores[key]
 
@@ -489,7 +490,7 @@ class MaskedOptimizer(Optimizer):
         or the number, shaped as ``fresh``."""
         if param in self._scores:
             return self._scores[param]
-        if self.score_init == "first":
+        if self.score_init == SCORE_INIT_FIRST:
             return None
         return torch.full_like(fresh, self.score_init)
 
@@ -504,7 +505,7 @@ class MaskedOptimizer(Optimizer):
             fresh = S.alignment(S.block_cosines(mus, grads), self.tau)
             if all(q in self._scores for q in params):
                 previous: Tensor | None = torch.stack([self._scores[q] for q in params])
-            elif any(q in self._scores for q in params) or self.score_init != "first":
+            elif any(q in self._scores for q in params) or self.score_init != SCORE_INIT_FIRST:
                 previous = torch.stack(
                     [
                         fresh[i]
@@ -759,7 +760,7 @@ class MaskedOptimizer(Optimizer):
                 "devices": {d: rng(g) for d, g in self._device_generators.items()},
             },
         }
-        masking.update({name: getattr(self, name) for name in RECORDED_OPTIONS})
+        masking.update({name: getattr(self, name) for name in DEFAULTS})
         if self.replicas is not None:  # per-replica generators: a list of states each
             masking["replicas"] = self.replicas
         state_dict = {"base": self.optimizer.state_dict(), "masking": masking}
@@ -783,7 +784,7 @@ class MaskedOptimizer(Optimizer):
                 f"state_dict is of an optimizer with replicas={masking.get('replicas')}, "
                 f"this one has replicas={self.replicas}"
             )
-        for name, default in RECORDED_OPTIONS.items():
+        for name, default in DEFAULTS.items():
             recorded = masking.get(name, default)  # older state dicts: the default
             if recorded != getattr(self, name):
                 raise ValueError(
