@@ -223,6 +223,7 @@ def _kernel_step(
         param, grad, exp_avg, exp_avg_sq, None, None, None, step_size, bc2_sqrt, scale,
         beta1, beta2, eps, 0.0, decay, 0.9, 2.0, 0.9,
         kind=kind, maximize=maximize, coupled_decay=False, apply=True, replicated=False,
+        previous_momentum=False,
     )  # fmt: skip
     assert fallback is None
 
