@@ -33,6 +33,8 @@ PRESETS = {
     "granularity": (48, 2),  # 2 variants x 4 granularities = 8 arms x (3 + 2) LRs + 8
     "quadratic": (16, 3),  # 2 variants x (3 + 4) LRs + 2
     "heavy-tailed": (14, 3),  # 2 variants x (3 + 3) LRs + 2
+    # 2 variants x 12 open-choice combinations = 24 grid points x (3 + 2) LRs + 24
+    "implementations": (144, 2),
     "demo": (4, 1),  # 2 variants x 2 LRs
 }
 #: the presets that compare arms, each arm's LR tuned by the bracket protocol: their arms
@@ -43,6 +45,7 @@ BRACKET_ARMS = {
     "granularity": 8,
     "quadratic": 2,
     "heavy-tailed": 2,
+    "implementations": 24,
 }
 #: every base, as tests/optimizer_infos.py lists them
 BASES = tuple(info.name for info in OPTIMIZERS)
@@ -128,6 +131,35 @@ def test_components_preset_runs_table_a1_and_mlp_alone():
     assert "5 arms, at most 5 x 5 x 2 seeds = 50 runs" in s.description
 
 
+def test_implementations_preset_runs_every_open_choice_combination_with_weight_decay():
+    """Algorithm 1 as we read it, each choice flipped alone and each public combination are
+    all in the 12-point grid; dense ignores the masking fields, so it is tuned once; weight
+    decay everywhere, or decay_on_skip could not matter; the heavy-tailed workload of the
+    description is a valid study of the same arms."""
+    s = load_preset("implementations")
+    assert (s.search["score_init"], s.search["momentum"], s.search["decay_on_skip"]) == (
+        ["first", 0.5, 1.0],
+        ["updated", "previous"],
+        [False, True],
+    )
+    configs = [TrialConfig(**s.trial_config(point)) for point in s.grid_points()]
+    assert {c.weight_decay for c in configs} == {0.1} and {c.base for c in configs} == {"adamw"}
+    assert len({c.run_key() for c in configs}) == 1 + 12
+    assert "at most 13 x 5 x 2 + 13 x 6 = 208" in s.description
+    sequential = s.protocol.sequential
+    assert sequential is not None and (sequential.round_seeds, sequential.max_seeds) == (3, 6)
+    start = s.description.index('{"workload": {"kind": "linear-transformer"')
+    overrides, _ = json.JSONDecoder().raw_decode(s.description[start:])
+    heavy = load_preset("implementations", overrides)
+    assert (heavy.workload.kind, heavy.workload.covariates, heavy.metric) == (
+        "linear-transformer",
+        "heavy",
+        "val_loss",
+    )
+    assert len({TrialConfig(**heavy.trial_config(p)).run_key() for p in heavy.grid_points()}) == 13
+    check_caps(heavy, Caps())
+
+
 def test_sensitivity_preset_runs_figure_a1s_grid_on_3_seeds():
     s = load_preset("sensitivity-p-tau")
     assert (s.search["p"], s.search["tau"]) == ([0.25, 0.5, 0.75], [0.5, 1.0, 2.0, 4.0])
@@ -163,7 +195,7 @@ def test_cpu_llama_presets_default_to_the_byte_model():
     """At the CPU scale the T5 embedding and head would hold ~95% of the parameters; the
     byte model leaves most of them to the attention and MLP weights that Magma masks."""
     llama = [n for n in PRESETS if load_preset(n).workload.kind == "llama-c4"]
-    assert len(llama) == 6
+    assert len(llama) == 7
     for name in llama:
         s = load_preset(name)
         assert s.workload.model == "llama-bytes", name
