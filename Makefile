@@ -82,7 +82,8 @@ bench: install
 
 # The README's "Claims" table (from the claims registry) and its recorded suite run.
 readme: install
-	$(BIN)/python -m studies.analysis.claims_report README.md --run benchmarks/results/claims-suite.json
+	$(BIN)/python -m studies.analysis.claims_report README.md --run benchmarks/results/claims-suite.json \
+		benchmarks/results/implementations.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.schemas import ClaimsReport
 from service.api.views import claims as claims_report
-from studies.analysis.claims import CLAIMS, Role
+from studies.analysis.claims import CLAIMS, IMPLEMENTATION_MARGINS, IMPLEMENTATION_ROLES, Role
 from studies.caps import check_caps
 from studies.engine.driver import Driver
 from studies.presets import load_preset, merge_overrides
@@ -100,7 +100,16 @@ SUITE_LM_ROUNDS = {"round_seeds": 3, "max_seeds": 6}
 #:   fresh seeds (its arms are all masked: no comparison of its own to seed in rounds);
 #: - Figure 3: no condition-number evaluations (its plot, not its claim, needs them);
 #: - Figure 4: the preset's one shared problem instance; rounds stop on equivalence within
-#:   the claim's 5% margin too (the homogeneous panel's test).
+#:   the claim's 5% margin too (the homogeneous panel's test);
+#: - the implementations claims: every arm of the preset (Algorithm 1's open choices, 12
+#:   masked arms, and dense) on each workload, keyed by role (the preset runs on two):
+#:   llama-bytes at the suite's LM scale, 1 LR extension, confirmed in LM rounds; the
+#:   heavy-tailed linear transformer at Figure 3's suite scale, its own LR grid (2
+#:   extensions), confirmed in synthetic rounds of 10 seeds but up to 30, not 100: a round
+#:   runs 13 configurations, each a task of some 5 s of scheduling on 2 cores, so 100 seeds
+#:   would add about 10 minutes to the pair's 30. Rounds stop on equivalence within the
+#:   claims' margins too.
+LM_ROLE, HEAVY_ROLE = IMPLEMENTATION_ROLES
 SUITE_SCALE: dict[str, dict[str, Any]] = {
     "paper-table1": {
         "workload": SUITE_LM,
@@ -144,6 +153,28 @@ SUITE_SCALE: dict[str, dict[str, Any]] = {
         "protocol": {
             "confirm_seeds": SUITE_SYNTHETIC_ROUNDS["round_seeds"],
             "sequential": {**SUITE_SYNTHETIC_ROUNDS, "margin": 0.05},
+        },
+    },
+    LM_ROLE.label: {
+        "workload": SUITE_LM,
+        "protocol": {
+            **SUITE_ADAM_PROTOCOL,
+            "max_extensions": 1,
+            "confirm_seeds": SUITE_LM_ROUNDS["round_seeds"],
+            "sequential": {**SUITE_LM_ROUNDS, "margin": IMPLEMENTATION_MARGINS[LM_ROLE.name]},
+        },
+    },
+    HEAVY_ROLE.label: {
+        "workload": {"steps": 1000, "batch_size": 16, "eval_interval": 250},
+        "protocol": {
+            "lr_start": 1e-2,
+            "max_extensions": 2,
+            "confirm_seeds": SUITE_SYNTHETIC_ROUNDS["round_seeds"],
+            "sequential": {
+                **SUITE_SYNTHETIC_ROUNDS,
+                "max_seeds": 30,
+                "margin": IMPLEMENTATION_MARGINS[HEAVY_ROLE.name],
+            },
         },
     },
 }
@@ -211,14 +242,16 @@ def recorded_studies(sessions: sessionmaker[Session], only: list[str] | None) ->
 def study_specs(
     only: list[str] | None, overrides: dict[str, Any], scale: str = "suite"
 ) -> dict[Role, StudySpec]:
-    """Each role the chosen claims need, once: its preset with the ``scale``'s overrides,
-    then ``overrides``, then the role's workload fields (which must win, or the study would
-    not fill the role)."""
+    """Each role the chosen claims need, once: its preset with the ``scale``'s overrides
+    (``SUITE_SCALE``'s for the role, else for its preset), then ``overrides``, then the
+    role's workload fields (which must win, or the study would not fill the role)."""
     chosen = [claim for claim in CLAIMS if only is None or claim.id in only]
     roles = dict.fromkeys(role for claim in chosen for role in claim.roles)
     specs = {}
     for role in roles:
-        scaled = SUITE_SCALE[role.preset] if scale == "suite" else {}
+        scaled = {}
+        if scale == "suite":
+            scaled = SUITE_SCALE.get(role.label) or SUITE_SCALE[role.preset]
         merged = merge_overrides(
             merge_overrides(scaled, overrides), {"workload": dict(role.workload)}
         )

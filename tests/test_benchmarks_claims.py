@@ -88,6 +88,35 @@ def test_suite_keeps_table_a1s_components_and_figure_a1s_seeds() -> None:
     )
 
 
+def test_the_implementations_preset_runs_each_workload_at_its_own_scale() -> None:
+    """One preset, two roles: llama-bytes at the suite's LM scale, and the heavy-tailed
+    linear transformer at Figure 3's, each seeded in rounds that also stop on equivalence
+    within its claims' margin; every arm on both (12 masked, dense tuned once)."""
+    specs = {
+        role.name: spec
+        for role, spec in bench.study_specs(
+            ["implementation-choices", "public-implementations"], {}
+        ).items()
+    }
+    assert set(specs) == {"lm", "heavy"}
+    lm, heavy = specs["lm"], specs["heavy"]
+    assert (lm.workload.kind, lm.workload.steps, lm.workload.batch_size) == ("llama-c4", 150, 8)
+    assert (lm.metric, heavy.metric) == ("val_ppl", "val_loss")
+    assert (heavy.workload.kind, heavy.workload.covariates) == ("linear-transformer", "heavy")
+    assert (heavy.workload.steps, heavy.workload.batch_size) == (1000, 16)
+    for role, spec in specs.items():
+        assert spec.search["weight_decay"] == 0.1 and spec.grid_size == 24
+        assert spec.protocol.sequential is not None
+        assert spec.protocol.sequential.margin == claims.IMPLEMENTATION_MARGINS[role]
+    assert (lm.protocol.sequential.round_seeds, lm.protocol.sequential.max_seeds) == (3, 6)
+    assert (heavy.protocol.sequential.round_seeds, heavy.protocol.sequential.max_seeds) == (10, 30)
+    # the preset's own (LM) design stops on the LM claims' margin too
+    presets = bench.study_specs(["implementation-choices"], {}, "presets")
+    preset = next(spec for role, spec in presets.items() if role.name == "lm")
+    assert preset.protocol.sequential is not None
+    assert preset.protocol.sequential.margin == claims.IMPLEMENTATION_MARGINS["lm"]
+
+
 def test_tables() -> None:
     report = ClaimsReport(
         registry_version="0123456789ab",

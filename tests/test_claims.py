@@ -526,6 +526,171 @@ def test_table_a2_block_loses_nothing_and_damping_helps(
     assert found.numbers[-1].startswith("rmsprop+magma vs rmsprop+skipupdate (block):")
 
 
+# --- Algorithm 1's open choices and the public implementations ------------------------------
+
+IMPLEMENTATION_GRID = [
+    {"score_init": score_init, "momentum": momentum, "decay_on_skip": decay}
+    for score_init in ("first", 0.5, 1.0)
+    for momentum in ("updated", "previous")
+    for decay in (False, True)
+]
+
+
+def implementation_study(
+    factors: dict[str, float] | None = None,
+    *,
+    sd: float = 0.001,
+    seeds: int = 6,
+    weight_decay: float = 0.1,
+    rng_seed: int = 37,
+) -> Study:
+    """The implementations preset's arms at one LR: adamw dense, and adamw+magma over the
+    score_init x momentum x decay_on_skip grid, each at the seeds' levels times 1.0, or
+    times ``factors[name]`` where one of its choices is ``name`` (``"score_init=0.5"``,
+    ``"momentum=previous"``; factors multiply)."""
+    factors = factors or {}
+    rng = np.random.default_rng(rng_seed)
+    levels = seed_levels(rng, seeds)
+    rows = Rows()
+    common = {"base": "adamw", "lr": 1e-3, "weight_decay": weight_decay}
+    add_arm(rows, noisy(levels, 1.0, sd, rng), variant="dense", **common)
+    for point in IMPLEMENTATION_GRID:
+        factor = math.prod(factors.get(f"{k}={v}", 1.0) for k, v in point.items())
+        add_arm(rows, noisy(levels, factor, sd, rng), variant="magma", **common, **point)
+    return Study(rows.trials())
+
+
+def implementations(
+    lm: dict[str, float] | None = None, heavy: dict[str, float] | None = None, **kwargs: Any
+) -> dict[str, StudyView]:
+    """Both roles' studies: ``lm`` and ``heavy``, each ``implementation_study(factors)``."""
+    return {
+        "lm": implementation_study(lm, **kwargs),
+        "heavy": implementation_study(heavy, rng_seed=41, **kwargs),
+    }
+
+
+CHOICES, PUBLIC = "implementation-choices", "public-implementations"
+
+
+def test_each_choice_equivalent_to_algorithm_1_on_both_workloads_supports_both_claims() -> None:
+    studies = implementations()
+    found = decide(CHOICES, studies)
+    assert found.support == Support.supported, found.numbers
+    assert [line.split(" vs ")[0] for line in found.numbers] == [
+        f"{role}: {flip}"
+        for role in ("lm", "heavy")
+        for flip in (
+            "score_init=0.5",
+            "score_init=1.0",
+            "momentum=previous",
+            "decay_on_skip=True",
+        )
+    ]
+    assert all("equivalent" in line for line in found.numbers)
+    public = decide(PUBLIC, studies)
+    assert public.support == Support.supported, public.numbers
+    assert public.numbers[0].startswith(
+        "lm: NorMuon pull request (score_init=0.5, momentum=previous) vs Algorithm 1: "
+    )
+    assert len(public.numbers) == 8
+
+
+def test_a_choice_that_matters_contradicts_and_its_line_gives_direction_and_size() -> None:
+    # the cosine on the previous momentum: 3% worse perplexity on the LM, 3 margins
+    found = decide(CHOICES, implementations(lm={"momentum=previous": 1.03}))
+    assert found.support == Support.contradicted, found.numbers
+    line = next(n for n in found.numbers if n.startswith("lm: momentum=previous"))
+    assert line.endswith("contradicts") and "+3." in line and "worse" in line
+    assert sum(n.endswith("contradicts") for n in found.numbers) == 1
+    # the NorMuon pull request's combination has it: detectably worse beyond the margin
+    public = decide(PUBLIC, implementations(lm={"momentum=previous": 1.03}))
+    assert public.support == Support.contradicted, public.numbers
+    assert public.numbers[0].startswith("lm: NorMuon pull request") and (
+        public.numbers[0].endswith("contradicts")
+    )
+
+
+def test_a_better_choice_matters_but_no_public_combination_is_worse() -> None:
+    """s_0 = 0.5 3% better on the heavy-tailed workload: the choice matters (a difference
+    beyond the margin in either direction), and the implementations that chose it are
+    better, not worse."""
+    studies = implementations(heavy={"score_init=0.5": 0.97})
+    found = decide(CHOICES, studies)
+    assert found.support == Support.contradicted, found.numbers
+    line = next(n for n in found.numbers if n.startswith("heavy: score_init=0.5"))
+    assert "-3." in line and "better" in line and line.endswith("contradicts")
+    public = decide(PUBLIC, studies)
+    assert public.support == Support.supported, public.numbers
+
+
+def test_each_workload_has_its_own_margin() -> None:
+    """1.5% worse perplexity is beyond the LM's 1% margin; the same change in the
+    heavy-tailed val_loss is within its 2%."""
+    lm = decide(CHOICES, implementations(lm={"decay_on_skip=True": 1.015}))
+    assert lm.support == Support.contradicted, lm.numbers
+    heavy = decide(CHOICES, implementations(heavy={"decay_on_skip=True": 1.015}))
+    assert heavy.support == Support.supported, heavy.numbers
+    line = next(n for n in heavy.numbers if n.startswith("heavy: decay_on_skip"))
+    assert "+1.5%" in line and not line.endswith("contradicts")  # detected, inside 2%
+
+
+def test_a_detectable_difference_inside_the_margin_is_no_contradiction() -> None:
+    """0.5% worse, detected, but equivalent within the LM's 1%: a loss too small to matter,
+    for the choice and for the PyPI packages that made it."""
+    studies = implementations(lm={"score_init=1.0": 1.005}, sd=0.0005)
+    found = decide(CHOICES, studies)
+    assert found.support == Support.supported, found.numbers
+    line = next(n for n in found.numbers if n.startswith("lm: score_init=1.0"))
+    assert "+0.5%" in line and "worse" in line
+    public = decide(PUBLIC, studies)
+    assert public.support == Support.supported, public.numbers
+    assert "worse" in next(n for n in public.numbers if n.startswith("lm: PyPI packages"))
+
+
+def test_seed_noise_that_shows_neither_equivalence_nor_a_difference_is_inconclusive() -> None:
+    """No detectable difference is not "the choice does not matter": absence of evidence."""
+    studies = implementations(sd=0.05)
+    found = decide(CHOICES, studies)
+    assert found.support == Support.inconclusive, found.numbers
+    assert any("no detectable difference" in n for n in found.numbers)
+    assert not any(n.endswith("contradicts") for n in found.numbers)
+    assert decide(PUBLIC, studies).support == Support.inconclusive
+
+
+def test_decay_on_skip_without_weight_decay_does_not_count() -> None:
+    found = decide(CHOICES, implementations(weight_decay=0.0))
+    assert found.support == Support.inconclusive, found.numbers
+    limited = [n for n in found.numbers if "does not count" in n]
+    assert [n.split(" vs ")[0] for n in limited] == [
+        "lm: decay_on_skip=True",
+        "heavy: decay_on_skip=True",
+    ]
+    assert all("weight_decay 0: decay_on_skip changes nothing" in n for n in limited)
+
+
+def test_an_unbracketed_configuration_limits_its_comparisons_only() -> None:
+    studies = implementations()
+    lm = studies["lm"]
+    assert isinstance(lm, Study)
+    searches = tuple(
+        ArmSearch(
+            {"base": "adamw", "variant": "magma", "weight_decay": 0.1, **point},
+            "max_extensions" if point["momentum"] == "previous" else "bracketed",
+            (1e-3,) if point["momentum"] == "previous" else (3.16e-4, 1e-3, 3.16e-3),
+            1e-3,
+            None,
+        )
+        for point in IMPLEMENTATION_GRID
+    )
+    lm.bracket = BracketSearch(done=True, rounds=3, max_extensions=2, arms=searches)
+    found = decide(CHOICES, studies)
+    assert found.support == Support.inconclusive, found.numbers
+    limited = [n.split(" vs ")[0] for n in found.numbers if "does not count" in n]
+    assert limited == ["lm: momentum=previous"]
+    assert "max_extensions=2" in found.numbers[2]
+
+
 # --- the registry --------------------------------------------------------------------------
 
 
@@ -556,7 +721,14 @@ def test_roles_match_a_study_by_its_preset_name_and_workload() -> None:
         "quadratic",
         "components",
         "granularity",
+        "implementations",
     }
+    # one preset, two workloads: a study fills the role its workload's kind names
+    lm, heavy = claims.IMPLEMENTATION_ROLES
+    spec = {"name": "implementations", "workload": {"kind": "llama-c4", "covariates": "heavy"}}
+    assert lm.matches(spec) and not heavy.matches(spec)
+    spec["workload"]["kind"] = "linear-transformer"
+    assert heavy.matches(spec) and not lm.matches(spec)
 
 
 def test_scale_summarises_the_workload_and_seeds() -> None:
@@ -599,6 +771,26 @@ def test_the_report_generator_rewrites_only_the_table(tmp_path: Path) -> None:
         claims_report.with_table("no markers here")
 
 
+def test_the_report_generator_rewrites_each_recorded_runs_own_block(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        run = tmp_path / f"{name}.json"
+        claim = {"reference": name, "support": "supported", "numbers": [], "warnings": []}
+        summary = {"registry_version": "0", "generated_at": "t", "wall_seconds": 1.0}
+        run.write_text(json.dumps({**summary, "studies": [], "claims": [claim]}))
+        runs.append(str(run))
+    blocks = ["\n".join([*claims_report.run_markers(r)]) for r in runs]
+    table = f"{claims_report.TABLE_START}\n{claims_report.TABLE_END}"
+    path = tmp_path / "README.md"
+    path.write_text("\n".join([table, *blocks, ""]))
+    assert claims_report.main([str(path), "--run", *runs]) == 0
+    written = path.read_text()
+    for name, run in zip(("a", "b"), runs, strict=True):
+        start, end = claims_report.run_markers(run)
+        assert f"{start}\nRecorded t" in written and f"- **{name}: supported.**\n{end}" in written
+    assert claims_report.main([str(path), "--run"]) == 2
+
+
 def test_the_registry_version_changes_with_a_threshold() -> None:
     """A threshold moved after seeing the data is a new version."""
     version = claims.registry_version()
@@ -624,21 +816,31 @@ def test_the_thresholds_are_the_ones_the_definitions_state() -> None:
     assert f"+-{given['fig-4']['neutral_margin']:.0%} (TOST)" in text["fig-4"]
     assert f"+-{given['table-a2']['margin']:.0%} (TOST)" in text["table-a2"]
     assert f"{given['table1']['effect']:.1%}, the paper's smallest gain" in text["table1"]
+    for claim_id in ("implementation-choices", "public-implementations"):
+        margins = given[claim_id]["margins"]
+        assert f"+-{margins['lm']:.0%} (LM" in text[claim_id]
+        assert f"+-{margins['heavy']:.0%} (heavy-tailed" in text[claim_id]
+    ours = claim_rules.choices_text(given["implementation-choices"]["algorithm_1"])
+    flips = map(claim_rules.choices_text, given["implementation-choices"]["flips"])
+    assert f"({ours}): {'; '.join(flips)}," in text["implementation-choices"]
+    for name, changed in given["public-implementations"]["implementations"].items():
+        assert f"{name}: {claim_rules.choices_text(changed)}" in text["public-implementations"]
     # Figure A3's windows are the lr-window page's default ones
     assert LRWindowOptions().delta == given["fig-a3"]["window_delta"]
 
 
-RECORDED_RUN = README.parent / "benchmarks" / "results" / "claims-suite.json"
-
-
-def test_the_readme_quotes_the_recorded_suite_run_as_generated() -> None:
-    """The README's findings are ``run_summary`` of the recorded run's JSON, never typed by
-    hand (``python -m studies.analysis.claims_report README.md --run RECORDED_RUN``)."""
-    run = json.loads(RECORDED_RUN.read_text())
+def test_the_readme_quotes_the_recorded_suite_runs_as_generated() -> None:
+    """The README's findings are ``run_summary`` of each recorded run's JSON, never typed by
+    hand (``python -m studies.analysis.claims_report README.md --run RECORDED_RUNS...``),
+    and the recorded runs test every claim of the registry."""
     text = README.read_text()
-    start, end = claims_report.RUN_START, claims_report.RUN_END
-    assert claims_report.with_block(text, start, end, claims_report.run_summary(run)) == text
-    assert {claim["id"] for claim in run["claims"]} == set(CLAIMS_BY_ID)
+    tested = []
+    for path in claims_report.RECORDED_RUNS:
+        run = json.loads((README.parent / path).read_text())
+        summary = claims_report.run_summary(run)
+        assert claims_report.with_block(text, *claims_report.run_markers(path), summary) == text
+        tested += [claim["id"] for claim in run["claims"]]
+    assert sorted(tested) == sorted(CLAIMS_BY_ID)
 
 
 def test_a_run_summary_names_its_registry_version_and_each_verdict() -> None:

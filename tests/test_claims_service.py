@@ -38,6 +38,8 @@ def test_the_api_the_cli_and_the_page_show_the_same_claims(server: Server) -> No
         "fig-4",
         "table-a1",
         "table-a2",
+        "implementation-choices",
+        "public-implementations",
     ]
     fig4 = rows["fig-4"]
     assert fig4["support"] == "supported"

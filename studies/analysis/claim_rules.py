@@ -614,3 +614,82 @@ def granularity(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
         )
     )
     return _decide(checks, _unbracketed(study, arm, undamped))
+
+
+def choices_text(values: Mapping[str, Any]) -> str:
+    """``score_init=0.5, momentum=previous``: a combination of choices as a label."""
+    return ", ".join(f"{name}={value}" for name, value in values.items())
+
+
+def _against_algorithm_1(
+    studies: Mapping[str, StudyView],
+    given: Parameters,
+    variants: Mapping[str, Mapping[str, Any]],
+    supports: Callable[[PairedTest], bool],
+    contradicts: Callable[[float], Callable[[PairedTest], bool]],
+) -> Finding:
+    """In each role's study (its role's ``margins`` entry the equivalence margin), each of
+    ``variants`` (a label and the choices it changes from ``algorithm_1``) against
+    Algorithm 1's choices, both in the base's magma arm at their best LR. A configuration
+    whose LR search stopped unbracketed limits its comparison (its best may lie beyond), and
+    so does a flip of ``decay_on_skip`` without weight decay (it cannot matter there)."""
+    ours = given["algorithm_1"]
+    checks = []
+    for role, study in studies.items():
+        base, margin = _one_base(study), given["margins"][role]
+        if base is None:
+            checks.append(Check(role, None, ("the study does not run exactly one base",)))
+            continue
+        arm = Arm(base, Variant.magma.value)
+        baseline = _best_where(study, arm, **ours)
+        for label, changed in variants.items():
+            chosen = _best_where(study, arm, **{**ours, **changed})
+            check = _compare_configs(
+                study,
+                f"{role}: {label} vs Algorithm 1",
+                baseline,
+                chosen,
+                margin=margin,
+                effect=margin,
+                supports=supports,
+                contradicts=contradicts(margin),
+            )
+            found = [c for c in (baseline, chosen) if c is not None]
+            limits = _unbracketed_configs(study, arm, found)
+            if "decay_on_skip" in changed and any(not c.value("weight_decay") for c in found):
+                limits += ("weight_decay 0: decay_on_skip changes nothing",)
+            checks.append(replace(check, limits=check.limits + limits))
+    return _decide(checks)
+
+
+def _unbracketed_configs(
+    study: StudyView, arm: Arm, chosen: Sequence[Configuration]
+) -> tuple[str, ...]:
+    """The unbracketed LR searches of these configurations of ``arm`` (a point of the
+    study's grid each), as limits."""
+    trials = [t for config in chosen for t in config.trials]
+    found = unbracketed_warnings(trials, arm, study.bracket)
+    return tuple(dict.fromkeys(w.message for w in found))
+
+
+def _worse_beyond(margin: float) -> Callable[[PairedTest], bool]:
+    """Detectably worse by more than ``margin``: a loss that matters."""
+    beyond = _beyond_margin(margin)
+    return lambda test: test.verdict == Verdict.worse and beyond(test)
+
+
+def implementation_choices(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
+    """Each open choice of Algorithm 1, flipped alone from ours, changes the result by less
+    than the margin (TOST) on each workload; a detectable change beyond it contradicts."""
+    flips = {choices_text(flip): flip for flip in given["flips"]}
+    return _against_algorithm_1(studies, given, flips, _equivalent, _beyond_margin)
+
+
+def public_implementations(studies: Mapping[str, StudyView], given: Parameters) -> Finding:
+    """No public implementation's combination of choices is worse than Algorithm 1's:
+    each is better or equivalent within the margin; one worse beyond it contradicts."""
+    combinations = {
+        f"{name} ({choices_text(changed)})": changed
+        for name, changed in given["implementations"].items()
+    }
+    return _against_algorithm_1(studies, given, combinations, _better_or_equivalent, _worse_beyond)
