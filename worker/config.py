@@ -26,13 +26,13 @@ from worker.contract import (
     COUPLED_DECAY_BASES,
     DEFAULT_METRIC,
     FUSED_STEP_BASES,
+    OPEN_CHOICE_DEFAULTS,
     SCORE_INIT_FIRST,
     Base,
     BaseName,
     ComponentsName,
     Granularity,
     GranularityName,
-    Momentum,
     MomentumName,
     ScoreInitName,
     Variant,
@@ -135,17 +135,17 @@ class TrialConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     # --- Algorithm 1's open choices (after base, variant and weight_decay: checked with them)
     score_init: ScoreInitName | float = Field(
-        SCORE_INIT_FIRST,
+        OPEN_CHOICE_DEFAULTS["score_init"],
         description=f"Magma's s_0: {SCORE_INIT_FIRST!r} (s_1 is the first step's own score) or "
         "a number in [0, 1]",
     )
     momentum: MomentumName = Field(
-        Momentum.updated.value,
+        OPEN_CHOICE_DEFAULTS["momentum"],
         description="the first moment Magma's cosine uses: 'updated' (mu_t, after this step's "
         "update) or 'previous' (mu_{t-1})",
     )
     decay_on_skip: bool = Field(
-        False,
+        OPEN_CHOICE_DEFAULTS["decay_on_skip"],
         description="a masked-out block still takes the base's decoupled weight decay, "
         "unscaled (both masked variants); refused with weight_decay > 0 and base one of "
         f"{[b.value for b in COUPLED_DECAY_BASES]}, whose decay is L2 in the gradient",

@@ -1,10 +1,10 @@
 """The names every layer shares, defined once: statuses, optimizer and workload names, the
 metrics each workload reports, telemetry keys, and the mask-seed rule.
 
-Imports only the standard library and ``magma.bases`` (names, no torch), so the API, the
-CLI, the dashboards, the driver and the trainer can all import it without pulling in torch
-or SQLAlchemy. Everything else that needs one of these names imports it from here; nothing
-spells the lists out again.
+Imports only the standard library, ``magma.bases`` and ``magma.choices`` (names, no torch),
+so the API, the CLI, the dashboards, the driver and the trainer can all import it without
+pulling in torch or SQLAlchemy. Everything else that needs one of these names imports it
+from here; nothing spells the lists out again.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Literal
 
 from magma.bases import FUSED_BASES
+from magma.choices import DEFAULTS, MOMENTA, SCORE_INIT_FIRST
 
 
 class Names(str, Enum):
@@ -129,17 +130,13 @@ class Granularity(Names):
     element = "element"
 
 
-class Momentum(Names):
-    """The first moment Magma's alignment score compares with g_t, which Algorithm 1 leaves
-    open: mu_t after this step's update (the default), or mu_{t-1} before it."""
-
-    updated = "updated"
-    previous = "previous"
-
-
-#: ``score_init``'s one non-numeric value: s_1 = s~_1, the first step's own score (the
-#: default); the alternative is a number in [0, 1] taken as s_0
-SCORE_INIT_FIRST = "first"
+#: Magma's ``momentum`` values, the default first (``magma.choices.MOMENTA``): the first
+#: moment its cosine uses, which Algorithm 1 leaves open: "updated", mu_t after this step's
+#: update, or "previous", mu_{t-1} before it
+Momentum = Names("Momentum", {value: value for value in MOMENTA})
+#: the default of each choice Algorithm 1 leaves open (``magma.choices.DEFAULTS``; for
+#: ``score_init`` SCORE_INIT_FIRST: s_1 is the first step's own score): today's behaviour
+OPEN_CHOICE_DEFAULTS: dict[str, object] = dict(DEFAULTS)
 #: bases whose ``weight_decay`` is coupled L2, folded into the gradient before the moments
 #: (``magma/rules``: adam, rmsprop, sgd); the rest decay decoupled (lr * wd * theta), so only
 #: they can still decay a masked-out block (``decay_on_skip``)
