@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 
 from magma import Magma, SkipUpdate
+from tests import optimizer_infos
+from worker.contract import COUPLED_DECAY_BASES, Base
 
 TAU, EMA, LR, WD = 2.0, 0.9, 0.1, 0.5
 PATHS = ["eager", "fused", "replicated", "fused-replicated", "rows"]
@@ -258,3 +260,16 @@ def test_state_dict_records_the_options() -> None:
         Magma(torch.optim.AdamW([param]), seed=0, momentum="previous").load_state_dict(state)
     older = {**state, "masking": {k: v for k, v in state["masking"].items() if k not in options}}
     Magma(torch.optim.AdamW([param]), seed=0).load_state_dict(older)  # the defaults
+
+
+@pytest.mark.parametrize("info", optimizer_infos.OPTIMIZERS, ids=lambda info: info.name)
+def test_the_service_knows_which_bases_couple_their_decay(info) -> None:
+    """``worker.contract.COUPLED_DECAY_BASES`` (the service refuses decay_on_skip there
+    without loading torch) is exactly the bases whose rule has no decoupled decay."""
+    params = [torch.zeros(3, 2, requires_grad=True)]
+    base = info.build(params, weight_decay=0.1)
+    if Base(info.name) in COUPLED_DECAY_BASES:
+        with pytest.raises(ValueError, match="decay_on_skip=True"):
+            Magma(base, decay_on_skip=True)
+    else:
+        Magma(base, decay_on_skip=True)
