@@ -12,6 +12,7 @@ from benchmarks import claims as bench
 from service.api.schemas import ClaimRow, ClaimsReport, ClaimStudy
 from studies.analysis import claims
 from studies.analysis.claim_rules import Support
+from studies.presets import load_preset
 
 #: Figure 4 at the smallest scale that still runs both arms of both Hessians: one LR, one
 #: seed, 10 steps (about 20 s with Ray's start on 2 cores)
@@ -110,11 +111,21 @@ def test_the_implementations_preset_runs_each_workload_at_its_own_scale() -> Non
         assert spec.protocol.sequential.margin == claims.IMPLEMENTATION_MARGINS[role]
     assert (lm.protocol.sequential.round_seeds, lm.protocol.sequential.max_seeds) == (3, 6)
     assert (heavy.protocol.sequential.round_seeds, heavy.protocol.sequential.max_seeds) == (10, 30)
-    # the preset's own (LM) design stops on the LM claims' margin too
-    presets = bench.study_specs(["implementation-choices"], {}, "presets")
-    preset = next(spec for role, spec in presets.items() if role.name == "lm")
-    assert preset.protocol.sequential is not None
-    assert preset.protocol.sequential.margin == claims.IMPLEMENTATION_MARGINS["lm"]
+    # at the presets' scale: the preset's own (whose design stops on the LM's margin), and
+    # for the heavy-tailed role the overrides its description gives
+    presets = {
+        role.name: spec
+        for role, spec in bench.study_specs(["implementation-choices"], {}, "presets").items()
+    }
+    assert presets["lm"] == load_preset("implementations")
+    assert presets["lm"].protocol.sequential is not None
+    assert presets["lm"].protocol.sequential.margin == claims.IMPLEMENTATION_MARGINS["lm"]
+    description = presets["lm"].description
+    start = description.index('{"workload": {"kind": "linear-transformer"')
+    overrides, _ = json.JSONDecoder().raw_decode(description[start:])
+    assert presets["heavy"] == load_preset("implementations", overrides)
+    assert presets["heavy"].protocol.sequential is not None
+    assert presets["heavy"].protocol.sequential.margin == claims.IMPLEMENTATION_MARGINS["heavy"]
 
 
 def test_tables() -> None:
