@@ -30,6 +30,7 @@ from studies.analysis.claim_rules import (
     Support,
     choices_text,
 )
+from worker.contract import OPEN_CHOICE_DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,9 @@ def _fixed(**parameters: Any) -> Parameters:
 
 
 #: Algorithm 1's open choices as we read it (the first score s_0 is the first s~, the cosine
-#: uses the updated momentum mu_t, decoupled decay is masked with the update), as the
-#: ``TrialConfig`` fields that flip them
-ALGORITHM_1 = {"score_init": "first", "momentum": "updated", "decay_on_skip": False}
+#: uses the updated momentum mu_t, decoupled decay is masked with the update): the
+#: ``TrialConfig`` fields that flip them, at magma's defaults
+ALGORITHM_1 = dict(OPEN_CHOICE_DEFAULTS)
 #: the equivalence margins of the implementations claims, on each role's objective. The
 #: LM's val_ppl: 1%, under the paper's smallest reported gain (2.5%, Table 1) and its
 #: 1.2% attention+MLP gain (Table A1), so a choice within it cannot account for them. The
@@ -109,9 +110,10 @@ FLIPS = (
     {"momentum": "previous"},
     {"decay_on_skip": True},
 )
-#: each public implementation's combination, by what it changes from ALGORITHM_1. The
-#: speedrun port's block, one device's shard of a stacked bank, is a tensor on one device
-#: (ours): a shard is not a ``TrialConfig`` choice
+#: each public implementation's combination, by what it changes from ALGORITHM_1. Its
+#: blocks are tensors here: optax's leaf is a tensor in PyTorch, and the speedrun port's
+#: block (one device's shard of a stacked bank) is not offered, so its arm tests its
+#: decay choice alone
 PUBLIC_IMPLEMENTATIONS = {
     "NorMuon pull request": {"score_init": 0.5, "momentum": "previous"},
     "optax": {"score_init": 0.5},
@@ -316,8 +318,8 @@ CLAIMS: tuple[Claim, ...] = (
             "combination at its best LR against Algorithm 1's at its best ("
             + "; ".join(f"{name}: {choices_text(c)}" for name, c in PUBLIC_IMPLEMENTATIONS.items())
             + "; the NorMuon pull request's is the source of the negative public result, the "
-            "speedrun port's block a tensor on one device): supported when every one is "
-            "better or equivalent within +-{margins[lm]:.0%} (LM) or "
+            "speedrun port's decay alone, its stacked-bank shards not offered): supported "
+            "when every one is better or equivalent within +-{margins[lm]:.0%} (LM) or "
             "+-{margins[heavy]:.0%} (heavy-tailed) by TOST, contradicted when one is "
             "detectably worse by more than its margin."
         ),
