@@ -273,3 +273,21 @@ def test_the_service_knows_which_bases_couple_their_decay(info) -> None:
             Magma(base, decay_on_skip=True)
     else:
         Magma(base, decay_on_skip=True)
+
+
+def test_with_previous_momentum_a_half_s0_is_the_first_score() -> None:
+    """mu_0 = 0 makes s~_1 = 0.5 under "previous", so s_0 = 0.5 gives s_1 = 0.5 = s~_1:
+    the NorMuon pull request's s_0 changes nothing beside its momentum (why its arm's
+    numbers equal the momentum flip's in the implementations run)."""
+    ends = []
+    for score_init in ("first", 0.5):
+        theta, grad, other = _block()
+        param = theta.clone()
+        opt = Magma(
+            torch.optim.AdamW([param], lr=LR), seed=0, momentum="previous", score_init=score_init
+        )
+        for step in range(5):
+            param.grad = grad * (step - 2) + other
+            opt.step()
+        ends.append(param)
+    torch.testing.assert_close(ends[0], ends[1], rtol=1e-6, atol=1e-7)
