@@ -8,7 +8,8 @@ every configuration of its grid (the first round is its ``seeds = round_seeds``)
 run of the stage has finished, the study is at a look (``studies.analysis.sequential``):
 every comparison of the study (``verdict.verdicts``: each masked arm against its dense base
 on the deciding stage, tested at the look's spent alpha, equivalence against the design's
-margin) either decided or not. While one is undecided and the cap is not reached, the next
+margin; with a ``baseline`` configuration, each other configuration of its arm against it
+too) either decided or not. While one is undecided and the cap is not reached, the next
 round gives *every* configuration of the stage ``round_seeds`` more seeds (fresh ones, after
 its last), so the arms stay paired; seeding stops when every comparison decided, at
 ``max_seeds``, or when the round would pass the run budget (the server cap). Each plan
@@ -22,9 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from studies.analysis.sequential import Decision, design_of
-from studies.analysis.verdict import Comparison, verdicts
-from studies.best import is_confirmation, runs_confirmation
+from studies.analysis.sequential import Decision, SequentialDesign, design_of
+from studies.analysis.verdict import (
+    Stage,
+    StageTest,
+    compare_configurations,
+    verdicts,
+)
+from studies.best import STAGE_KEY, is_confirmation, runs_confirmation
 from studies.records import TrialRecord
 from studies.spec import StudySpec
 from worker.contract import FINISHED_TRIAL_STATUSES
@@ -76,10 +82,12 @@ def plan(spec: StudySpec, trials: Sequence[TrialRecord], *, budget: int) -> Seed
     comparisons = verdicts(
         trials, spec.mode, confirming=confirming, metric=spec.metric, design=design
     )
+    against = _against_baseline(spec, stage, confirming, design)
+    tests = [c.deciding for c in comparisons] + [test for _, _, test in against]
     count = min(design.round_seeds, design.max_seeds - seeds)
     reason: Reason = "running"
-    if not any(c.undecided for c in comparisons):
-        reason = "max_seeds" if look.final and not all(map(_decided, comparisons)) else "decided"
+    if not any(test.undecided for test in tests):
+        reason = "max_seeds" if look.final and not all(map(_decided, tests)) else "decided"
     elif len(trials) + count * len(configurations) > budget:
         reason = "caps"
     report = {
@@ -90,7 +98,8 @@ def plan(spec: StudySpec, trials: Sequence[TrialRecord], *, budget: int) -> Seed
         "seeds": seeds,
         "alpha": look.alpha,
         "design": design.as_dict(),
-        "comparisons": [_decision(c) for c in comparisons],
+        "comparisons": [_decision(c.arm.label, c.baseline.label, c.deciding) for c in comparisons]
+        + [_decision(label, baseline, test) for label, baseline, test in against],
     }
     if reason != "running":
         return SeedPlan(report=report, done=True)
@@ -106,17 +115,51 @@ def plan(spec: StudySpec, trials: Sequence[TrialRecord], *, budget: int) -> Seed
     return SeedPlan(extensions, report)
 
 
-def _decided(comparison: Comparison) -> bool:
-    return comparison.deciding.sequential in (Decision.better, Decision.worse, Decision.equivalent)
+def _against_baseline(
+    spec: StudySpec, stage: list[TrialRecord], confirming: bool, design: SequentialDesign
+) -> list[tuple[str, str, StageTest]]:
+    """With ``protocol.sequential.baseline``: each other configuration of the baseline's arm
+    against it on the stage seeded in rounds, labelled by the values that differ."""
+    sequential = spec.protocol.sequential
+    baseline = sequential.baseline if sequential is not None else None
+    if not baseline:
+        return []
+    groups: dict[tuple, list[TrialRecord]] = {}
+    for trial in stage:
+        values = {k: v for k, v in trial.params.items() if k not in ("lr", STAGE_KEY)}
+        groups.setdefault((trial.arm, tuple(sorted(values.items(), key=str))), []).append(trial)
+    found = []
+    for (arm, values), runs in groups.items():
+        if not all(dict(values).get(k) == v for k, v in baseline.items()):
+            continue
+        for (other_arm, other_values), other_runs in groups.items():
+            if other_arm != arm or other_values == values:
+                continue
+            changed = {k: v for k, v in other_values if dict(values).get(k) != v}
+            test = compare_configurations(
+                runs,
+                other_runs,
+                spec.mode,
+                stage=Stage.confirmation if confirming else Stage.selection,
+                margin=design.margin,
+                metric=spec.metric,
+                design=design,
+            )
+            label = f"{arm.label} ({', '.join(f'{k}={v}' for k, v in changed.items())})"
+            found.append((label, f"{arm.label} (baseline)", test))
+    return found
 
 
-def _decision(comparison: Comparison) -> dict[str, Any]:
+def _decided(stage: StageTest) -> bool:
+    return stage.sequential in (Decision.better, Decision.worse, Decision.equivalent)
+
+
+def _decision(arm: str, baseline: str, stage: StageTest) -> dict[str, Any]:
     """One comparison at the look, as the event records it."""
-    stage = comparison.deciding
     test = stage.test
     return {
-        "arm": comparison.arm.label,
-        "baseline": comparison.baseline.label,
+        "arm": arm,
+        "baseline": baseline,
         "stage": stage.stage.value,
         "decision": stage.sequential.value if stage.sequential is not None else None,
         "pairs": stage.n,

@@ -138,6 +138,12 @@ class Sequential(BaseModel):
     margin: float | None = Field(
         None, gt=0, lt=1, description="equivalence margin (TOST) that also stops the rounds"
     )
+    baseline: dict[str, Any] | None = Field(
+        None,
+        description="searched values naming a reference configuration: each other "
+        "configuration of its arm is compared with it at every look too, and the rounds go on "
+        "while any of those comparisons is undecided (the implementations preset's choices)",
+    )
 
     @model_validator(mode="after")
     def _design(self) -> Sequential:
@@ -283,6 +289,25 @@ class StudySpec(BaseModel):
                 f"it (got {self.seeds})"
             )
         self.seeds = sequential.round_seeds
+        return self
+
+    @model_validator(mode="after")
+    def _sequential_baseline(self) -> StudySpec:
+        """A baseline names one value of each field it sets, among the searched ones."""
+        sequential = self.protocol.sequential
+        baseline = sequential.baseline if sequential is not None else None
+        for name, value in (baseline or {}).items():
+            searched = self.search.get(name)
+            if name == "lr" or searched is None or isinstance(searched, Range):
+                raise ValueError(
+                    f"protocol.sequential.baseline: {name!r} must be a field searched as a "
+                    f"list (not lr); searched: {[k for k in self.search if k != 'lr']}"
+                )
+            if _numeric(name, value) not in _choices(searched):
+                raise ValueError(
+                    f"protocol.sequential.baseline: {name}={value!r} is not among the searched "
+                    f"values {_choices(searched)}"
+                )
         return self
 
     @model_validator(mode="after")

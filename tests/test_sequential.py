@@ -555,3 +555,69 @@ def test_a_sequential_spec_is_stored_resolved_and_bounds_its_runs() -> None:
     assert bracket.protocol.confirm_seeds == 5
     assert bracket.runs == 2 * (rounds * 2 + 50)
     assert bracket.first_round_runs == 2 * (bracket.protocol.initial_points * 2 + 5)
+
+
+# --- a baseline configuration: its arm's other configurations decide the rounds too ---------
+
+
+def baseline_study(baseline: dict | None) -> tuple[list[TrialRecord], list[SeedPlan]]:
+    """Dense and magma at tau 1 and tau 2, rounds of 3 up to 12: both taus 10% better than
+    dense (that comparison decides at the first looks) and no different from each other."""
+    sequential = {"round_seeds": 3, "max_seeds": 12}
+    if baseline is not None:
+        sequential["baseline"] = baseline
+    spec = quadratic_spec(
+        name="sequential",
+        search={"variant": ["dense", "magma"], "tau": [1.0, 2.0], "lr": 0.01},
+        protocol={"sequential": sequential},
+    )
+    points = [("dense", 2.0), ("magma", 1.0), ("magma", 2.0)]
+    trials: list[TrialRecord] = []
+
+    def run(configuration: int, first: int, count: int) -> None:
+        variant, tau = points[configuration]
+        for seed_index in range(first, first + count):
+            draw = np.random.default_rng([7, seed_index, configuration])
+            value = math.exp(draw.normal(0, 0.01)) * (0.9 if variant == "magma" else 1.0)
+            trials.append(record(len(trials), configuration, variant, seed_index, value, tau=tau))
+
+    for configuration in range(len(points)):
+        run(configuration, 0, spec.seeds)
+    plans: list[SeedPlan] = []
+    while not (plans and plans[-1].done):
+        plans.append(plan(spec, trials, budget=10_000))
+        for extension in plans[-1].extensions:
+            run(extension.configuration, extension.first_seed, extension.count)
+    return trials, plans
+
+
+def test_a_baseline_keeps_seeding_while_its_arms_configurations_are_undecided() -> None:
+    """Without a baseline the rounds stop once magma's best is decided against dense; with
+    one (tau 2), tau 1 against it is undecided (no difference, no margin), so they go on to
+    the cap, and each look records that comparison."""
+    _, alone = baseline_study(None)
+    assert alone[-1].report["reason"] == "decided" and alone[-1].report["seeds"] < 12
+    trials, plans = baseline_study({"tau": 2.0})
+    last = plans[-1].report
+    assert last["reason"] == "max_seeds" and last["seeds"] == 12
+    assert {len(s) for s in seeds_per_configuration(trials).values()} == {12}
+    against = [c for c in last["comparisons"] if c["baseline"] == "adamw+magma (baseline)"]
+    assert [c["arm"] for c in against] == ["adamw+magma (tau=1.0)"]
+    assert against[0]["decision"] == "inconclusive" and against[0]["pairs"] == 12
+    assert [c["decision"] for c in plans[0].report["comparisons"]] == ["better", "continue"]
+
+
+@pytest.mark.parametrize(
+    ("baseline", "message"),
+    [
+        ({"p": 0.5}, r"baseline: 'p' must be a field searched as a list"),
+        ({"lr": 0.01}, r"baseline: 'lr' must be a field searched as a list"),
+        ({"tau": 3.0}, r"baseline: tau=3.0 is not among the searched values \[1.0, 2.0\]"),
+    ],
+)
+def test_a_bad_baseline_names_the_field(baseline: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        quadratic_spec(
+            search={"variant": ["dense", "magma"], "tau": [1.0, 2.0], "lr": 0.01},
+            protocol={"sequential": {"round_seeds": 3, "max_seeds": 12, "baseline": baseline}},
+        )

@@ -102,6 +102,14 @@ class StageTest:
         return decide(self.test, self.look)
 
     @property
+    def undecided(self) -> bool:
+        """Whether another round of seeds could decide it: it is seeded in rounds and below
+        the cap, and its test has not decided (or has too few pairs)."""
+        if self.look is None or self.look.final:
+            return False
+        return self.n < MIN_DECIDING_PAIRS or self.sequential == Decision.continue_
+
+    @property
     def round_limits(self) -> tuple[str, ...]:
         """Why a stage seeded in rounds cannot decide yet: runs in flight, or its test at
         the look's spent alpha is undecided (before the cap: the next round; at it:
@@ -168,12 +176,8 @@ class Comparison:
 
     @property
     def undecided(self) -> bool:
-        """Whether another round of seeds could decide it: its deciding stage is seeded in
-        rounds and below the cap, and its test has not decided (or has too few pairs)."""
-        stage = self.deciding
-        if stage.look is None or stage.look.final:
-            return False
-        return stage.n < MIN_DECIDING_PAIRS or stage.sequential == Decision.continue_
+        """Whether another round of seeds could decide it (its deciding stage's rule)."""
+        return self.deciding.undecided
 
     @property
     def decision(self) -> Verdict | None:
