@@ -31,8 +31,14 @@ from torch.optim import Optimizer
 from magma.bases import FUSED_BASES as FUSED_BASES  # re-exported: magma.fused.FUSED_BASES
 from magma.replicas import broadcastable, slice_mean
 from magma.rules import rule_for
-from magma.rules.adam import AdamRule, _decoupled
-from magma.rules.base import ParamGroup, UpdateRule, bias_corrections, step_sizes
+from magma.rules.adam import AdamRule
+from magma.rules.base import (
+    ParamGroup,
+    UpdateRule,
+    bias_corrections,
+    decay_skipped_,
+    step_sizes,
+)
 from magma.rules.cautious_adamw import CAUTION_FLOOR, CautiousAdamWRule
 from magma.rules.laprop import LaPropRule
 
@@ -297,10 +303,11 @@ def masked_step(
     lr, eps, maximize = group["lr"], group["eps"], bool(group["maximize"])
     amsgrad = kind != "laprop" and bool(group["amsgrad"])
     weight_decay = float(group["weight_decay"])
-    # LaProp's decay is always decoupled; C-AdamW adds lr * wd * theta to Delta whatever
-    # the group's flag (its rule's direction); Adam only when decoupled (AdamW).
-    coupled_decay = kind != "laprop" and weight_decay != 0 and not _decoupled(group)
-    decay = lr * weight_decay if kind != "adam" or _decoupled(group) else 0.0
+    # the rule's decoupled lr * wd (LaProp, C-AdamW, AdamW), or None where Adam folds
+    # weight_decay into g
+    decoupled = rule.decoupled_decay(group)
+    coupled_decay = decoupled is None
+    decay = 0.0 if decoupled is None else decoupled
     steps = [s["step"] for s in states]
     torch._foreach_add_(steps, 1)
     bc1s, bc2_sqrts = bias_corrections(steps, beta1, beta2)
@@ -342,6 +349,5 @@ def masked_step(
             fallbacks.append(fallback)
             if score is not None:
                 scores.append(score)
-    if skip_decay != 0 and dropped:
-        torch._foreach_mul_(dropped, 1 - skip_decay)
+    decay_skipped_(dropped, skip_decay)
     return (scores if previous is not None else None), fallbacks

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from torch import Tensor
 from torch.optim import Optimizer
 
+from magma.choices import MOMENTA, SCORE_INIT_FIRST
 from magma.masked import MaskedOptimizer
 
 
@@ -46,8 +47,8 @@ class Magma(MaskedOptimizer):
         damping: bool = True,
         fused: bool | None = None,
         replicas: int | None = None,
-        score_init: str | float = "first",
-        momentum: str = "updated",
+        score_init: str | float = SCORE_INIT_FIRST,
+        momentum: str = MOMENTA[0],
         decay_on_skip: bool = False,
     ) -> None:
         super().__init__(

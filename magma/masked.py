@@ -39,10 +39,9 @@ from magma import scores as S
 from magma.choices import DEFAULTS, MOMENTA, SCORE_INIT_FIRST
 from magma.replicas import broadcastable, check_replicas, check_stacked, replica_seeds
 from magma.rules import rule_for
-from magma.rules.base import ParamGroup, UpdateRule, buckets
+from magma.rules.base import ParamGroup, UpdateRule, buckets, decay_skipped_
 
 SAMPLINGS = ("uniform", "alignment", "none")
-
 OWN_MOMENT_BETA = 0.9
 DEFAULT_LABEL = "masked"
 
@@ -103,8 +102,8 @@ class MaskedOptimizer(Optimizer):
         ema: float,
         fused: bool | None = None,
         replicas: int | None = None,
-        score_init: str | float = "first",
-        momentum: str = "updated",
+        score_init: str | float = SCORE_INIT_FIRST,
+        momentum: str = MOMENTA[0],
         decay_on_skip: bool = False,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
@@ -458,6 +457,29 @@ class MaskedOptimizer(Optimizer):
             ]
         return self._device_generators[key]
 
+    def _advance_and_score(
+        self,
+        group: ParamGroup,
+        rule: UpdateRule | None,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list,
+    ) -> list[Tensor]:
+        """Advance the moments (the base's through ``rule``, the wrapper's own) and, where
+        scores are needed, score each tensor against mu_{t-1} before the update (momentum
+        "previous") or mu_t after it. Returns the gradients as the moments saw them."""
+        score_before = self._needs_scores and self.momentum == "previous"
+        if score_before:
+            seen = rule.seen_gradients(group, params, grads) if rule is not None else grads
+            self._update_scores(params, self._current_moments(rule, params, states), seen)
+        if rule is not None:
+            grads = rule.update_moments(group, params, grads, states)
+        if self._needs_scores:
+            self._advance_own_moments(rule, params, grads)
+            if not score_before:
+                self._update_scores(params, self._current_moments(rule, params, states), grads)
+        return grads
+
     def _current_moments(
         self, rule: UpdateRule | None, params: list[Tensor], states: list
     ) -> list[Tensor]:
@@ -589,15 +611,7 @@ class MaskedOptimizer(Optimizer):
                 return
             for q in params:  # the compiler is gone for this process: the foreach path
                 self._count_fallback(q, failure)
-        raw = [q.grad for q in params]
-        if self._needs_scores and self.momentum == "previous":
-            seen = rule.seen_gradients(group, params, raw)
-            self._update_scores(params, self._current_moments(rule, params, states), seen)
-        grads = rule.update_moments(group, params, raw, states)
-        if self._needs_scores:
-            self._advance_own_moments(rule, params, grads)
-        if self._needs_scores and self.momentum == "updated":
-            self._update_scores(params, self._current_moments(rule, params, states), grads)
+        grads = self._advance_and_score(group, rule, params, [q.grad for q in params], states)
         skip_decay = self._skip_decay(group)
 
         if self.replicas is None and self.granularity == "block" and self.sampling != "alignment":
@@ -606,10 +620,7 @@ class MaskedOptimizer(Optimizer):
             keep = [i for i, q in enumerate(params) if host_draws.get(q, True)]
             for q in params:
                 self._count_survival(q, host_draws.get(q, True))
-            if not isinstance(skip_decay, float) or skip_decay != 0:
-                dropped = [q for q in params if not host_draws.get(q, True)]
-                if dropped:
-                    torch._foreach_mul_(dropped, 1 - skip_decay)
+            decay_skipped_([q for q in params if not host_draws.get(q, True)], skip_decay)
             if not keep:
                 return
             if self.damping:
@@ -637,12 +648,7 @@ class MaskedOptimizer(Optimizer):
         if self._needs_scores:
             for index in buckets(params):
                 ps, gs = [params[i] for i in index], [grads[i] for i in index]
-                previous = self.momentum == "previous"
-                if previous:
-                    self._update_scores(ps, self._current_moments(None, ps, []), gs)
-                self._advance_own_moments(None, ps, gs)
-                if not previous:
-                    self._update_scores(ps, self._current_moments(None, ps, []), gs)
+                self._advance_and_score(group, None, ps, gs, [])
         mults, keeps = self._multipliers(params, host_draws)
         before = [q.detach().clone() for q in params]
         return params, before, mults, keeps, self._skip_decay(group)

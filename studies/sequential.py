@@ -19,6 +19,7 @@ seeding went on or stopped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,7 +32,7 @@ from studies.analysis.verdict import (
     verdicts,
 )
 from studies.best import STAGE_KEY, is_confirmation, runs_confirmation
-from studies.records import TrialRecord
+from studies.records import Arm, TrialRecord
 from studies.spec import StudySpec
 from worker.contract import FINISHED_TRIAL_STATUSES
 
@@ -124,18 +125,19 @@ def _against_baseline(
     baseline = sequential.baseline if sequential is not None else None
     if not baseline:
         return []
-    groups: dict[tuple, list[TrialRecord]] = {}
+    groups: dict[tuple[Arm, str], tuple[dict[str, Any], list[TrialRecord]]] = {}
     for trial in stage:
         values = {k: v for k, v in trial.params.items() if k not in ("lr", STAGE_KEY)}
-        groups.setdefault((trial.arm, tuple(sorted(values.items(), key=str))), []).append(trial)
+        key = (trial.arm, json.dumps(values, sort_keys=True))
+        groups.setdefault(key, (values, []))[1].append(trial)
     found = []
-    for (arm, values), runs in groups.items():
-        if not all(dict(values).get(k) == v for k, v in baseline.items()):
+    for (arm, _), (values, runs) in groups.items():
+        if not baseline.items() <= values.items():
             continue
-        for (other_arm, other_values), other_runs in groups.items():
+        for (other_arm, _), (other_values, other_runs) in groups.items():
             if other_arm != arm or other_values == values:
                 continue
-            changed = {k: v for k, v in other_values if dict(values).get(k) != v}
+            changed = ", ".join(f"{k}={v}" for k, v in other_values.items() if values.get(k) != v)
             test = compare_configurations(
                 runs,
                 other_runs,
@@ -145,8 +147,7 @@ def _against_baseline(
                 metric=spec.metric,
                 design=design,
             )
-            label = f"{arm.label} ({', '.join(f'{k}={v}' for k, v in changed.items())})"
-            found.append((label, f"{arm.label} (baseline)", test))
+            found.append((f"{arm.label} ({changed})", f"{arm.label} (baseline)", test))
     return found
 
 

@@ -154,6 +154,13 @@ def maximized_with_decay(
     return grads
 
 
+def decay_skipped_(dropped: list[Tensor], skip_decay: float | Tensor) -> None:
+    """theta <- theta (1 - lr * wd) for whole masked-out blocks (``decay_on_skip``, its
+    ``skip_decay`` = lr * wd); nothing at 0 or without blocks."""
+    if dropped and not (isinstance(skip_decay, float | int) and skip_decay == 0):
+        torch._foreach_mul_(dropped, 1 - skip_decay)
+
+
 def decoupled_decay_(
     params: list[Tensor], lr: float | Tensor, weight_decay: float, scales: Scales
 ) -> None:
